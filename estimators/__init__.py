@@ -1,0 +1,35 @@
+"""Pure numerics of Tweetoscope: Hawkes fits, forecasts, simulation, baselines, correction, metrics.
+
+Nothing here does I/O, Kafka, Dask or streaming: functions take plain arrays
+(times in seconds since the original post, marks in followers) and return
+frozen records, so they run the same in a notebook, a benchmark or a Dask task.
+"""
+
+from .fit import fit_cascade
+from .hawkes import COURSE_PRIOR, DEFAULT_BETA_BOUNDS, ConvergenceWarning, LogNormalPrior, loglikelihood, loglikelihood_grad
+from .marks import ParetoFit, fit_pareto, pareto_mean, sample_pareto
+from .results import HawkesFit, PowerLawFit, predict_size
+from .simulate import SIMULATION_PRIOR, CascadeTooLarge, SimulatedCascade, draw_parameters, simulate_cascade, simulate_dataset
+
+__all__ = [
+    "fit_cascade",
+    "HawkesFit",
+    "PowerLawFit",
+    "predict_size",
+    "LogNormalPrior",
+    "COURSE_PRIOR",
+    "DEFAULT_BETA_BOUNDS",
+    "ConvergenceWarning",
+    "loglikelihood",
+    "loglikelihood_grad",
+    "ParetoFit",
+    "fit_pareto",
+    "pareto_mean",
+    "sample_pareto",
+    "SimulatedCascade",
+    "simulate_cascade",
+    "simulate_dataset",
+    "SIMULATION_PRIOR",
+    "draw_parameters",
+    "CascadeTooLarge",
+]
