@@ -1,0 +1,138 @@
+"""The ``tweetoscope`` command line.
+
+Every sub-command builds one :class:`tweetoscope.config.Settings` (flags >
+environment > config file > defaults) and passes it down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+
+from .config import ENV_VARS, ConfigError, Settings, load_settings
+
+__all__ = ["main", "build_parser"]
+
+DEFAULTS = Settings()
+
+
+
+def _windows(text: str) -> tuple[int, ...]:
+    try:
+        w = tuple(int(float(x)) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"windows must be comma-separated seconds, e.g. 600,1200,3600; got {text!r}")
+    if not w:
+        raise argparse.ArgumentTypeError("at least one window is needed")
+    return w
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--windows", type=_windows, help="observation windows in seconds, e.g. 600,1200,3600 "
+                   f"(default {','.join(map(str, DEFAULTS.windows))}; env {ENV_VARS['windows']})")
+    g.add_argument("--kernel", choices=("exp", "powerlaw"), help="Hawkes kernel (default exp)")
+    g.add_argument("--alpha", type=float, help=f"Pareto exponent of the marks (default {DEFAULTS.alpha})")
+    g.add_argument("--mu", type=float, help=f"Pareto lower bound of the marks (default {DEFAULTS.mu})")
+    g.add_argument("--max-n-star", dest="max_n_star", type=float,
+                   help=f"bound on the fitted branching factor (default {DEFAULTS.max_n_star})")
+    g.add_argument("--seed", type=int, help="seed of every random generator (default 0)")
+    g.add_argument("--config", dest="config_file", help="TOML config file (env TWEETOSCOPE_CONFIG)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tweetoscope",
+        description="Real-time prediction of retweet cascade popularity with marked Hawkes processes.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "backtest",
+        help="accuracy of every predictor per observation window on complete cascades",
+        description="Replays each cascade up to each window, forecasts its final size with every predictor "
+        "(observed, hawkes, hawkes+rf, seismic, and oracle when PATH holds a truth.jsonl) and reports the "
+        "median and mean absolute relative error |N_hat - N| / N.",
+    )
+    p.add_argument("path", help="a NEWS-layout folder, a folder of RT*.txt files, or a JSONL file")
+    _add_model_flags(p)
+    p.add_argument("--min-size", dest="min_cascade_size", type=int,
+                   help="score cascades with at least this many events before the window (default 2)")
+    p.add_argument("--folds", dest="cv_folds", type=int, help="cross-validation folds of the forest (default 5)")
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object instead of tables")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=cmd_backtest)
+
+    p = sub.add_parser(
+        "simulate",
+        help="write simulated cascades with known parameters (NEWS layout + truth.jsonl)",
+        description="Simulates complete marked exponential Hawkes cascades by their branching structure, "
+        "with (p, beta) drawn from the simulation prior and marks from Pareto(alpha, mu); keeps cascades "
+        "of at least --min-size events. Writes news-data.csv, news-index.csv and truth.jsonl in OUTDIR.",
+    )
+    p.add_argument("outdir", help="output folder (created if needed)")
+    p.add_argument("--n", type=int, default=1000, help="number of cascades (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--min-size", type=int, default=10, help="minimum final size of a kept cascade (default 10)")
+    p.add_argument("--alpha", type=float, default=2.4, help="Pareto exponent of the marks (default 2.4)")
+    p.add_argument("--mu", type=float, default=10.0, help="Pareto lower bound of the marks (default 10)")
+    p.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    keys = set(ENV_VARS) & set(vars(args))
+    return load_settings({k: getattr(args, k) for k in keys}, config_file=getattr(args, "config_file", None))
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from streams.datasets import load_dataset
+
+    from .backtest import backtest
+    from .report import print_backtest
+
+    settings = _settings(args)
+    dataset = load_dataset(args.path)
+    report = backtest(dataset, settings, progress=not args.no_progress)
+    if args.json:
+        sys.stdout.write(orjson.dumps(report).decode() + "\n")
+    else:
+        print_backtest(report)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from estimators import simulate_dataset
+    from streams.datasets import write_news
+
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    cascades = simulate_dataset(args.n, alpha=args.alpha, mu=args.mu, min_size=args.min_size, random_state=args.seed)
+    truth = [
+        {"p": c.p, "beta": c.beta, "n_star": c.n_star, "alpha": c.alpha, "mu": c.mu, "size": c.size}
+        for c in cascades
+    ]
+    write_news(args.outdir, [(c.times, c.marks) for c in cascades], truth)
+    n_events = sum(c.size for c in cascades)
+    print(f"wrote {len(cascades)} cascades ({n_events} events) to {Path(args.outdir)}/", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"tweetoscope {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

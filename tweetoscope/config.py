@@ -1,0 +1,198 @@
+"""One frozen settings object for every command and stage.
+
+Precedence, highest first: command-line flag > environment variable > config
+file (TOML, ``--config FILE`` or ``$TWEETOSCOPE_CONFIG``) > default. The CLI
+builds one :class:`Settings` with :func:`load_settings` and hands it down;
+nothing below the CLI reads ``os.environ``. Environment variable names are
+``TWEETOSCOPE_`` plus the field name in capitals (``TWEETOSCOPE_KAFKA``,
+``TWEETOSCOPE_WINDOWS=600,1200``...); they are listed in :data:`ENV_VARS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Settings", "load_settings", "ENV_PREFIX", "ENV_VARS", "ConfigError", "KAFKA_PRODUCER_DEFAULTS",
+           "KAFKA_CONSUMER_DEFAULTS"]
+
+ENV_PREFIX = "TWEETOSCOPE_"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+
+#: Safe producer defaults, merged beneath user overrides (at-least-once, no reordering on retry).
+KAFKA_PRODUCER_DEFAULTS: dict[str, Any] = {
+    "acks": "all",
+    "enable.idempotence": True,
+    "linger.ms": 5,
+    "compression.type": "lz4",
+}
+#: Consumer defaults: offsets are committed by the stages only after their outputs are delivered.
+KAFKA_CONSUMER_DEFAULTS: dict[str, Any] = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "auto.offset.reset": "earliest",
+}
+
+
+class ConfigError(ValueError):
+    """A setting has an invalid value; the message names the setting and where it came from."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting of Tweetoscope. Times in seconds.
+
+    Model
+        ``windows``: observation windows T_obs; ``kernel``: ``"exp"`` or ``"powerlaw"``;
+        ``alpha``, ``mu``: Pareto law of the marks; ``max_n_star``: bound on the fitted
+        branching factor; ``prior_*``: course prior on (p, beta) (see
+        :class:`estimators.LogNormalPrior`).
+    Correction
+        ``forest_trees``, ``forest_min_leaf``: the random forests; ``cv_folds``: folds of
+        the backtest's cross-validation; ``seed``: every random generator.
+    Pipeline
+        ``kafka``: bootstrap servers (``None``: embedded in-memory run);
+        ``scheduler``: address of an existing Dask scheduler; ``terminated``: a cascade
+        ends when its source's clock passes its last event by this much;
+        ``min_cascade_size``: smaller cascades are not fitted; ``alert_threshold``:
+        forecast size that raises an alert; ``kafka_secret``: SASL password, masked in repr.
+    """
+
+    windows: tuple[int, ...] = (600, 1200, 3600)
+    kernel: str = "exp"
+    alpha: float = 2.4
+    mu: float = 10.0
+    max_n_star: float = 0.95
+    prior_mean_p: float = 0.02
+    prior_mean_beta: float = 2e-4
+    prior_sd_p: float = 0.01
+    prior_sd_beta: float = 1e-3
+    prior_corr: float = -0.1
+    forest_trees: int = 100
+    forest_min_leaf: int = 5
+    cv_folds: int = 5
+    seed: int = 0
+    kafka: str | None = None
+    scheduler: str | None = None
+    terminated: float = 1800.0
+    min_cascade_size: int = 2
+    alert_threshold: float = 100.0
+    kafka_secret: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.windows or any(w <= 0 for w in self.windows):
+            raise ConfigError(f"windows must be positive seconds, got {self.windows}")
+        if tuple(sorted(set(self.windows))) != tuple(self.windows):
+            raise ConfigError(f"windows must be strictly increasing, got {self.windows}")
+        if self.kernel not in ("exp", "powerlaw"):
+            raise ConfigError(f"kernel must be 'exp' or 'powerlaw', got {self.kernel!r}")
+        if self.alpha <= 2 or self.mu <= 0:
+            raise ConfigError(f"alpha must be > 2 and mu > 0, got alpha={self.alpha}, mu={self.mu}")
+        if not 0 < self.max_n_star <= 1:
+            raise ConfigError(f"max_n_star must be in (0, 1], got {self.max_n_star}")
+        if self.cv_folds < 2:
+            raise ConfigError(f"cv_folds must be >= 2, got {self.cv_folds}")
+        if self.min_cascade_size < 2:
+            raise ConfigError(f"min_cascade_size must be >= 2 (a fit needs two events), got {self.min_cascade_size}")
+        if self.terminated <= 0:
+            raise ConfigError(f"terminated must be > 0 seconds, got {self.terminated}")
+
+    @property
+    def prior(self):
+        """The prior on (p, beta) as an :class:`estimators.LogNormalPrior`."""
+        from estimators import LogNormalPrior
+
+        return LogNormalPrior(self.prior_mean_p, self.prior_mean_beta, self.prior_sd_p, self.prior_sd_beta,
+                              self.prior_corr)
+
+    def fit_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`estimators.fit_cascade` implied by these settings."""
+        kw: dict[str, Any] = {"kernel": self.kernel, "alpha": self.alpha, "mu": self.mu}
+        if self.kernel == "exp":
+            kw.update(prior=self.prior, max_n_star=self.max_n_star)
+        return kw
+
+    def as_dict(self, *, mask_secrets: bool = True) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if mask_secrets and d.get("kafka_secret"):
+            d["kafka_secret"] = "***"
+        return d
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+#: Environment variable of each setting.
+ENV_VARS: dict[str, str] = {f.name: ENV_PREFIX + f.name.upper() for f in fields(Settings)}
+
+
+def _convert(name: str, value: Any, source: str) -> Any:
+    """Convert a raw value (string from env/CLI, or TOML value) to the field's type."""
+    default = Settings.__dataclass_fields__[name].default
+    try:
+        if name == "windows":
+            if isinstance(value, str):
+                value = [v for v in value.replace(" ", "").split(",") if v]
+            return tuple(int(float(v)) for v in value)
+        if value is None or (isinstance(value, str) and value.lower() in ("", "none")):
+            if default is None:
+                return None
+            raise ValueError("a value is required")
+        if isinstance(default, bool):
+            return str(value).lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name!r} from {source}: cannot use {value!r} ({exc})") from None
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+) -> Settings:
+    """Build the settings from defaults, a TOML file, environment variables and overrides (in that order).
+
+    ``overrides`` holds command-line values; ``None`` values are ignored (flag not given).
+    ``env`` defaults to ``os.environ``.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    path = config_file or env.get(CONFIG_ENV)
+    if path:
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        raw = raw.get("tweetoscope", raw)
+        for key, value in raw.items():
+            if key not in ENV_VARS:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            values[key] = _convert(key, value, f"config file {path}")
+    for name, var in ENV_VARS.items():
+        if var in env:
+            values[name] = _convert(name, env[var], f"environment variable {var}")
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in ENV_VARS:
+            raise ConfigError(f"unknown setting {key!r}")
+        values[key] = _convert(key, value, "the command line")
+    try:
+        return Settings(**values)
+    except ConfigError:
+        raise
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None

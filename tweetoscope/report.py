@@ -1,0 +1,36 @@
+"""Readable terminal tables (rich) for command outputs."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["print_backtest"]
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    if x is None:
+        return "inf"
+    return f"{x:,.{digits}f}"
+
+
+def print_backtest(report: dict, console: Console | None = None) -> None:
+    """Print one table per window: predictor, median ARE, mean ARE, cascades, seconds."""
+    console = console or Console()
+    console.print(f"[bold]{report['data']}[/bold]: {report['cascades']} cascades, kernel {report['kernel']}")
+    for window, scores in report["windows"].items():
+        table = Table(title=f"T_obs = {window} s", title_justify="left")
+        for col, justify in (("predictor", "left"), ("median ARE", "right"), ("mean ARE", "right"),
+                             ("MSLE (log2)", "right"), ("n", "right"), ("seconds", "right")):
+            table.add_column(col, justify=justify)
+        if not scores:
+            console.print(f"T_obs = {window} s: no cascade has enough events")
+            continue
+        best = min(s["median_are"] for s in scores.values())
+        for name, s in scores.items():
+            med = _fmt(s["median_are"])
+            if s["median_are"] == best:
+                med = f"[bold green]{med}[/bold green]"
+            mean = _fmt(s["mean_are"]) + (f" ({s['n_infinite']} inf)" if s["n_infinite"] else "")
+            table.add_row(name, med, mean, _fmt(s["msle_log2"], 2), str(s["n"]), f"{s['seconds']:.2f}")
+        console.print(table)
