@@ -6,7 +6,10 @@ in passes :func:`check_cascade` first.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from numba import njit
 
 __all__ = ["check_cascade", "check_positive"]
 
@@ -19,6 +22,30 @@ def _as_1d_float(x: object, name: str) -> np.ndarray:
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
     return arr
+
+
+@njit(cache=True)
+def _scan(t, m, T):
+    """First problem in the events: (code, index), code 0 when valid; and the number of events before T."""
+    prev = -np.inf
+    n_before = 0
+    for i in range(t.shape[0]):
+        ti = t[i]
+        mi = m[i]
+        if not np.isfinite(ti):
+            return 1, i, 0
+        if not np.isfinite(mi):
+            return 2, i, 0
+        if ti < 0:
+            return 3, i, 0
+        if mi < 0:
+            return 4, i, 0
+        if ti < prev:
+            return 5, i - 1, 0
+        if ti < T:
+            n_before += 1
+        prev = ti
+    return 0, 0, n_before
 
 
 def check_positive(value: float, name: str, *, strict: bool = True) -> float:
@@ -72,26 +99,6 @@ def check_cascade(
         raise ValueError(f"times and marks must have the same length, got {t.size} and {m.size}")
     if t.size == 0:
         raise ValueError("the cascade is empty: times and marks have no events")
-    bad = ~np.isfinite(t)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"times must be finite: times[{i}] = {t[i]!r}")
-    bad = ~np.isfinite(m)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"marks must be finite: marks[{i}] = {m[i]!r}")
-    if t[0] < 0 or (t < 0).any():
-        i = int(np.argmax(t < 0))
-        raise ValueError(f"times must be >= 0 (seconds since the original post): times[{i}] = {t[i]!r}")
-    if (m < 0).any():
-        i = int(np.argmax(m < 0))
-        raise ValueError(f"marks must be >= 0 (follower counts): marks[{i}] = {m[i]!r}")
-    d = np.diff(t)
-    if (d < 0).any():
-        i = int(np.argmax(d < 0))
-        raise ValueError(
-            f"times must be sorted in increasing order: times[{i}] = {t[i]!r} > times[{i + 1}] = {t[i + 1]!r}"
-        )
     if t_obs is None:
         t_end = float(t[-1])
     else:
@@ -99,16 +106,30 @@ def check_cascade(
             t_end = float(t_obs)
         except (TypeError, ValueError):
             raise ValueError(f"t_obs must be a number of seconds, got {t_obs!r}") from None
-        if not np.isfinite(t_end) or t_end <= 0:
+        if not math.isfinite(t_end) or t_end <= 0:
             raise ValueError(f"t_obs must be finite and > 0 seconds, got {t_obs!r}")
         if t_end <= t[0]:
             raise ValueError(
                 f"t_obs = {t_end!r} s is not after the first event (t = {t[0]!r} s): nothing is observed"
             )
-    n_obs = int(np.searchsorted(t, t_end, side="left")) if t_obs is not None else t.size
+    code, i, n_obs = _scan(t, m, math.inf if t_obs is None else t_end)
+    if code == 1:
+        raise ValueError(f"times must be finite: times[{i}] = {t[i]!r}")
+    if code == 2:
+        raise ValueError(f"marks must be finite: marks[{i}] = {m[i]!r}")
+    if code == 3:
+        raise ValueError(f"times must be >= 0 (seconds since the original post): times[{i}] = {t[i]!r}")
+    if code == 4:
+        raise ValueError(f"marks must be >= 0 (follower counts): marks[{i}] = {m[i]!r}")
+    if code == 5:
+        raise ValueError(
+            f"times must be sorted in increasing order: times[{i}] = {t[i]!r} > times[{i + 1}] = {t[i + 1]!r}"
+        )
     if n_obs < min_events:
         raise ValueError(
             f"need at least {min_events} events before t_obs = {t_end!r} s, got {n_obs}"
             + (" (a one-event cascade carries no information on its growth)" if n_obs == 1 else "")
         )
-    return np.ascontiguousarray(t[:n_obs]), np.ascontiguousarray(m[:n_obs]), t_end
+    if n_obs < t.size:
+        t, m = t[:n_obs], m[:n_obs]
+    return np.ascontiguousarray(t), np.ascontiguousarray(m), t_end

@@ -27,6 +27,7 @@ analytic first and second derivatives. Everything runs in compiled code.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -99,50 +100,62 @@ COURSE_PRIOR = LogNormalPrior()
 # --------------------------------------------------------------------------- kernels
 
 
-@njit(cache=True, fastmath=False)
-def _pass(t, m, T, beta):
+@njit(cache=True)
+def _pass(t, m, T, beta, floor):
     """One O(n) pass: L = sum_{i>=2} log A_i and the compensator K with their beta-derivatives.
 
-    Returns (L, dL/dbeta, d2L/dbeta2, K, dK/dbeta, d2K/dbeta2) where
-    K = sum_i m_i (1 - exp(-beta (T - t_i))).
+    Marks below ``floor`` count as ``floor``.
+    Returns (L, dL/dbeta, d2L/dbeta2, K, dK/dbeta, d2K/dbeta2, A_T) where
+    K = sum_i m_i (1 - exp(-beta (T - t_i))) and A_T = sum_i m_i exp(-beta (T - t_i)).
+    One exponential per event: the compensator's sums are the recursion's state
+    carried to T (A_T, and the lag moments under its weights), and the logs are
+    taken of running products renormalised before they can overflow.
     """
     n = t.shape[0]
     L = 0.0
+    prod = 1.0
     Lb = 0.0
     Lbb = 0.0
-    ap = m[0]  # A_{i-1} + m_{i-1}, never below the last mark
+    K = 0.0  # compensator / p up to the current event: a sum of positive terms
+    ap = max(m[0], floor)  # A_{i-1} + m_{i-1}, never below the last mark
     mean = 0.0  # mean lag under the weights of ap
     var = 0.0  # variance of the lag under the weights of ap
-    for i in range(1, n):
-        d = t[i] - t[i - 1]
+    for i in range(1, n + 1):
+        d = (t[i] if i < n else T) - t[i - 1]
         x = beta * d
-        L += math.log(ap) - x
+        if x < 0.25:
+            om = -math.expm1(-x)
+            e = 1.0 - om
+        else:
+            e = math.exp(-x)
+            om = 1.0 - e
+        K += ap * om
         ms = mean + d
+        ae = ap * e
+        if i == n:
+            break
+        prod *= ap
+        L -= x
+        if prod > 1e200 or prod < 1e-200:
+            L += math.log(prod)
+            prod = 1.0
         Lb -= ms
         Lbb += var
-        ae = ap * math.exp(-x)
-        ap = ae + m[i]
+        ap = ae + max(m[i], floor)
         w = ae / ap
         var = w * var + w * (1.0 - w) * ms * ms
         mean = w * ms
-    K = 0.0
-    Kb = 0.0
-    Kbb = 0.0
-    for i in range(n):
-        tau = T - t[i]
-        x = beta * tau
-        e = math.exp(-x)
-        K -= m[i] * math.expm1(-x)
-        me = m[i] * tau * e
-        Kb += me
-        Kbb -= me * tau
-    return L, Lb, Lbb, K, Kb, Kbb
+    L += math.log(prod)
+    AT = ae
+    Kb = AT * ms
+    Kbb = -AT * (var + ms * ms)
+    return L, Lb, Lbb, K, Kb, Kbb, AT
 
 
 @njit(cache=True)
-def _loglik(t, m, T, p, beta):
+def _loglik(t, m, T, p, beta, floor):
     n = t.shape[0]
-    L, Lb, Lbb, K, Kb, Kbb = _pass(t, m, T, beta)
+    L, Lb, Lbb, K, Kb, Kbb, AT = _pass(t, m, T, beta, floor)
     ll = (n - 1) * (math.log(p) + math.log(beta)) + L - p * K
     dp = (n - 1) / p - K
     db = (n - 1) / beta + Lb - p * Kb
@@ -151,47 +164,40 @@ def _loglik(t, m, T, p, beta):
 
 @njit(cache=True)
 def _solve_u(v, K, n1, mu_u, mu_v, P00, P01, umin, umax):
-    """argmax_u of n1*u - exp(u) K - prior(u, v), concave; returns u in [umin, umax]."""
-    dv = v - mu_v
+    """argmax over [umin, umax] of n1*u - exp(u) K - prior(u, v), which is concave in u.
 
-    def g(u):
-        return n1 - math.exp(u) * K - P00 * (u - mu_u) - P01 * dv
-
-    if g(umax) >= 0.0:
-        return umax
-    if g(umin) <= 0.0:
-        return umin
-    lo = umin
-    hi = umax
-    # starting point: the unpenalised optimum if it is inside the bracket
+    Newton on the derivative g(u) = n1 - exp(u) K - P00 (u - mu_u) - P01 (v - mu_v),
+    a concave decreasing function: Newton converges to its root from any start
+    (after at most one overshoot to the right it decreases monotonically), and the
+    constrained optimum is that root clipped to the box.
+    """
+    c = P01 * (v - mu_v) - P00 * mu_u
     if n1 > 0.0 and K > 0.0:
         u = math.log(n1 / K)
-        if u <= lo or u >= hi:
-            u = 0.5 * (lo + hi)
     else:
-        u = 0.5 * (lo + hi)
+        u = mu_u if P00 > 0.0 else umin
     for _ in range(100):
-        gu = g(u)
-        if gu > 0.0:
-            lo = u
-        else:
-            hi = u
-        h = -math.exp(u) * K - P00
-        step = -gu / h if h < 0.0 else 0.0
-        un = u + step
-        if not (un > lo and un < hi) or h >= 0.0:
-            un = 0.5 * (lo + hi)
-        if abs(un - u) < 1e-13 * (1.0 + abs(u)) or hi - lo < 1e-14:
-            return un
-        u = un
-    return u
+        eu = math.exp(u)
+        g = n1 - eu * K - P00 * u - c
+        if u >= umax and g >= 0.0:
+            return umax
+        if u <= umin and g <= 0.0:
+            return umin
+        h = -eu * K - P00
+        if h >= 0.0:  # no curvature at all: flat objective, nothing to learn
+            return min(max(u, umin), umax)
+        step = g / h
+        u = min(max(u - step, umin - 30.0), umax + 30.0)
+        if abs(step) < 1e-12 * (1.0 + abs(u)):
+            break
+    return min(max(u, umin), umax)
 
 
 @njit(cache=True)
-def _profile(t, m, T, v, n1, mu_u, mu_v, P00, P01, P11, umin, umax):
-    """Profile objective at v: (J, dJ/dv, d2J/dv2, u, loglik, sum m exp(-beta tau))."""
+def _profile(t, m, T, v, n1, mu_u, mu_v, P00, P01, P11, umin, umax, floor):
+    """Profile objective at v: (J, dJ/dv, d2J/dv2, u, loglik, A_T = sum m exp(-beta tau))."""
     beta = math.exp(v)
-    L, Lb, Lbb, K, Kb, Kbb = _pass(t, m, T, beta)
+    L, Lb, Lbb, K, Kb, Kbb, AT = _pass(t, m, T, beta, floor)
     u = _solve_u(v, K, n1, mu_u, mu_v, P00, P01, umin, umax)
     p = math.exp(u)
     du = u - mu_u
@@ -205,22 +211,25 @@ def _profile(t, m, T, v, n1, mu_u, mu_v, P00, P01, P11, umin, umax):
         Juu = -p * K - P00
         Juv = -p * beta * Kb - P01
         Jvv = Jvv - Juv * Juv / Juu
-    return J, Jv, Jvv, u, ll
+    return J, Jv, Jvv, u, ll, AT
 
 
 @njit(cache=True)
-def _fit_map(t, m, T, mu_u, mu_v, P00, P01, P11, umin, umax, vmin, vmax, n_grid, tol, max_iter):
+def _fit_map(t, m, T, c, n_grid, tol, max_iter):
     """Maximise the (penalised) log-likelihood over [umin, umax] x [vmin, vmax].
 
-    Returns (u, v, loglik, objective, n_passes, converged).
+    ``c`` packs (mu_u, mu_v, P00, P01, P11, umin, umax, vmin, vmax, floor): the prior's
+    mean and precision on (log p, log beta), the box, and the mark floor.
+    Returns (u, v, loglik, objective, A_T, n_passes, converged).
     """
+    mu_u, mu_v, P00, P01, P11, umin, umax, vmin, vmax, floor = c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9]
     n1 = float(t.shape[0] - 1)
     best_J = -np.inf
     best_k = 0
     grid = np.empty(n_grid)
     for k in range(n_grid):
         grid[k] = vmin + (vmax - vmin) * k / (n_grid - 1)
-        J, Jv, Jvv, u, ll = _profile(t, m, T, grid[k], n1, mu_u, mu_v, P00, P01, P11, umin, umax)
+        J, Jv, Jvv, u, ll, AT = _profile(t, m, T, grid[k], n1, mu_u, mu_v, P00, P01, P11, umin, umax, floor)
         if J > best_J:
             best_J = J
             best_k = k
@@ -229,9 +238,9 @@ def _fit_map(t, m, T, mu_u, mu_v, P00, P01, P11, umin, umax, vmin, vmax, n_grid,
     hi = grid[min(best_k + 1, n_grid - 1)]
     v = grid[best_k]
     converged = False
-    J, Jv, Jvv, u, ll = _profile(t, m, T, v, n1, mu_u, mu_v, P00, P01, P11, umin, umax)
+    J, Jv, Jvv, u, ll, AT = _profile(t, m, T, v, n1, mu_u, mu_v, P00, P01, P11, umin, umax, floor)
     passes += 1
-    best = (J, v, u, ll)
+    best = (J, v, u, ll, AT)
     for _ in range(max_iter):
         if Jv > 0.0:
             lo = v
@@ -248,35 +257,50 @@ def _fit_map(t, m, T, mu_u, mu_v, P00, P01, P11, umin, umax, vmin, vmax, n_grid,
             vn = 0.5 * (lo + hi)
         step = abs(vn - v)
         v = vn
-        J, Jv, Jvv, u, ll = _profile(t, m, T, v, n1, mu_u, mu_v, P00, P01, P11, umin, umax)
+        J, Jv, Jvv, u, ll, AT = _profile(t, m, T, v, n1, mu_u, mu_v, P00, P01, P11, umin, umax, floor)
         passes += 1
         if J >= best[0]:
-            best = (J, v, u, ll)
+            best = (J, v, u, ll, AT)
         if step < tol or hi - lo < tol:
             converged = True
             break
-    J, v, u, ll = best
-    return u, v, ll, J, passes, converged
-
-
-@njit(cache=True)
-def _g1(t, m, T, p, beta):
-    s = 0.0
-    for i in range(t.shape[0]):
-        s += m[i] * math.exp(-beta * (T - t[i]))
-    return p * s
+    J, v, u, ll, AT = best
+    return u, v, ll, J, AT, passes, converged
 
 
 # --------------------------------------------------------------------------- public API
 
 
-def _prepare(times, marks, t_obs, mark_floor, min_events=2):
-    t, m, T = check_cascade(times, marks, t_obs, min_events=min_events)
-    if mark_floor > 0:
-        m = np.maximum(m, mark_floor)
-    elif (np.cumsum(m) <= 0).any():
-        raise ValueError("marks must not all be 0 at the start of the cascade when mark_floor is 0")
-    return t, m, T
+@functools.lru_cache(maxsize=256)
+def _fit_constants(alpha, mu, prior, max_n_star, beta_bounds, mark_floor):
+    """Checked constants of ``_fit_map`` (see there) and E[m]."""
+    alpha = check_positive(alpha, "alpha")
+    mu = check_positive(mu, "mu")
+    if alpha <= 2:
+        raise ValueError(f"alpha must be > 2 for the marks to have a finite mean, got {alpha}")
+    if not 0 < max_n_star <= 1:
+        raise ValueError(f"max_n_star must be in (0, 1], got {max_n_star}")
+    if len(beta_bounds) != 2:
+        raise ValueError(f"beta_bounds must be a pair (min, max) in 1/s, got {beta_bounds}")
+    bmin, bmax = (check_positive(b, "beta_bounds") for b in beta_bounds)
+    if bmin >= bmax:
+        raise ValueError(f"beta_bounds must be increasing, got {beta_bounds}")
+    em = pareto_mean(alpha, mu)
+    # the course's bounds: 1e-8 <= p <= max_n_star / E[m] - 1e-8
+    umax = math.log(max_n_star / em - 1e-8)
+    umin = math.log(1e-8)
+    if prior is None:
+        mean, P = np.zeros(2), np.zeros((2, 2))
+    else:
+        mean, P = prior.precision()
+    consts = np.array([mean[0], mean[1], P[0, 0], P[0, 1], P[1, 1], umin, umax, math.log(bmin), math.log(bmax),
+                       _check_floor(mark_floor)])
+    consts.flags.writeable = False
+    return consts, em
+
+
+def _check_floor(mark_floor: float) -> float:
+    return check_positive(mark_floor, "mark_floor")
 
 
 def loglikelihood(
@@ -295,8 +319,8 @@ def loglikelihood_grad(
     """Log-likelihood and its gradient ``[dLL/dp, dLL/dbeta]`` (shape (2,)), in O(n)."""
     p = check_positive(p, "p")
     beta = check_positive(beta, "beta")
-    t, m, T = _prepare(times, marks, t_obs, mark_floor, min_events=1)
-    ll, dp, db = _loglik(t, m, T, p, beta)
+    t, m, T = check_cascade(times, marks, t_obs, min_events=1)
+    ll, dp, db = _loglik(t, m, T, p, beta, _check_floor(mark_floor))
     return float(ll), np.array([dp, db])
 
 
@@ -311,7 +335,7 @@ def fit_exp(
     max_n_star: float = 1.0,
     beta_bounds: tuple[float, float] = DEFAULT_BETA_BOUNDS,
     mark_floor: float = 1.0,
-    n_grid: int = 24,
+    n_grid: int = 10,
     tol: float = 1e-9,
     max_iter: int = 100,
 ) -> HawkesFit:
@@ -320,35 +344,16 @@ def fit_exp(
     See :func:`estimators.fit_cascade` for the parameters. ``p`` is bounded so
     that ``n_star = p E[m] < max_n_star`` and ``beta`` (1/s) lies in ``beta_bounds``.
     """
-    t, m, T = _prepare(times, marks, t_obs, mark_floor)
-    alpha = check_positive(alpha, "alpha")
-    mu = check_positive(mu, "mu")
-    if alpha <= 2:
-        raise ValueError(f"alpha must be > 2 for the marks to have a finite mean, got {alpha}")
-    if not 0 < max_n_star <= 1:
-        raise ValueError(f"max_n_star must be in (0, 1], got {max_n_star}")
-    bmin, bmax = (check_positive(b, "beta_bounds") for b in beta_bounds)
-    if bmin >= bmax:
-        raise ValueError(f"beta_bounds must be increasing, got {beta_bounds}")
-    em = pareto_mean(alpha, mu)
-    umax = math.log(max_n_star / em * (1.0 - 1e-9))
-    umin = math.log(1e-8 / em)
-    if prior is None:
-        mean = np.zeros(2)
-        P = np.zeros((2, 2))
-    else:
-        mean, P = prior.precision()
-    u, v, ll, obj, passes, ok = _fit_map(
-        t, m, T, mean[0], mean[1], P[0, 0], P[0, 1], P[1, 1],
-        umin, umax, math.log(bmin), math.log(bmax), int(n_grid), float(tol), int(max_iter),
-    )
+    t, m, T = check_cascade(times, marks, t_obs)
+    consts, em = _fit_constants(alpha, mu, prior, max_n_star, tuple(beta_bounds), mark_floor)
+    u, v, ll, obj, AT, passes, ok = _fit_map(t, m, T, consts, n_grid, tol, max_iter)
     p, beta = math.exp(u), math.exp(v)
     if not (np.isfinite(ll) and np.isfinite(obj)):
         raise FloatingPointError(f"the fit produced a non-finite objective (loglik={ll}, objective={obj})")
     if not ok:
         warnings.warn(f"exp-kernel fit did not converge in {max_iter} iterations", ConvergenceWarning, stacklevel=2)
     n_star = p * em
-    G1 = float(_g1(t, m, T, p, beta))
+    G1 = p * AT
     n_obs = int(t.shape[0])
     return HawkesFit(
         p=p,
@@ -360,8 +365,8 @@ def fit_exp(
         loglik=float(ll),
         log_posterior=float(obj),
         t_obs=T,
-        alpha=alpha,
-        mu=mu,
+        alpha=float(alpha),
+        mu=float(mu),
         n_iter=int(passes),
         converged=bool(ok),
     )
