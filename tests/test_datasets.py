@@ -1,0 +1,134 @@
+"""Dataset loaders: the shipped data, round trips, and malformed files with file:line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streams.datasets import DataError, load_dataset, load_jsonl, load_news, load_rt_file, write_jsonl, write_news
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_real_cascades():
+    d = load_dataset(ROOT / "data" / "seismic-tideh")
+    assert len(d) == 50
+    assert [c.cid for c in d.cascades[:3]] == ["RT1", "RT2", "RT3"]
+    for c in d.cascades:
+        assert c.times[0] == 0.0 and (np.diff(c.times) >= 0).all()
+        assert c.size == c.times.size > 2000
+    first = (ROOT / "data" / "seismic-tideh" / "RT1.txt").read_text().splitlines()
+    assert d.cascades[0].size == int(first[0].split()[0]) + 1
+    assert (ROOT / "data" / "seismic-tideh" / "SOURCE.md").exists()
+
+
+def test_shipped_sample_with_truth():
+    d = load_dataset(ROOT / "data" / "sample")
+    assert len(d) == 200 and d.truth is not None and len(d.truth) == 200
+    for c, tr in zip(d.cascades, d.truth):
+        assert c.size == tr["size"] >= 10
+        assert tr["n_star"] == pytest.approx(tr["p"] * tr["mu"] * (tr["alpha"] - 1) / (tr["alpha"] - 2))
+
+
+def test_news_round_trip_and_relative_times(tmp_path):
+    cascades = [(np.array([0.0, 1.5, 7.25]), np.array([100.0, 3.0, 0.0])), (np.array([0.0, 2.0]), np.array([5.0, 6.0]))]
+    write_news(tmp_path, cascades, truth=[{"p": 0.01, "beta": 1e-3, "alpha": 2.4, "mu": 10}] * 2)
+    d = load_news(tmp_path)
+    assert [c.size for c in d.cascades] == [3, 2]
+    np.testing.assert_allclose(d.cascades[0].times, cascades[0][0])
+    np.testing.assert_allclose(d.cascades[1].marks, cascades[1][1])
+    # course layout with absolute times: made relative to each cascade's first event
+    (tmp_path / "data.csv").write_text("time,magnitude\n100,5\n130,2\n")
+    (tmp_path / "index.csv").write_text('"","start_ind","end_ind"\n"1",1,2\n')
+    for f in ("news-data.csv", "news-index.csv", "truth.jsonl"):
+        (tmp_path / f).unlink()
+    d = load_news(tmp_path)
+    np.testing.assert_allclose(d.cascades[0].times, [0.0, 30.0])
+
+
+def test_jsonl_round_trip(tmp_path):
+    d = load_dataset(ROOT / "data" / "sample")
+    write_jsonl(tmp_path / "c.jsonl", d.cascades[:5])
+    back = load_jsonl(tmp_path / "c.jsonl")
+    assert [c.cid for c in back.cascades] == [c.cid for c in d.cascades[:5]]
+    for a, b in zip(back.cascades, d.cascades):
+        np.testing.assert_allclose(a.times, b.times)
+        assert a.size == b.size
+
+
+def _news(tmp_path, data, index):
+    (tmp_path / "news-data.csv").write_text(data)
+    (tmp_path / "news-index.csv").write_text(index)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "data, index, where, match",
+    [
+        ("time,magnitude\n0,1\n1,x\n", "start_ind,end_ind\n1,2\n", "news-data.csv:3", "magnitude is not a number"),
+        ("time,magnitude\n0,1\nnan,2\n", "start_ind,end_ind\n1,2\n", "news-data.csv:3", "not finite"),
+        ("time,mag\n0,1\n", "start_ind,end_ind\n1,1\n", "news-data.csv:1", "missing column 'magnitude'"),
+        ("time,magnitude\n0,1\n1,2\n", "start_ind,end_ind\n1,3\n", "news-index.csv:2", "row range 1..3"),
+        ("time,magnitude\n0,1\n1,2\n", "start_ind,end_ind\n2,1\n", "news-index.csv:2", "row range 2..1"),
+        ("time,magnitude\n0,1\n1,2\n", "start_ind,end_ind\na,2\n", "news-index.csv:2", "integers"),
+        ("time,magnitude\n5,1\n1,2\n", "start_ind,end_ind\n1,2\n", "news-data.csv:2", "not sorted"),
+        ("time,magnitude\n0,-1\n1,2\n", "start_ind,end_ind\n1,2\n", "news-data.csv:2", "negative mark"),
+        ("time,magnitude\n0\n", "start_ind,end_ind\n1,1\n", "news-data.csv:2", "expected at least 2 columns"),
+    ],
+)
+def test_malformed_news(tmp_path, data, index, where, match):
+    _news(tmp_path, data, index)
+    with pytest.raises(DataError, match=match) as err:
+        load_news(tmp_path)
+    assert where in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "text, line, match",
+    [
+        ("", 1, "empty file"),
+        ("3\n0 10\n", 1, "header must be"),
+        ("x 0.5\n0 10\n", 1, "not an integer"),
+        ("2 0.5\n0 10\n5 3\n", 1, "header says 2 retweets but the file holds 1"),
+        ("1 0.5\n0 10\n5\n", 3, "expected '<seconds> <followers>'"),
+        ("1 0.5\n0 10\n5 abc\n", 3, "follower count is not a number"),
+        ("1 0.5\n0 10\n-5 1\n", 2, "not sorted"),
+    ],
+)
+def test_malformed_rt(tmp_path, text, line, match):
+    f = tmp_path / "RT7.txt"
+    f.write_text(text)
+    with pytest.raises(DataError, match=match) as err:
+        load_rt_file(f)
+    assert f"RT7.txt:{line}" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "text, line, match",
+    [
+        ('{"cid": "a", "tweets": [[0, 1]]}\n{not json\n', 2, "invalid JSON"),
+        ('{"cid": "a"}\n', 1, "'tweets' list"),
+        ('{"cid": "a", "tweets": [[0, 1, 2]]}\n', 1, "pairs"),
+        ('{"cid": "a", "tweets": [[0, "x"]]}\n', 1, "number pairs"),
+        ('{"cid": "a", "tweets": [[0, 1], [1, 1]], "n_tot": 1}\n', 1, "n_tot"),
+        ('{"cid": "a", "tweets": []}\n', 1, "pairs"),
+    ],
+)
+def test_malformed_jsonl(tmp_path, text, line, match):
+    f = tmp_path / "c.jsonl"
+    f.write_text(text)
+    with pytest.raises(DataError, match=match) as err:
+        load_jsonl(f)
+    assert f"c.jsonl:{line}" in str(err.value)
+
+
+def test_unknown_paths(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        load_dataset(tmp_path / "missing")
+    with pytest.raises(DataError, match="neither a NEWS layout"):
+        load_dataset(tmp_path)
+    (tmp_path / "x.csv").write_text("a\n")
+    with pytest.raises(DataError, match="unknown dataset format"):
+        load_dataset(tmp_path / "x.csv")

@@ -1,0 +1,116 @@
+"""Mark law, exact simulation, forest correction and metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from estimators import (
+    SIMULATION_PRIOR,
+    draw_parameters,
+    fit_pareto,
+    pareto_mean,
+    sample_pareto,
+    simulate_cascade,
+    simulate_dataset,
+)
+from estimators.correction import are_weights, corrected_size, fit_forest, omega_target, predict_omega
+from estimators.metrics import are, msle_log2
+
+
+@pytest.mark.parametrize("alpha, mu", [(2.4, 10.0), (2.1, 50.0), (3.0, 1.0)])
+def test_pareto_fit_recovers_exponent_and_bound(alpha, mu):
+    rng = np.random.default_rng(int(alpha * 10))
+    # a Pareto tail above mu, mixed with a body below it that the fit must cut away
+    marks = np.concatenate([sample_pareto(alpha, mu, 20000, rng), rng.uniform(0, mu, 5000)])
+    fit = fit_pareto(marks)
+    assert abs(fit.alpha - alpha) < 4 * fit.alpha_se + 0.02
+    assert mu * 0.8 <= fit.mu <= mu * 2.0  # the KS choice of the bound errs on the high side
+    assert fit.mean == pytest.approx(pareto_mean(fit.alpha, fit.mu))
+
+
+def test_pareto_fit_bad_input():
+    with pytest.raises(ValueError, match="at least 50"):
+        fit_pareto(np.ones(10))
+    with pytest.raises(ValueError, match=">= 0"):
+        fit_pareto(-np.ones(100))
+    with pytest.raises(ValueError, match="finite"):
+        fit_pareto([np.nan] * 100)
+
+
+def test_sample_pareto_mean():
+    rng = np.random.default_rng(0)
+    x = sample_pareto(3.5, 10.0, 400000, rng)
+    assert x.min() >= 10.0
+    assert x.mean() == pytest.approx(pareto_mean(3.5, 10.0), rel=0.01)
+
+
+def test_simulation_size_law_matches_branching_theory():
+    """Mean final size of a cascade rooted by a mark m0 is 1 + p m0 / (1 - n_star)."""
+    p, beta, m0 = 0.02, 1e-3, 100.0
+    n_star = p * pareto_mean(2.4, 10.0)
+    sizes = np.array([simulate_cascade(p, beta, m0=m0, random_state=s).size for s in range(3000)])
+    expected = 1 + p * m0 / (1 - n_star)
+    se = sizes.std(ddof=1) / np.sqrt(sizes.size)
+    assert abs(sizes.mean() - expected) < 4 * se
+
+
+def test_simulation_delays_are_exponential():
+    c = simulate_cascade(0.02, 2e-3, m0=5e4, random_state=1)
+    delays = c.times[1:] - c.times[c.parents[1:]]
+    assert (delays > 0).all() and (c.parents[1:] < np.arange(1, c.size)).all()
+    assert delays.mean() == pytest.approx(1 / 2e-3, rel=0.05)
+
+
+def test_simulation_is_seeded_and_rejects_supercritical():
+    a = simulate_cascade(0.02, 1e-3, m0=500, random_state=42)
+    b = simulate_cascade(0.02, 1e-3, m0=500, random_state=42)
+    np.testing.assert_array_equal(a.times, b.times)
+    with pytest.raises(ValueError, match="must be < 1"):
+        simulate_cascade(0.05, 1e-3)
+
+
+def test_dataset_respects_prior_truncation_and_min_size():
+    d = simulate_dataset(50, random_state=3, min_size=10)
+    assert len(d) == 50 and min(c.size for c in d) >= 10
+    theta = draw_parameters(2000, prior=SIMULATION_PRIOR, random_state=0)
+    assert (theta[:, 0] * pareto_mean(2.4, 10) < 0.99).all()
+
+
+def test_omega_target_makes_the_forecast_exact():
+    n_true, n_obs, n_star, G1 = np.array([50.0, 10.0]), np.array([20.0, 10.0]), np.array([0.5, 0.9]), np.array([4.0, 2.0])
+    w = omega_target(n_true, n_obs, n_star, G1)
+    np.testing.assert_allclose(corrected_size(n_obs, G1, n_star, w), n_true)
+    # the weighted absolute error on omega is the ARE
+    omega_hat = np.array([1.0, 2.0])
+    np.testing.assert_allclose(
+        np.abs(omega_hat - w) * are_weights(n_true, n_obs, n_star, G1),
+        are(corrected_size(n_obs, G1, n_star, omega_hat), n_true),
+    )
+
+
+def test_forest_learns_a_constant_correction_as_a_weighted_median():
+    rng = np.random.default_rng(0)
+    n = 400
+    X = np.column_stack([rng.uniform(1e-4, 1e-3, n), rng.uniform(0.1, 0.9, n), rng.uniform(1, 50, n)])
+    n_obs = rng.integers(5, 50, n).astype(float)
+    # true sizes: the Hawkes forecast scaled by 0.5 (the forest must learn omega = 0.5)
+    n_true = n_obs + 0.5 * X[:, 2] / (1 - X[:, 1])
+    forest = fit_forest(X, n_true, n_obs)
+    np.testing.assert_allclose(predict_omega(forest, X[:20]), 0.5, atol=1e-9)
+
+
+def test_forest_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="shape"):
+        fit_forest(np.ones((5, 2)), np.ones(5), np.ones(5))
+    with pytest.raises(ValueError, match="finite"):
+        fit_forest(np.full((5, 3), np.nan), np.ones(5), np.ones(5))
+
+
+def test_metrics():
+    np.testing.assert_allclose(are([10, 30, np.inf], [20, 20, 20]), [0.5, 0.5, np.inf])
+    assert msle_log2([4, 16], [8, 8]) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        are([np.nan], [1])
+    with pytest.raises(ValueError, match="true sizes"):
+        are([1], [0])
