@@ -91,7 +91,7 @@ from scipy.special import gammainccinv, gammaln, loggamma, psi
 
 from ._validation import check_cascade, check_positive
 from .hawkes import ConvergenceWarning
-from .marks import pareto_mean, sample_pareto
+from .marks import sample_pareto
 from .results import PowerLawFit
 from .simulate import CascadeTooLarge, SimulatedCascade
 
@@ -128,13 +128,18 @@ MAX_TABLE_SIZE: int = 4_000_000
 
 
 def powerlaw_mark_moment(beta: float, alpha: float, mu: float) -> float:
-    """``E[m**beta]`` for Pareto marks: ``mu**beta (alpha - 1) / (alpha - 1 - beta)``; ``inf`` if ``beta >= alpha - 1``."""
+    """``E[m**beta]`` for Pareto marks: ``mu**beta (alpha - 1) / (alpha - 1 - beta)``.
+
+    ``inf`` if ``beta >= alpha - 1``.
+    """
     if beta >= alpha - 1.0:
         return float("inf")
     return float(mu**beta * (alpha - 1.0) / (alpha - 1.0 - beta))
 
 
-def powerlaw_n_star(kappa: float, beta: float, c: float, theta: float, *, alpha: float = 2.4, mu: float = 10.0) -> float:
+def powerlaw_n_star(
+    kappa: float, beta: float, c: float, theta: float, *, alpha: float = 2.4, mu: float = 10.0
+) -> float:
     """Branching factor ``kappa E[m**beta] c**-theta / theta`` (``c`` in seconds)."""
     return float(kappa * powerlaw_mark_moment(beta, alpha, mu) * c ** (-theta) / theta)
 
@@ -165,8 +170,8 @@ class _Quadrature:
 
     ``x`` (shape (K,)) are the decay rates in 1/s; the last one is the lumped tail node.
     ``u`` are the log-rates of the regular nodes (shape (K-1,)), ``h`` the step,
-    ``u_cut`` the log-rate of the highest lumped node and ``s_ref`` the exponent
-    whose tail mean fixed the lumped node's rate.
+    ``u_cut`` the log-rate of the highest lumped node (the lumped node's rate is the
+    mean of the lumped rates weighted by ``x**s_min``).
     """
 
     x: np.ndarray
@@ -184,7 +189,10 @@ class _Quadrature:
         return int(self.x.size)
 
     def weights(self, c: float, s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Weights ``a_k`` with ``y**-s ~ sum_k a_k e^{-x_k (y - c)}``, and ``d a/d c``, ``d a/d s`` (each shape (K,))."""
+        """Weights ``a_k`` with ``y**-s ~ sum_k a_k e^{-x_k (y - c)}`` and their derivatives in ``c`` and ``s``.
+
+        Returns ``a``, ``d a / d c``, ``d a / d s``, each of shape (K,).
+        """
         K = self.x.size
         la = np.empty(K)
         dls = np.empty(K)
@@ -479,14 +487,14 @@ class _Profile:
         self.alpha = alpha
         self.log_mu = math.log(mu)
         self.n_star_max = n_star_max
-        self.best = (-np.inf, None)
 
     def log_moment(self, beta: float) -> float:
-        """``log E[m**beta]`` and its derivative in beta."""
+        """``log E[m**beta]`` for the Pareto marks."""
         a1 = self.alpha - 1.0
         return beta * self.log_mu + math.log(a1) - math.log(a1 - beta)
 
     def n_star_hat(self, log_k0: float, C: float) -> float:
+        """argmax of ``(n-1) log n_star - n_star k0 C`` over ``[N_STAR_MIN, n_star_max]``."""
         n1 = self.casc.n1
         D = math.exp(log_k0) * C
         ns = n1 / D if D > 0 else self.n_star_max
@@ -508,8 +516,6 @@ class _Profile:
         gb = Lb - kappa * Cb - gk * (self.log_mu + 1.0 / (self.alpha - 1.0 - beta))
         gc = c * (Lc - kappa * Cc) + gk * theta
         gt = theta * (Lt - kappa * Ct) + gk * (1.0 + theta * lc)
-        if ll > self.best[0]:
-            self.best = (ll, (kappa, beta, c, theta, ns))
         return ll, np.array([gb, gc, gt])
 
 
@@ -638,7 +644,7 @@ def fit_powerlaw(
                        options={"maxiter": int(max_iter), "ftol": 1e-13, "gtol": 1e-8})
         ok = bool(res.success) or _projected_grad_small(res, bounds)
         runs.append((float(-res.fun / scale) if np.isfinite(res.fun) else -np.inf, res.x, ok))
-    ll_best, x_best, ok = max(runs, key=lambda r: r[0])
+    _, x_best, ok = max(runs, key=lambda r: r[0])
     # evaluate once more at the chosen point (also records kappa, n_star)
     ll, _ = prof.value_grad(x_best)
     beta, c, theta = float(x_best[0]), math.exp(x_best[1]), math.exp(x_best[2])
