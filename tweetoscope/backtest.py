@@ -29,7 +29,7 @@ import numpy as np
 from sklearn.model_selection import KFold
 
 from estimators import ConvergenceWarning, fit_cascade, pareto_mean
-from estimators.correction import corrected_size, fit_forest, make_forest, predict_omega
+from estimators.correction import corrected_size, fit_forest, predict_omega
 from estimators.metrics import are, msle_log2
 from estimators.seismic import seismic_predict
 from streams.datasets import Cascade, Dataset
@@ -127,11 +127,8 @@ def cross_validated_forecasts(fits: WindowFits, settings: Settings) -> np.ndarra
     out = np.empty(k)
     kfold = KFold(n_splits=folds, shuffle=True, random_state=settings.seed)
     for train, test in kfold.split(fits.X):
-        forest = fit_forest(
-            fits.X[train], fits.n_true[train], fits.n_obs[train],
-            forest=make_forest(n_estimators=settings.forest_trees, min_samples_leaf=settings.forest_min_leaf,
-                               random_state=settings.seed),
-        )
+        forest = fit_forest(fits.X[train], fits.n_true[train], fits.n_obs[train],
+                            n_estimators=settings.forest_trees, random_state=settings.seed)
         omega = predict_omega(forest, fits.X[test])
         out[test] = corrected_size(fits.n_obs[test], fits.G1[test], fits.n_star[test], omega)
     return out

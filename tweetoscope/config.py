@@ -53,7 +53,7 @@ class Settings:
         branching factor; ``prior_*``: course prior on (p, beta) (see
         :class:`estimators.LogNormalPrior`).
     Correction
-        ``forest_trees``, ``forest_min_leaf``: the random forests; ``cv_folds``: folds of
+        ``forest_trees``: trees per forest; ``cv_folds``: folds of
         the backtest's cross-validation; ``seed``: every random generator.
     Pipeline
         ``kafka``: bootstrap servers (``None``: embedded in-memory run);
@@ -73,8 +73,7 @@ class Settings:
     prior_sd_p: float = 0.01
     prior_sd_beta: float = 1e-3
     prior_corr: float = -0.1
-    forest_trees: int = 100
-    forest_min_leaf: int = 5
+    forest_trees: int = 200
     cv_folds: int = 5
     seed: int = 0
     kafka: str | None = None
