@@ -1,0 +1,114 @@
+"""`tweetoscope backtest` and `tweetoscope simulate`: outputs, predictors, leakage, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from estimators.correction import fit_forest, predict_omega
+from streams.datasets import load_dataset, write_jsonl
+from tweetoscope.backtest import PREDICTORS, backtest, cross_validated_forecasts, fit_window
+from tweetoscope.cli import main
+from tweetoscope.config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = Settings(windows=(600, 1200), forest_trees=20, cv_folds=3)
+
+
+@pytest.fixture(scope="module")
+def small_sim(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim")
+    assert main(["simulate", str(out), "--n", "60", "--seed", "5"]) == 0
+    return out
+
+
+def test_simulate_writes_news_layout_with_truth(small_sim):
+    d = load_dataset(small_sim)
+    assert len(d) == 60 and len(d.truth) == 60
+    assert all(c.size >= 10 for c in d.cascades)
+    # seeded: the same command gives the same files
+    again = small_sim.parent / "again"
+    main(["simulate", str(again), "--n", "60", "--seed", "5"])
+    assert (again / "news-data.csv").read_bytes() == (small_sim / "news-data.csv").read_bytes()
+
+
+def test_backtest_report_has_every_predictor_and_consistent_counts(small_sim):
+    d = load_dataset(small_sim)
+    report = backtest(d, FAST)
+    assert report["cascades"] == 60
+    for window, scores in report["windows"].items():
+        assert set(scores) == set(PREDICTORS)
+        n = {s["n"] for s in scores.values()}
+        expected = sum(int((c.times < int(window)).sum()) >= FAST.min_cascade_size for c in d.cascades)
+        assert n == {expected}
+        for s in scores.values():
+            assert 0 <= s["median_are"] and s["seconds"] >= 0
+        assert scores["hawkes+rf"]["n_infinite"] == 0 and scores["hawkes+rf"]["mean_are"] is not None
+        # "observed" never overshoots: its ARE is 1 - n_obs / N < 1
+        assert scores["observed"]["mean_are"] < 1
+
+
+def test_oracle_only_with_truth(small_sim, tmp_path):
+    d = load_dataset(small_sim)
+    write_jsonl(tmp_path / "c.jsonl", d.cascades)
+    report = backtest(load_dataset(tmp_path / "c.jsonl"), FAST)
+    assert all("oracle" not in s for s in report["windows"].values())
+
+
+def test_forest_never_predicts_a_cascade_it_was_trained_on(small_sim):
+    """In-sample, fully grown trees reproduce omega almost exactly; cross-validated forecasts cannot."""
+    d = load_dataset(small_sim)
+    fits = fit_window(d.cascades, 1200, FAST)
+    cv = cross_validated_forecasts(fits, FAST)
+    forest = fit_forest(fits.X, fits.n_true, fits.n_obs, candidates=(("are", 1),), n_estimators=20)
+    insample = fits.n_obs + predict_omega(forest, fits.X) * fits.G1 / (1 - fits.n_star)
+    are_cv = np.abs(cv - fits.n_true) / fits.n_true
+    are_in = np.abs(insample - fits.n_true) / fits.n_true
+    assert np.median(are_in) < 0.5 * np.median(are_cv)
+
+
+def run_cli(*args):
+    env = {**os.environ, "TWEETOSCOPE_FOREST_TREES": "20"}  # small forests: these tests check outputs, not accuracy
+    return subprocess.run([sys.executable, "-m", "tweetoscope", *args], capture_output=True, text=True, cwd=ROOT, env=env)
+
+
+def test_cli_json_is_exactly_one_object(small_sim):
+    r = run_cli("backtest", str(small_sim), "--windows", "600,1200", "--json", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    obj = json.loads(r.stdout)  # the whole of stdout is one JSON object
+    assert set(obj) >= {"data", "cascades", "windows"} and isinstance(obj["data"], str)
+    assert list(obj["windows"]) == ["600", "1200"]
+    s = obj["windows"]["600"]["hawkes+rf"]
+    assert set(s) >= {"median_are", "mean_are", "n", "seconds"}
+    assert isinstance(s["n"], int) and isinstance(s["median_are"], float)
+
+
+def test_cli_table_and_progress_bar(small_sim):
+    r = run_cli("backtest", str(small_sim), "--windows", "600", "--folds", "3")
+    assert r.returncode == 0, r.stderr
+    for name in PREDICTORS:
+        assert name in r.stdout
+    assert "T_obs = 600 s" in r.stdout
+    assert "backtest" in r.stderr  # the progress bar writes on stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["backtest", "/nonexistent/path"], "no such file or folder"),
+        (["backtest", "data/sample", "--windows", "abc"], "windows must be comma-separated"),
+        (["backtest", "data/sample", "--alpha", "1.5"], "alpha must be > 2"),
+        (["simulate", "/tmp/x", "--n", "0"], "--n must be >= 1"),
+    ],
+)
+def test_cli_errors_are_clear(args, message):
+    r = run_cli(*args)
+    assert r.returncode == 2
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
