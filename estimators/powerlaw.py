@@ -93,7 +93,7 @@ from ._validation import check_cascade, check_positive
 from .hawkes import ConvergenceWarning
 from .marks import sample_pareto
 from .results import PowerLawFit
-from .simulate import CascadeTooLarge, SimulatedCascade
+from .simulate import SimulatedCascade, branch
 
 __all__ = [
     "DEFAULT_C_BOUNDS",
@@ -758,38 +758,16 @@ def simulate_powerlaw_cascade(
         m0 = float(sample_pareto(alpha, mu, 1, rng)[0])
     m0 = check_positive(m0, "m0")
     rate = kappa * c ** (-theta) / theta
-    times = [np.zeros(1)]
-    marks = [np.array([m0])]
-    parents = [np.array([-1])]
-    gen_t, gen_m, gen_idx = times[0], marks[0], np.zeros(1, dtype=np.int64)
-    total = 1
-    while gen_t.size:
-        k = rng.poisson(rate * gen_m**beta)
-        n_new = int(k.sum())
-        if n_new == 0:
-            break
-        total += n_new
-        if total > max_size:
-            raise CascadeTooLarge(f"cascade exceeded max_size={max_size} events (n_star={n_star:.3f})")
-        par = np.repeat(gen_idx, k)
-        u = rng.random(n_new)
+
+    def delays(n: int) -> np.ndarray:
+        u = rng.random(n)
         with np.errstate(over="ignore"):
-            delay = c * np.expm1(-np.log1p(-u) / theta)
-        t_new = np.repeat(gen_t, k) + np.minimum(delay, MAX_DELAY)
-        m_new = sample_pareto(alpha, mu, n_new, rng)
-        idx = np.arange(total - n_new, total)
-        times.append(t_new)
-        marks.append(m_new)
-        parents.append(par)
-        gen_t, gen_m, gen_idx = t_new, m_new, idx
-    t = np.concatenate(times)
-    m = np.concatenate(marks)
-    par = np.concatenate(parents)
-    order = np.argsort(t, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    par_sorted = np.where(par[order] >= 0, rank[np.maximum(par[order], 0)], -1)
+            return np.minimum(c * np.expm1(-np.log1p(-u) / theta), MAX_DELAY)
+
+    times, marks, parents = branch(
+        m0, lambda m: rate * m**beta, delays, alpha=alpha, mu=mu, max_size=max_size, n_star=n_star, rng=rng
+    )
     return PowerLawCascade(
-        times=t[order], marks=m[order], parents=par_sorted, p=float("nan"), beta=beta, alpha=alpha, mu=mu,
+        times=times, marks=marks, parents=parents, p=float("nan"), beta=beta, alpha=alpha, mu=mu,
         kappa=kappa, c=c, theta=theta,
     )

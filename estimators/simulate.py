@@ -9,6 +9,7 @@ the true final size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +64,54 @@ class SimulatedCascade:
         return int(self.times.size)
 
 
+def branch(
+    m0: float,
+    mean_children: Callable[[np.ndarray], np.ndarray],
+    delays: Callable[[int], np.ndarray],
+    *,
+    alpha: float,
+    mu: float,
+    max_size: int,
+    n_star: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Grow a cascade from a root with mark ``m0`` at t = 0, generation by generation, until extinction.
+
+    An event with mark ``m`` has a Poisson(``mean_children(m)``) number of direct
+    children, each after a delay drawn by ``delays(n)`` (seconds) and with a
+    Pareto(``alpha``, ``mu``) mark. Returns ``times``, ``marks`` and ``parents``
+    sorted by time (``parents[i]`` indexes the sorted arrays, -1 for the root).
+    Raises :class:`CascadeTooLarge` beyond ``max_size`` events.
+    """
+    times = [np.zeros(1)]
+    marks = [np.array([float(m0)])]
+    parents = [np.array([-1])]
+    gen_t, gen_m, gen_idx = times[0], marks[0], np.zeros(1, dtype=np.int64)
+    total = 1
+    while gen_t.size:
+        k = rng.poisson(mean_children(gen_m))
+        n_new = int(k.sum())
+        if n_new == 0:
+            break
+        total += n_new
+        if total > max_size:
+            raise CascadeTooLarge(f"cascade exceeded max_size={max_size} events (n_star={n_star:.3f})")
+        t_new = np.repeat(gen_t, k) + delays(n_new)
+        m_new = sample_pareto(alpha, mu, n_new, rng)
+        times.append(t_new)
+        marks.append(m_new)
+        parents.append(np.repeat(gen_idx, k))
+        gen_t, gen_m, gen_idx = t_new, m_new, np.arange(total - n_new, total)
+    t = np.concatenate(times)
+    m = np.concatenate(marks)
+    par = np.concatenate(parents)
+    order = np.argsort(t, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    par_sorted = np.where(par[order] >= 0, rank[np.maximum(par[order], 0)], -1)
+    return t[order], m[order], par_sorted
+
+
 def simulate_cascade(
     p: float,
     beta: float,
@@ -100,35 +149,11 @@ def simulate_cascade(
     rng = np.random.default_rng(random_state)
     if m0 is None:
         m0 = float(sample_pareto(alpha, mu, 1, rng)[0])
-    times = [np.zeros(1)]
-    marks = [np.array([float(m0)])]
-    parents = [np.array([-1])]
-    gen_t, gen_m, gen_idx = times[0], marks[0], np.zeros(1, dtype=np.int64)
-    total = 1
-    while gen_t.size:
-        k = rng.poisson(p * gen_m)
-        n_new = int(k.sum())
-        if n_new == 0:
-            break
-        total += n_new
-        if total > max_size:
-            raise CascadeTooLarge(f"cascade exceeded max_size={max_size} events (n_star={n_star:.3f})")
-        par = np.repeat(gen_idx, k)
-        t_new = np.repeat(gen_t, k) + rng.exponential(1.0 / beta, size=n_new)
-        m_new = sample_pareto(alpha, mu, n_new, rng)
-        idx = np.arange(total - n_new, total)
-        times.append(t_new)
-        marks.append(m_new)
-        parents.append(par)
-        gen_t, gen_m, gen_idx = t_new, m_new, idx
-    t = np.concatenate(times)
-    m = np.concatenate(marks)
-    par = np.concatenate(parents)
-    order = np.argsort(t, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    par_sorted = np.where(par[order] >= 0, rank[np.maximum(par[order], 0)], -1)
-    return SimulatedCascade(times=t[order], marks=m[order], parents=par_sorted, p=p, beta=beta, alpha=alpha, mu=mu)
+    times, marks, parents = branch(
+        float(m0), lambda m: p * m, lambda n: rng.exponential(1.0 / beta, size=n), alpha=alpha, mu=mu,
+        max_size=max_size, n_star=n_star, rng=rng,
+    )
+    return SimulatedCascade(times=times, marks=marks, parents=parents, p=p, beta=beta, alpha=alpha, mu=mu)
 
 
 def draw_parameters(

@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,20 +170,25 @@ def load_news(folder: str | Path) -> Dataset:
     return Dataset(path=str(folder), cascades=cascades, truth=truth)
 
 
-def _read_truth(path: Path, n: int) -> list[dict]:
-    out = []
+def _json_lines(path: Path) -> Iterator[tuple[int, object]]:
+    """(line number, decoded value) of each non-blank line of a JSONL file."""
     with open(path, "rb") as fh:
         for line_no, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                rec = orjson.loads(line)
+                yield line_no, orjson.loads(line)
             except orjson.JSONDecodeError as exc:
                 raise DataError(path, line_no, f"invalid JSON: {exc}") from None
-            missing = {"p", "beta", "alpha", "mu"} - set(rec)
-            if missing:
-                raise DataError(path, line_no, f"missing keys {sorted(missing)}")
-            out.append(rec)
+
+
+def _read_truth(path: Path, n: int) -> list[dict]:
+    out = []
+    for line_no, rec in _json_lines(path):
+        missing = {"p", "beta", "alpha", "mu"} - set(rec if isinstance(rec, dict) else ())
+        if missing:
+            raise DataError(path, line_no, f"missing keys {sorted(missing)}")
+        out.append(rec)
     if len(out) != n:
         raise DataError(path, None, f"holds {len(out)} lines but the index has {n} cascades")
     return out
@@ -237,31 +243,24 @@ def load_jsonl(path: str | Path) -> Dataset:
     """Load a JSONL cascade file (see the module docstring)."""
     path = Path(path)
     cascades = []
-    with open(path, "rb") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise DataError(path, line_no, f"invalid JSON: {exc}") from None
-            if not isinstance(rec, dict) or "tweets" not in rec:
-                raise DataError(path, line_no, "expected an object with a 'tweets' list of [t, m] pairs")
-            try:
-                ev = np.asarray(rec["tweets"], dtype=np.float64)
-            except (TypeError, ValueError):
-                raise DataError(path, line_no, "'tweets' must be a list of [t, m] number pairs") from None
-            if ev.ndim != 2 or ev.shape[1] != 2:
-                raise DataError(path, line_no, f"'tweets' must be a list of [t, m] pairs, got shape {ev.shape}")
-            cid = str(rec.get("cid", line_no))
-            _check_events(path, line_no, cid, ev[:, 0], ev[:, 1])
-            n_tot = rec.get("n_tot", ev.shape[0])
-            if not isinstance(n_tot, int) or n_tot < ev.shape[0]:
-                raise DataError(path, line_no, f"n_tot must be an integer >= the number of tweets, got {n_tot!r}")
-            cascades.append(
-                Cascade(cid=cid, times=_relative(ev[:, 0].copy()), marks=ev[:, 1].copy(), msg=str(rec.get("msg", "")),
-                        final_size=n_tot, start=float(rec.get("start", 0.0)))
-            )
+    for line_no, rec in _json_lines(path):
+        if not isinstance(rec, dict) or "tweets" not in rec:
+            raise DataError(path, line_no, "expected an object with a 'tweets' list of [t, m] pairs")
+        try:
+            ev = np.asarray(rec["tweets"], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DataError(path, line_no, "'tweets' must be a list of [t, m] number pairs") from None
+        if ev.ndim != 2 or ev.shape[1] != 2:
+            raise DataError(path, line_no, f"'tweets' must be a list of [t, m] pairs, got shape {ev.shape}")
+        cid = str(rec.get("cid", line_no))
+        _check_events(path, line_no, cid, ev[:, 0], ev[:, 1])
+        n_tot = rec.get("n_tot", ev.shape[0])
+        if not isinstance(n_tot, int) or n_tot < ev.shape[0]:
+            raise DataError(path, line_no, f"n_tot must be an integer >= the number of tweets, got {n_tot!r}")
+        cascades.append(
+            Cascade(cid=cid, times=_relative(ev[:, 0].copy()), marks=ev[:, 1].copy(), msg=str(rec.get("msg", "")),
+                    final_size=n_tot, start=float(rec.get("start", 0.0)))
+        )
     if not cascades:
         raise DataError(path, None, "no cascades in file")
     return Dataset(path=str(path), cascades=cascades)
