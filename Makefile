@@ -31,6 +31,7 @@ test: setup
 bench: setup
 	$(BIN)/python bench/bench_fit.py
 	$(BIN)/python bench/bench_powerlaw.py
+	$(BIN)/python bench/best_achievable.py --n 1000 --seed 0
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
