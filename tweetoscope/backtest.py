@@ -43,14 +43,18 @@ PREDICTORS = ("observed", "hawkes", "hawkes+rf", "seismic", "oracle")
 
 @dataclass(frozen=True, slots=True)
 class Score:
-    """Accuracy of one predictor at one window. ``mean_are`` is ``None`` if a forecast was infinite."""
+    """Accuracy of one predictor at one window.
 
-    median_are: float
+    ``mean_are`` and ``msle_log2`` are ``None`` when a forecast was infinite, ``median_are``
+    when more than half were (JSON has no infinity); ``n_infinite`` counts them.
+    """
+
+    median_are: float | None
     mean_are: float | None
     n: int
     seconds: float
     n_infinite: int
-    msle_log2: float
+    msle_log2: float | None
 
     @classmethod
     def of(cls, forecasts: np.ndarray, truth: np.ndarray, seconds: float) -> Score:
@@ -60,12 +64,12 @@ class Score:
         finite = np.isfinite(errors)
         mean = float(errors.mean()) if finite.all() else None
         return cls(
-            median_are=float(np.median(errors)),
+            median_are=float(med) if np.isfinite(med := np.median(errors)) else None,
             mean_are=mean,
             n=int(errors.size),
             seconds=round(float(seconds), 4),
             n_infinite=int((~finite).sum()),
-            msle_log2=msle_log2(np.where(np.isfinite(forecasts), forecasts, np.finfo(float).max), truth),
+            msle_log2=msle_log2(forecasts, truth) if finite.all() else None,
         )
 
 
@@ -176,7 +180,7 @@ def backtest(dataset: Dataset, settings: Settings, *, progress: bool = False) ->
             seismic = np.empty(fits.index.size)
             for j, i in enumerate(fits.index):
                 c = cascades[i]
-                seismic[j] = seismic_predict(c.times, c.marks, t_obs).final_size
+                seismic[j] = seismic_predict(c.times, c.marks, t_obs, n_star=settings.seismic_n_star).final_size
                 if tick is not None:
                     tick()
             scores["seismic"] = Score.of(seismic, truth, time.perf_counter() - start)

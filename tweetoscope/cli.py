@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-size", dest="min_cascade_size", type=int,
                    help="score cascades with at least this many events before the window (default 2)")
     p.add_argument("--folds", dest="cv_folds", type=int, help="cross-validation folds of the forest (default 5)")
+    p.add_argument("--seismic-n-star", dest="seismic_n_star", type=float,
+                   help="SEISMIC's mean-degree constant (default 100, the authors' value, calibrated on "
+                   "Twitter; on small simulated cascades SEISMIC is mostly supercritical whatever its value)")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object instead of tables")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=cmd_backtest)

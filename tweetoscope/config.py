@@ -53,7 +53,8 @@ class Settings:
         branching factor; ``prior_*``: course prior on (p, beta) (see
         :class:`estimators.LogNormalPrior`).
     Correction
-        ``forest_trees``: trees per forest; ``cv_folds``: folds of
+        ``forest_trees``: trees per forest; ``seismic_n_star``: SEISMIC's mean-degree
+        constant (the authors' 100 is calibrated on Twitter follower counts); ``cv_folds``: folds of
         the backtest's cross-validation; ``seed``: every random generator.
     Pipeline
         ``kafka``: bootstrap servers (``None``: embedded in-memory run);
@@ -74,6 +75,7 @@ class Settings:
     prior_sd_beta: float = 1e-3
     prior_corr: float = -0.1
     forest_trees: int = 200
+    seismic_n_star: float = 100.0
     cv_folds: int = 5
     seed: int = 0
     kafka: str | None = None

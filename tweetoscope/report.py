@@ -26,11 +26,13 @@ def print_backtest(report: dict, console: Console | None = None) -> None:
         if not scores:
             console.print(f"T_obs = {window} s: no cascade has enough events")
             continue
-        best = min(s["median_are"] for s in scores.values())
+        best = min((s["median_are"] for s in scores.values() if s["median_are"] is not None), default=None)
         for name, s in scores.items():
             med = _fmt(s["median_are"])
             if s["median_are"] == best:
                 med = f"[bold green]{med}[/bold green]"
             mean = _fmt(s["mean_are"]) + (f" ({s['n_infinite']} inf)" if s["n_infinite"] else "")
             table.add_row(name, med, mean, _fmt(s["msle_log2"], 2), str(s["n"]), f"{s['seconds']:.2f}")
+        if any(s["n_infinite"] for s in scores.values()):
+            table.caption = "inf: supercritical forecasts (infinite final size)"
         console.print(table)
