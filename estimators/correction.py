@@ -140,7 +140,7 @@ def fit_forest(
 
     Each candidate ``(loss, min_samples_leaf)`` is scored by the mean ARE of an
     inner ``cv``-fold cross-validation on these samples; the best one is refitted
-    on all of them and returned, with the scores in ``cv_are_``. Samples with
+    on all of them and returned, with the scores in ``cv_are_`` (``"loss/leaf"`` -> mean ARE). Samples with
     ``G1 <= 0`` or ``n_star >= 1`` carry no information on omega and are left out.
     """
     X = np.asarray(X, dtype=np.float64)
@@ -174,7 +174,7 @@ def fit_forest(
     else:
         best = candidates[0]
     model = OmegaForest(*best, n_estimators=n_estimators, random_state=random_state).fit(X, y, w)
-    model.cv_are_ = scores
+    model.cv_are_ = {f"{loss}/{leaf}": v for (loss, leaf), v in scores.items()}
     return model
 
 

@@ -62,6 +62,15 @@ class Settings:
         ends when its source's clock passes its last event by this much;
         ``min_cascade_size``: smaller cascades are not fitted; ``alert_threshold``:
         forecast size that raises an alert; ``kafka_secret``: SASL password, masked in repr.
+        ``fit_chunk``: series per Dask task; ``max_in_flight``: Dask tasks in flight per stage;
+        ``join_capacity``: pending (cid, T_obs) joins kept by the predictor;
+        ``learner_every``: new samples of a window between two refits of its model;
+        ``learner_max_samples``: samples kept per window; ``batch_size``: messages per batch;
+        ``dask_workers``: most workers of the adaptive local cluster; ``group_prefix``: Kafka
+        consumer groups are ``<prefix>-<stage>``.
+    Replay
+        ``sources``: sources the replayed cascades are spread over; ``stagger``: seconds
+        between the starts of cascades that have no start time of their own.
     """
 
     windows: tuple[int, ...] = (600, 1200, 3600)
@@ -80,9 +89,19 @@ class Settings:
     seed: int = 0
     kafka: str | None = None
     scheduler: str | None = None
-    terminated: float = 1800.0
+    terminated: float = 7200.0
     min_cascade_size: int = 2
     alert_threshold: float = 100.0
+    fit_chunk: int = 256
+    max_in_flight: int = 8
+    join_capacity: int = 100_000
+    learner_every: int = 100
+    learner_max_samples: int = 20_000
+    batch_size: int = 10_000
+    sources: int = 1
+    stagger: float = 10.0
+    dask_workers: int = 2
+    group_prefix: str = "tweetoscope"
     kafka_secret: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -102,6 +121,10 @@ class Settings:
             raise ConfigError(f"min_cascade_size must be >= 2 (a fit needs two events), got {self.min_cascade_size}")
         if self.terminated <= 0:
             raise ConfigError(f"terminated must be > 0 seconds, got {self.terminated}")
+        for name in ("fit_chunk", "max_in_flight", "join_capacity", "learner_every", "learner_max_samples",
+                     "batch_size", "sources", "dask_workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     @property
     def prior(self):

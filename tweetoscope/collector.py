@@ -1,0 +1,73 @@
+"""Collector stage: ``tweets`` in, ``cascade_series`` and ``cascade_properties`` (sizes) out.
+
+Tweets are grouped into cascades per source and cut at the observation
+windows on event time (:mod:`streams.window`); malformed messages and events
+that cannot be placed go to ``tweets.dlq`` with the reason.
+"""
+
+from __future__ import annotations
+
+from streamz import Stream
+
+from streams.records import Record
+from streams.window import CascadeEnded, Events, Rejected, WindowClosed
+
+from .config import Settings
+from .schemas import CASCADE_PROPERTIES, CASCADE_SERIES, TWEETS, Eos, SchemaError, Serie, Size, Tweet, dlq_record, encode
+
+__all__ = ["decode_tweets", "encode_outputs", "collector"]
+
+
+def decode_tweets(batch: list[Record]) -> tuple[Events, list[Record]]:
+    """Validated events of a ``tweets`` batch, and the dead letters of the invalid ones."""
+    decode = TWEETS.decode
+    source, key, t, m, root, info, origin, eos, dead = [], [], [], [], [], [], [], [], []
+    for r in batch:
+        if r.key is None:
+            dead.append(dlq_record(r, "missing key: the source id"))
+            continue
+        try:
+            d = decode(r.value)
+        except SchemaError as exc:
+            dead.append(dlq_record(r, str(exc)))
+            continue
+        src = r.key.decode("utf-8", "replace")
+        if type(d) is Eos:
+            eos.append(src)
+            continue
+        source.append(src)
+        key.append(str(d.tweet_id))
+        t.append(d.t)
+        m.append(d.m)
+        root.append(type(d) is Tweet)
+        info.append(d.msg)
+        origin.append(r)
+    return Events(source, key, t, m, root, info, origin, eos), dead
+
+
+def encode_outputs(items: list) -> list[Record]:
+    """Records of the windower's outputs: series, sizes (one per emitted window) and dead letters."""
+    out = []
+    for it in items:
+        if type(it) is WindowClosed:
+            value = Serie(cid=it.key, msg=it.info, T_obs=it.T_obs, tweets=list(zip(it.times.tolist(), it.marks.tolist())),
+                          source=it.source, start=it.start)
+            out.append(Record(CASCADE_SERIES.name, encode(value), it.key.encode()))
+        elif type(it) is CascadeEnded:
+            for T in it.windows:
+                value = Size(cid=it.key, n_tot=it.size, t_end=it.t_end, T_obs=T, source=it.source)
+                out.append(Record(CASCADE_PROPERTIES.name, encode(value), str(T).encode()))
+        elif type(it) is Rejected:
+            out.append(dlq_record(it.origin, it.reason))
+    return out
+
+
+def collector(tweets: Stream, settings: Settings) -> Stream:
+    """The collector's graph on a stream of ``tweets`` batches; returns the stream of output record batches."""
+    decoded = tweets.map(decode_tweets, stream_name="collector.decode")
+    windows = decoded.pluck(0).cascade_windows(
+        settings.windows, settings.terminated, min_size=settings.min_cascade_size, stream_name="collector.windows"
+    )
+    out = windows.map(encode_outputs)
+    dead = decoded.pluck(1).filter(bool)
+    return out.union(dead)

@@ -1,0 +1,192 @@
+"""Wiring of the stages, in memory (the embedded default) or through Kafka.
+
+    replay ─▶ generator ─▶ tweets ─▶ collector ─▶ cascade_series ─▶ estimator (Dask) ─┐
+                                          └────▶ cascade_properties ◀───────────────────┘
+    cascade_properties + models ─▶ predictor ─▶ alerts, stats, samples
+    samples ─▶ learner (Dask) ─▶ models
+
+Every stage reads ``list[Record]`` batches from topic streams and writes
+``list[Record]`` batches to a publisher; only the bus differs between modes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streamz import Stream
+
+from streams.datasets import Dataset
+from streams.memory import MemoryBus
+from streams.records import dlq_topic
+from streams.replay import ReplaySchedule
+
+from . import learner as _learner  # noqa: F401  (registers the learn node)
+from . import predictor as _predictor  # noqa: F401  (registers the predict_join node)
+from .collector import collector
+from .config import Settings
+from .estimator import estimator
+from .generator import generator
+from .schemas import TOPICS
+
+__all__ = ["ALL_TOPICS", "Stages", "build_stages", "run_embedded", "start_dask"]
+
+logger = logging.getLogger(__name__)
+
+#: Every topic the pipeline writes, dead-letter topics included.
+ALL_TOPICS: tuple[str, ...] = tuple(TOPICS) + tuple(dlq_topic(t) for t in
+                                                    ("tweets", "cascade_series", "cascade_properties", "models",
+                                                     "samples"))
+
+
+@dataclass
+class Stages:
+    """Handles on the running stages (for draining and for metrics)."""
+
+    collector: Stream | None = None
+    windows: Stream | None = None
+    estimator: Stream | None = None
+    predictor: Stream | None = None
+    learner: Stream | None = None
+    outputs: list[Stream] = field(default_factory=list)
+
+    @property
+    def idle(self) -> bool:
+        return all(s is None or s.idle for s in (self.estimator, self.learner))
+
+    async def drain(self) -> None:
+        """Wait until no Dask work is left in any stage (results emitted, refits published)."""
+        while not self.idle:
+            for s in (self.estimator, self.learner):
+                if s is not None:
+                    await s.drain()
+
+
+def build_stages(
+    topic: Callable[[str], Stream],
+    publish: Callable[[Stream], None],
+    settings: Settings,
+    client,
+    *,
+    stages: tuple[str, ...] = ("collector", "estimator", "predictor", "learner"),
+) -> Stages:
+    """Connect the chosen stages: ``topic(name)`` gives the stream of a topic's batches,
+    ``publish(stream)`` sends a stream of record batches to the bus."""
+    out = Stages()
+    if "collector" in stages:
+        out.collector = collector(topic("tweets"), settings)
+        publish(out.collector)
+        out.windows = _find(out.collector, "collector.windows")
+    if "estimator" in stages:
+        est_out, out.estimator = estimator(topic("cascade_series"), settings, client)
+        publish(est_out)
+    if "predictor" in stages:
+        out.predictor = Stream.predict_join(topic("cascade_properties"), topic("models"), settings,
+                                            stream_name="predictor")
+        publish(out.predictor)
+    if "learner" in stages:
+        out.learner = topic("samples").learn(settings, client, stream_name="learner")
+        publish(out.learner)
+    return out
+
+
+def _find(node: Stream, name: str) -> Stream | None:
+    seen, todo = set(), [node]
+    while todo:
+        n = todo.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        if n.name == name:
+            return n
+        todo.extend(u for u in n.upstreams if u is not None)
+    return None
+
+
+async def start_dask(settings: Settings):
+    """An asynchronous Dask client: on ``settings.scheduler`` if given, else on an adaptive local cluster.
+
+    Returns ``(client, cluster)`` (``cluster`` is None for an external scheduler).
+    """
+    from distributed import Client, LocalCluster
+
+    if settings.scheduler:
+        client = await Client(settings.scheduler, asynchronous=True)
+        return client, None
+    cluster = await LocalCluster(n_workers=1, threads_per_worker=1, processes=True, asynchronous=True,
+                                 dashboard_address=":0", silence_logs=logging.WARNING)
+    cluster.adapt(minimum=1, maximum=settings.dask_workers)
+    client = await Client(cluster, asynchronous=True)
+    return client, cluster
+
+
+@dataclass
+class RunSummary:
+    """What an embedded run did: records per topic, events replayed, wall seconds."""
+
+    counts: dict[str, int]
+    events: int
+    seconds: float
+    out_dir: str
+
+
+async def run_embedded(
+    dataset: Dataset,
+    settings: Settings,
+    out_dir: str | Path,
+    *,
+    client=None,
+    speed: float | None = None,
+    initial_models: dict[int, tuple[int, object]] | None = None,
+    on_start: Callable[[Stages, MemoryBus], None] | None = None,
+) -> RunSummary:
+    """Replay ``dataset`` through all stages wired in memory; write every topic to ``out_dir/<topic>.jsonl``.
+
+    Returns once the replay is fully processed: every window fitted, every join done and
+    every refit published. ``initial_models`` seeds the predictor (``T_obs -> (version, model)``).
+    """
+    from tornado.ioloop import IOLoop
+
+    loop = IOLoop.current()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ALL_TOPICS:
+        (out_dir / f"{name}.jsonl").unlink(missing_ok=True)
+    own_dask = client is None
+    cluster = None
+    if own_dask:
+        client, cluster = await start_dask(settings)
+    bus = MemoryBus()
+    jsonl = [bus.topic(name).jsonl_sink(out_dir) for name in ALL_TOPICS]
+    try:
+        stages = build_stages(bus.topic, lambda s: s.to_memory(bus), settings, client)
+        for T_obs, (version, model) in (initial_models or {}).items():
+            stages.predictor.swap_model(T_obs, version, model)
+        schedule = ReplaySchedule(dataset, sources=settings.sources, stagger=settings.stagger)
+        replay = Stream.from_replay(schedule, batch_size=settings.batch_size, speed=speed, loop=loop,
+                                    stream_name="replay")
+        generator(replay, dataset).to_memory(bus)
+        if on_start is not None:
+            on_start(stages, bus)
+        start = time.perf_counter()
+        replay.start()
+        await replay.done.wait()
+        await stages.drain()
+        seconds = time.perf_counter() - start
+    finally:
+        for sink in jsonl:
+            sink.close()
+        if own_dask:
+            await client.close()
+            if cluster is not None:
+                await cluster.close()
+    return RunSummary(counts=dict(bus.counts), events=len(schedule), seconds=seconds, out_dir=str(out_dir))
+
+
+def run_embedded_sync(*args, **kwargs) -> RunSummary:
+    """:func:`run_embedded` from synchronous code."""
+    return asyncio.run(run_embedded(*args, **kwargs))

@@ -1,0 +1,203 @@
+"""Every topic and message of Tweetoscope, declared once.
+
+Topic names and message values are the course's (strict JSON, never Python
+reprs), so existing tools interoperate; fields we add are optional, and
+unknown fields are ignored. Messages are msgspec structs: decoding validates
+types and ranges in one pass and a bad message raises :class:`SchemaError`
+with the reason, which the stage writes to ``<topic>.dlq``.
+
+Times are in seconds; ``T_obs`` is an observation window in seconds.
+
+``tweets`` (key = source id)
+    ``{"type": "tweet"|"retweet", "msg", "t", "m", "tweet_id", "info"}``; ours:
+    ``{"type": "eos", "t"}`` ends a finite replay for that source.
+``cascade_series`` (key = cid)
+    ``{"type": "serie", "cid", "msg", "T_obs", "tweets": [[t, m], ...]}``, ``t`` relative to
+    the original post; extra ``source``, ``start``.
+``cascade_properties`` (key = str(T_obs))
+    ``{"type": "size", "cid", "n_tot", "t_end"}`` and
+    ``{"type": "parameters", "cid", "msg", "n_obs", "n_supp", "params": [p, beta, n_star, G1]}``;
+    extra ``T_obs``, ``source``, ``converged``.
+``alerts`` (key = str(T_obs))
+    ``{"type": "alert", "cid", "msg", "T_obs", "n_tot"}`` (``n_tot`` is the forecast); extra
+    ``n_obs``, ``model_version``.
+``stats`` (key = str(T_obs))
+    ``{"type": "stat", "cid", "T_obs", "ARE"}``; extra ``n_hat``, ``n_tot``, ``model_version``.
+``samples`` (key = str(T_obs))
+    ``{"type": "sample", "cid", "X": [beta, n_star, G1], "W": omega}``; extra ``T_obs``,
+    ``n_obs``, ``n_tot`` (the learner needs them).
+``models`` (key = str(T_obs))
+    a skops file, header ``version`` (see :mod:`tweetoscope.models`).
+``<topic>.dlq``
+    ``{"reason", "topic", "partition", "offset", "key", "value"}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Union
+
+import msgspec
+from msgspec import Meta
+
+from streams.records import Record, dlq_topic
+
+__all__ = [
+    "SchemaError", "Topic", "Tweet", "Retweet", "Eos", "Serie", "Size", "Parameters", "Alert", "Stat", "Sample",
+    "DeadLetter", "TWEETS", "CASCADE_SERIES", "CASCADE_PROPERTIES", "ALERTS", "STATS", "SAMPLES", "MODELS",
+    "TOPICS", "encode", "dlq_record",
+]
+
+Seconds = Annotated[float, Meta(ge=0, le=1e15)]
+Count = Annotated[float, Meta(ge=0, le=1e15)]
+Window = Annotated[int, Meta(ge=1)]
+Id = Annotated[int, Meta(ge=0)]
+
+
+class SchemaError(ValueError):
+    """A message does not follow its topic's schema; the message says why."""
+
+
+class Tweet(msgspec.Struct, tag_field="type", tag="tweet"):
+    msg: str
+    t: Seconds
+    m: Count
+    tweet_id: Id
+    info: str = ""
+
+
+class Retweet(msgspec.Struct, tag_field="type", tag="retweet"):
+    t: Seconds
+    m: Count
+    tweet_id: Id
+    msg: str = ""
+    info: str = ""
+
+
+class Eos(msgspec.Struct, tag_field="type", tag="eos"):
+    t: Seconds | None = None
+    info: str = ""
+
+
+class Serie(msgspec.Struct, tag_field="type", tag="serie"):
+    cid: str
+    T_obs: Window
+    tweets: Annotated[list[tuple[float, float]], Meta(min_length=1)]
+    msg: str = ""
+    source: str = ""
+    start: float = 0.0
+
+
+class Size(msgspec.Struct, tag_field="type", tag="size"):
+    cid: str
+    n_tot: Annotated[int, Meta(ge=1)]
+    t_end: Seconds
+    T_obs: Window | None = None
+    source: str = ""
+
+
+class Parameters(msgspec.Struct, tag_field="type", tag="parameters"):
+    cid: str
+    n_obs: Annotated[int, Meta(ge=1)]
+    n_supp: float
+    params: tuple[float, float, float, float]
+    msg: str = ""
+    T_obs: Window | None = None
+    converged: bool = True
+
+
+class Alert(msgspec.Struct, tag_field="type", tag="alert"):
+    cid: str
+    T_obs: Window
+    n_tot: float
+    msg: str = ""
+    n_obs: int = 0
+    model_version: int = 0
+
+
+class Stat(msgspec.Struct, tag_field="type", tag="stat"):
+    cid: str
+    T_obs: Window
+    ARE: float
+    n_hat: float | None = None
+    n_tot: int | None = None
+    model_version: int = 0
+
+
+class Sample(msgspec.Struct, tag_field="type", tag="sample"):
+    cid: str
+    X: tuple[float, float, float]
+    W: float
+    T_obs: Window | None = None
+    n_obs: int | None = None
+    n_tot: int | None = None
+
+
+class DeadLetter(msgspec.Struct):
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: str
+
+
+#: ``encode(message) -> bytes``: strict JSON of a message struct (or of plain JSON-able data).
+encode: Callable[[Any], bytes] = msgspec.json.Encoder().encode
+
+
+def _decoder(kind: Any) -> Callable[[bytes], Any]:
+    dec = msgspec.json.Decoder(kind)
+
+    def decode(raw: bytes) -> Any:
+        try:
+            return dec.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise SchemaError(str(exc)) from None
+
+    return decode
+
+
+def _by_window(value: Any) -> bytes:
+    return str(value.T_obs).encode()
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A topic: its name, how a message's key is made, and its validating decoder."""
+
+    name: str
+    key: Callable[[Any], bytes | None]
+    decode: Callable[[bytes], Any]
+
+    @property
+    def dlq(self) -> str:
+        return dlq_topic(self.name)
+
+    def record(self, value: Any, *, key: bytes | None = None, headers: dict[str, str] | None = None) -> Record:
+        """A record of this topic holding ``value`` (JSON), keyed by :attr:`key` unless given."""
+        return Record(topic=self.name, value=encode(value), key=self.key(value) if key is None else key,
+                      headers=headers or {})
+
+
+TWEETS = Topic("tweets", key=lambda v: None, decode=_decoder(Union[Tweet, Retweet, Eos]))
+CASCADE_SERIES = Topic("cascade_series", key=lambda v: v.cid.encode(), decode=_decoder(Serie))
+CASCADE_PROPERTIES = Topic("cascade_properties", key=_by_window, decode=_decoder(Union[Size, Parameters]))
+ALERTS = Topic("alerts", key=_by_window, decode=_decoder(Alert))
+STATS = Topic("stats", key=_by_window, decode=_decoder(Stat))
+SAMPLES = Topic("samples", key=_by_window, decode=_decoder(Sample))
+MODELS = Topic("models", key=_by_window, decode=lambda raw: raw)
+
+TOPICS: dict[str, Topic] = {t.name: t for t in (TWEETS, CASCADE_SERIES, CASCADE_PROPERTIES, ALERTS, STATS, SAMPLES,
+                                                MODELS)}
+
+
+def dlq_record(record: Record, reason: str) -> Record:
+    """The dead-letter record of a bad ``record``: where it came from, its raw value and the reason."""
+    value = DeadLetter(
+        reason=reason, topic=record.topic, partition=record.partition, offset=record.offset,
+        key=record.key.decode("utf-8", "replace") if record.key is not None else None,
+        value=record.value.decode("utf-8", "replace"),
+    )
+    return Record(topic=dlq_topic(record.topic), value=encode(value), key=record.key)
