@@ -84,7 +84,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=2.4, help="Pareto exponent of the marks (default 2.4)")
     p.add_argument("--mu", type=float, default=10.0, help="Pareto lower bound of the marks (default 10)")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser(
+        "run",
+        help="run the whole pipeline: replay, collector, estimator (Dask), predictor, learner",
+        description="Replays PATH as a stream of tweets through every stage. Without --kafka the stages are "
+        "wired in memory on an adaptive local Dask cluster (or --scheduler), every topic is written to "
+        "OUT/<topic>.jsonl, and the command exits 0 once the replay is fully processed.",
+    )
+    p.add_argument("--data", required=True, help="dataset to replay: NEWS folder, folder of RT*.txt, or JSONL")
+    p.add_argument("--out", default="out", help="folder of the topics' JSONL files (default ./out)")
+    p.add_argument("--speed", type=float, help="replay speed, e.g. 1000 = 1,000 x real time (default: as fast as possible)")
+    _add_model_flags(p)
+    _add_pipeline_flags(p)
+    p.set_defaults(func=cmd_run)
     return parser
+
+
+def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("pipeline")
+    g.add_argument("--scheduler", help="address of an existing Dask scheduler (default: an adaptive local cluster)")
+    g.add_argument("--terminated", type=float, help=f"seconds of inactivity that end a cascade (default {DEFAULTS.terminated:g})")
+    g.add_argument("--min-size", dest="min_cascade_size", type=int,
+                   help=f"fit a window only with at least this many events (default {DEFAULTS.min_cascade_size})")
+    g.add_argument("--alert-threshold", dest="alert_threshold", type=float,
+                   help=f"forecast size that raises an alert (default {DEFAULTS.alert_threshold:g})")
+    g.add_argument("--learner-every", dest="learner_every", type=int,
+                   help=f"new samples between two refits of a window's model (default {DEFAULTS.learner_every})")
+    g.add_argument("--sources", type=int, help="spread the replayed cascades over this many sources (default 1)")
+    g.add_argument("--workers", dest="dask_workers", type=int,
+                   help=f"most workers of the adaptive local Dask cluster (default {DEFAULTS.dask_workers})")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -122,6 +151,42 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     write_news(args.outdir, [(c.times, c.marks) for c in cascades], truth)
     n_events = sum(c.size for c in cascades)
     print(f"wrote {len(cascades)} cascades ({n_events} events) to {Path(args.outdir)}/", file=sys.stderr)
+    return 0
+
+
+def _quiet_logs() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("distributed", "tornado", "bokeh"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("bokeh.server.util").setLevel(logging.ERROR)  # the Dask dashboard's wildcard-origin notice
+
+
+def _tune_gc() -> None:
+    """Streaming allocates millions of short-lived objects next to long-lived state: collect the
+    young generation less often (measured: 20-30 % more events/s in the embedded replay)."""
+    import gc
+
+    gc.set_threshold(100_000, 50, 100)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from streams.datasets import load_dataset
+
+    from .pipeline import run_embedded
+    from .report import print_run
+
+    settings = _settings(args)
+    dataset = load_dataset(args.data)
+    _quiet_logs()
+    _tune_gc()
+    if settings.kafka:
+        raise ConfigError("--kafka is not wired into `run` yet")
+    summary = asyncio.run(run_embedded(dataset, settings, args.out, speed=args.speed, progress=True))
+    print_run(summary)
     return 0
 
 

@@ -143,6 +143,7 @@ async def run_embedded(
     speed: float | None = None,
     initial_models: dict[int, tuple[int, object]] | None = None,
     on_start: Callable[[Stages, MemoryBus], None] | None = None,
+    progress: bool = False,
 ) -> RunSummary:
     """Replay ``dataset`` through all stages wired in memory; write every topic to ``out_dir/<topic>.jsonl``.
 
@@ -174,6 +175,8 @@ async def run_embedded(
             on_start(stages, bus)
         start = time.perf_counter()
         replay.start()
+        if progress:
+            await _show_progress(replay, len(schedule))
         await replay.done.wait()
         await stages.drain()
         seconds = time.perf_counter() - start
@@ -185,6 +188,16 @@ async def run_embedded(
             if cluster is not None:
                 await cluster.close()
     return RunSummary(counts=dict(bus.counts), events=len(schedule), seconds=seconds, out_dir=str(out_dir))
+
+
+async def _show_progress(replay, total: int) -> None:
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc="replay", unit="event", unit_scale=True, leave=False) as bar:
+        while not replay.done.is_set():
+            bar.update(min(replay.position, total) - bar.n)
+            await asyncio.sleep(0.2)
+        bar.update(total - bar.n)
 
 
 def run_embedded_sync(*args, **kwargs) -> RunSummary:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["print_backtest"]
+__all__ = ["print_backtest", "print_run"]
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -36,3 +36,16 @@ def print_backtest(report: dict, console: Console | None = None) -> None:
         if any(s["n_infinite"] for s in scores.values()):
             table.caption = "inf: supercritical forecasts (infinite final size)"
         console.print(table)
+
+
+def print_run(summary, console: Console | None = None) -> None:
+    """Records written per topic by an embedded run, its speed, and where the files are."""
+    console = console or Console()
+    table = Table(title=f"{summary.events:,} events replayed in {summary.seconds:.1f} s "
+                        f"({summary.events / max(summary.seconds, 1e-9):,.0f} events/s)", title_justify="left")
+    table.add_column("topic")
+    table.add_column("records", justify="right")
+    table.add_column("file")
+    for topic, n in sorted(summary.counts.items()):
+        table.add_row(topic, f"{n:,}", f"{summary.out_dir}/{topic}.jsonl")
+    console.print(table)
