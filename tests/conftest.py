@@ -1,0 +1,44 @@
+"""Shared fixtures: a real single-node Kafka broker for the session, unique topics per test."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+KAFKA_SH = ROOT / "scripts" / "kafka.sh"
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Address (``127.0.0.1:PORT``) of a Kafka broker started by ``scripts/kafka.sh`` for this session."""
+    state = tmp_path_factory.mktemp("kafka")
+    started = subprocess.run([str(KAFKA_SH), "start", "--port", "0", "--dir", str(state)],
+                             capture_output=True, text=True, timeout=300)
+    if started.returncode != 0 or not started.stdout.strip():
+        subprocess.run([str(KAFKA_SH), "stop", "--dir", str(state)], capture_output=True, timeout=60)
+        pytest.fail(f"scripts/kafka.sh start failed (exit {started.returncode}):\n{started.stderr}", pytrace=False)
+    try:
+        yield started.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run([str(KAFKA_SH), "stop", "--dir", str(state)], capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def kafka_topic_factory(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Callable[..., str]:
+    """``make(partitions=1, config=None) -> name``: creates a topic whose name no other test uses."""
+    from streams.kafka import create_topics
+
+    prefix = re.sub(r"[^A-Za-z0-9._-]", "-", request.node.name)[:80]
+
+    def make(partitions: int = 1, config: dict[str, str] | None = None) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        create_topics(kafka_bootstrap, {name: partitions}, config=config)
+        return name
+
+    return make
