@@ -135,12 +135,15 @@ def fit_forest(
     cv: int = 5,
     n_estimators: int = 100,
     random_state: int | None = 0,
+    select_max: int | None = None,
 ) -> OmegaForest:
     """Fit the correction on features ``X = [beta, n_star, G1]`` (shape (n, 3)) and true sizes (shape (n,)).
 
     Each candidate ``(loss, min_samples_leaf)`` is scored by the mean ARE of an
     inner ``cv``-fold cross-validation on these samples; the best one is refitted
-    on all of them and returned, with the scores in ``cv_are_`` (``"loss/leaf"`` -> mean ARE). Samples with
+    on all of them and returned, with the scores in ``cv_are_`` (``"loss/leaf"`` -> mean ARE).
+    ``select_max`` bounds the cost of the selection: it then runs on a random subset of
+    at most that many samples (the final fit still uses them all). Samples with
     ``G1 <= 0`` or ``n_star >= 1`` carry no information on omega and are left out.
     """
     X = np.asarray(X, dtype=np.float64)
@@ -162,13 +165,17 @@ def fit_forest(
     w = are_weights(n_true, n_obs, X[:, 1], X[:, 2])
     scores: dict[tuple[str, int], float] = {}
     if len(candidates) > 1 and X.shape[0] >= 2 * cv:
-        folds = list(KFold(n_splits=cv, shuffle=True, random_state=random_state).split(X))
+        sub = np.arange(X.shape[0])
+        if select_max is not None and sub.size > select_max:
+            sub = np.random.default_rng(random_state).choice(sub, size=select_max, replace=False)
+        Xs, ys, ws = X[sub], y[sub], w[sub]
+        folds = list(KFold(n_splits=cv, shuffle=True, random_state=random_state).split(Xs))
         for cand in candidates:
-            err = np.empty(X.shape[0])
+            err = np.empty(Xs.shape[0])
             for train, test in folds:
                 model = OmegaForest(*cand, n_estimators=n_estimators, random_state=random_state)
-                model.fit(X[train], y[train], w[train])
-                err[test] = np.abs(np.maximum(model.predict(X[test]), 0.0) - y[test]) * w[test]
+                model.fit(Xs[train], ys[train], ws[train])
+                err[test] = np.abs(np.maximum(model.predict(Xs[test]), 0.0) - ys[test]) * ws[test]
             scores[cand] = float(err.mean())
         best = min(scores, key=scores.__getitem__)
     else:

@@ -2,7 +2,7 @@
 
 Dask adds about a millisecond per task, so each incoming batch is cut into
 chunks of ``chunk_size`` items and every chunk is one task (``pure=False``: the
-same chunk submitted twice is computed twice). At most ``max_in_flight`` tasks
+same chunk submitted twice is computed twice), shipped packed by ``pack``. At most ``max_in_flight`` tasks
 run at once: beyond that, ``update`` returns an awaitable that resolves when a
 slot frees, which the sources await (back-pressure). Results are emitted as
 their tasks complete, carrying the refs of the batch they came from, which are
@@ -27,26 +27,31 @@ logger = logging.getLogger(__name__)
 
 @Stream.register_api()
 class submit_batches(Stream):
-    """Streamz node: lists in, ``func(chunk)`` results out (one emission per chunk), computed on Dask.
+    """Streamz node: lists in, ``(chunk, func(pack(chunk)))`` pairs out (one per chunk), computed on Dask.
 
     Parameters
     ----------
     client : distributed.Client
         An asynchronous client on this loop.
     func : callable
-        ``func(chunk: list) -> list``, run on a worker.
+        Run on a worker on each packed chunk.
+    pack : callable
+        Turns a chunk (a list of items) into what is shipped to the worker. Shipping a
+        few flat arrays instead of many small objects is what keeps a task cheap: each
+        numpy array travels as its own frame.
     chunk_size : int
         Items per task.
     max_in_flight : int
         Tasks submitted and not yet emitted, at most.
     """
 
-    def __init__(self, upstream, client, func: Callable[[list], list], *, chunk_size: int = 256,
-                 max_in_flight: int = 8, **kwargs):
+    def __init__(self, upstream, client, func: Callable, *, pack: Callable[[list], object] = list,
+                 chunk_size: int = 256, max_in_flight: int = 8, **kwargs):
         if chunk_size < 1 or max_in_flight < 1:
             raise ValueError("chunk_size and max_in_flight must be >= 1")
         self.client = client
         self.func = func
+        self.pack = pack
         self.chunk_size = int(chunk_size)
         self.max_in_flight = int(max_in_flight)
         self.in_flight = 0
@@ -68,9 +73,9 @@ class submit_batches(Stream):
         for i in range(0, len(x), self.chunk_size):
             chunk = list(x[i : i + self.chunk_size])
             self._retain_refs(metadata)
-            future = self.client.submit(self.func, chunk, pure=False)
+            future = self.client.submit(self.func, self.pack(chunk), pure=False)
             self._started()
-            task = asyncio.ensure_future(self._wait(future, len(chunk), metadata))
+            task = asyncio.ensure_future(self._wait(future, chunk, metadata))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if self.in_flight >= self.max_in_flight:
@@ -84,7 +89,7 @@ class submit_batches(Stream):
         self.in_flight += 1
         self.n_tasks += 1
 
-    async def _wait(self, future, n: int, metadata) -> None:
+    async def _wait(self, future, chunk: list, metadata) -> None:
         try:
             result = await future
         except BaseException as exc:  # a bug in func: stop, commit nothing more
@@ -92,9 +97,9 @@ class submit_batches(Stream):
             self.error = exc
             self._finished()
             raise
-        self.n_items += n
+        self.n_items += len(chunk)
         try:
-            self._emit(result, metadata=metadata)
+            self._emit((chunk, result), metadata=metadata)
         finally:
             self._release_refs(metadata)
             self._finished()

@@ -71,7 +71,7 @@ def _line(r: Record) -> bytes:
     key = _KEYS.get(r.key)
     if key is None:
         key = orjson.dumps(r.key.decode("utf-8", "replace") if r.key is not None else None)
-        if len(_KEYS) < 10_000:  # keys repeat (sources, windows); cids do not
+        if len(_KEYS) < 256:  # keys that repeat (sources, windows); cids do not
             _KEYS[r.key] = key
     if r.headers.get("content-type") == BINARY["content-type"]:
         value = orjson.dumps({"base64": base64.b64encode(r.value).decode()})

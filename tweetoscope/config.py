@@ -64,8 +64,10 @@ class Settings:
         forecast size that raises an alert; ``kafka_secret``: SASL password, masked in repr.
         ``fit_chunk``: series per Dask task; ``max_in_flight``: Dask tasks in flight per stage;
         ``join_capacity``: pending (cid, T_obs) joins kept by the predictor;
-        ``learner_every``: new samples of a window between two refits of its model;
-        ``learner_max_samples``: samples kept per window; ``batch_size``: messages per batch;
+        ``learner_every``: new samples of a window between two refits of its model, and
+        ``learner_interval``: least wall-clock seconds between two refits of a window;
+        ``learner_max_samples``: latest samples kept per window; ``learner_trees``: trees of the
+        learner's forests (refits must stay cheap next to the fits); ``batch_size``: messages per batch;
         ``dask_workers``: most workers of the adaptive local cluster; ``group_prefix``: Kafka
         consumer groups are ``<prefix>-<stage>``.
     Replay
@@ -92,11 +94,13 @@ class Settings:
     terminated: float = 7200.0
     min_cascade_size: int = 2
     alert_threshold: float = 100.0
-    fit_chunk: int = 256
+    fit_chunk: int = 1024
     max_in_flight: int = 8
     join_capacity: int = 100_000
     learner_every: int = 100
-    learner_max_samples: int = 20_000
+    learner_max_samples: int = 2000
+    learner_trees: int = 50
+    learner_interval: float = 30.0
     batch_size: int = 10_000
     sources: int = 1
     stagger: float = 10.0
@@ -122,7 +126,7 @@ class Settings:
         if self.terminated <= 0:
             raise ConfigError(f"terminated must be > 0 seconds, got {self.terminated}")
         for name in ("fit_chunk", "max_in_flight", "join_capacity", "learner_every", "learner_max_samples",
-                     "batch_size", "sources", "dask_workers"):
+                     "learner_trees", "batch_size", "sources", "dask_workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 

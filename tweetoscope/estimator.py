@@ -21,7 +21,7 @@ from streams.records import Record
 from .config import Settings
 from .schemas import CASCADE_PROPERTIES, CASCADE_SERIES, Parameters, SchemaError, Serie, dlq_record, encode
 
-__all__ = ["FitTask", "FitResult", "decode_series", "fit_chunk", "encode_results", "estimator"]
+__all__ = ["FitTask", "PackedSeries", "PackedFits", "pack_series", "decode_series", "fit_chunk", "encode_results", "estimator"]
 
 
 @dataclass(slots=True)
@@ -37,15 +37,35 @@ class FitTask:
 
 
 @dataclass(slots=True)
-class FitResult:
-    """A fit of one series, or the reason it failed (``error``)."""
+class PackedSeries:
+    """A chunk of series as flat arrays (cheap to ship to a worker): series ``i`` has the events
+    ``offsets[i]:offsets[i+1]`` of ``times``/``marks`` and the window ``T_obs[i]``."""
 
-    serie: FitTask
-    params: tuple[float, float, float, float] | None  # p, beta, n_star, G1
-    n_obs: int
-    n_supp: float
-    converged: bool
-    error: str | None = None
+    offsets: np.ndarray
+    times: np.ndarray
+    marks: np.ndarray
+    T_obs: np.ndarray
+
+
+@dataclass(slots=True)
+class PackedFits:
+    """Fits of a packed chunk: ``params`` (k, 4) = p, beta, n_star, G1; ``n_obs``, ``n_supp``,
+    ``converged`` (k,); ``errors`` maps a series' index to why it could not be fitted."""
+
+    params: np.ndarray
+    n_obs: np.ndarray
+    n_supp: np.ndarray
+    converged: np.ndarray
+    errors: dict[int, str]
+
+
+def pack_series(chunk: list[FitTask]) -> PackedSeries:
+    sizes = [s.times.size for s in chunk]
+    return PackedSeries(
+        offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        times=np.concatenate([s.times for s in chunk]), marks=np.concatenate([s.marks for s in chunk]),
+        T_obs=np.array([s.T_obs for s in chunk], dtype=np.float64),
+    )
 
 
 def decode_series(batch: list[Record]) -> tuple[list[FitTask], list[Record]]:
@@ -62,33 +82,41 @@ def decode_series(batch: list[Record]) -> tuple[list[FitTask], list[Record]]:
     return series, dead
 
 
-def fit_chunk(chunk: list[FitTask], fit_kwargs: dict[str, Any]) -> list[FitResult]:
-    """Fit every series of a chunk (runs on a Dask worker). Invalid series come back with ``error``."""
-    out = []
+def fit_chunk(chunk: PackedSeries, fit_kwargs: dict[str, Any]) -> PackedFits:
+    """Fit every series of a packed chunk (runs on a Dask worker). Invalid series come back in ``errors``."""
+    k = chunk.T_obs.size
+    params = np.zeros((k, 4))
+    n_obs = np.zeros(k, dtype=np.int64)
+    n_supp = np.zeros(k)
+    converged = np.zeros(k, dtype=bool)
+    errors: dict[int, str] = {}
+    o = chunk.offsets
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        for s in chunk:
+        for i in range(k):
             try:
-                f = fit_cascade(s.times, s.marks, s.T_obs, **fit_kwargs)
+                f = fit_cascade(chunk.times[o[i]:o[i + 1]], chunk.marks[o[i]:o[i + 1]], chunk.T_obs[i], **fit_kwargs)
             except ValueError as exc:
-                out.append(FitResult(s, None, 0, 0.0, False, str(exc)))
+                errors[i] = str(exc)
                 continue
-            out.append(FitResult(s, (f.p if f.kernel == "exp" else f.kappa, f.beta, f.n_star, f.G1), f.n_obs,
-                                 f.final_size - f.n_obs, f.converged))
-    return out
+            params[i] = (f.p if f.kernel == "exp" else f.kappa, f.beta, f.n_star, f.G1)
+            n_obs[i], n_supp[i], converged[i] = f.n_obs, f.final_size - f.n_obs, f.converged
+    return PackedFits(params, n_obs, n_supp, converged, errors)
 
 
-def encode_results(results: list[FitResult]) -> list[Record]:
+def encode_results(done: tuple[list[FitTask], PackedFits]) -> list[Record]:
+    """``parameters`` records of a fitted chunk; the series that could not be fitted go to the DLQ."""
+    chunk, fits = done
     out = []
-    for r in results:
-        s = r.serie
-        if r.error is not None:
+    for i, s in enumerate(chunk):
+        error = fits.errors.get(i)
+        if error is not None:
             value = Serie(cid=s.cid, msg=s.msg, T_obs=s.T_obs, tweets=list(zip(s.times.tolist(), s.marks.tolist())),
-                                 source=s.source)
-            out.append(dlq_record(Record(CASCADE_SERIES.name, encode(value), s.cid.encode()), r.error))
+                          source=s.source)
+            out.append(dlq_record(Record(CASCADE_SERIES.name, encode(value), s.cid.encode()), error))
             continue
-        value = Parameters(cid=s.cid, msg=s.msg, n_obs=r.n_obs, n_supp=r.n_supp, params=r.params, T_obs=s.T_obs,
-                           converged=r.converged)
+        value = Parameters(cid=s.cid, msg=s.msg, n_obs=int(fits.n_obs[i]), n_supp=float(fits.n_supp[i]),
+                           params=tuple(fits.params[i].tolist()), T_obs=s.T_obs, converged=bool(fits.converged[i]))
         out.append(Record(CASCADE_PROPERTIES.name, encode(value), str(s.T_obs).encode()))
     return out
 
@@ -101,7 +129,7 @@ def estimator(series: Stream, settings: Settings, client) -> tuple[Stream, Strea
     fit_kwargs = settings.fit_kwargs()
     decoded = series.map(decode_series, stream_name="estimator.decode")
     submit = decoded.pluck(0).filter(bool).submit_batches(
-        client, _Fit(fit_kwargs), chunk_size=settings.fit_chunk, max_in_flight=settings.max_in_flight,
+        client, _Fit(fit_kwargs), pack=pack_series, chunk_size=settings.fit_chunk, max_in_flight=settings.max_in_flight,
         stream_name="estimator.fit",
     )
     out = submit.map(encode_results)
@@ -114,5 +142,5 @@ class _Fit:
     def __init__(self, fit_kwargs: dict[str, Any]):
         self.fit_kwargs = fit_kwargs
 
-    def __call__(self, chunk: list[FitTask]) -> list[FitResult]:
+    def __call__(self, chunk: PackedSeries) -> PackedFits:
         return fit_chunk(chunk, self.fit_kwargs)

@@ -112,12 +112,16 @@ async def start_dask(settings: Settings):
 
     Returns ``(client, cluster)`` (``cluster`` is None for an external scheduler).
     """
+    import dask
     from distributed import Client, LocalCluster
 
+    # Distributed keeps the last 1,000 messages of every batched connection for debugging,
+    # task payloads included (all our series): memory would grow with the stream.
+    dask.config.set({"distributed.admin.low-level-log-length": 10})
     if settings.scheduler:
         client = await Client(settings.scheduler, asynchronous=True)
         return client, None
-    cluster = await LocalCluster(n_workers=1, threads_per_worker=1, processes=True, asynchronous=True,
+    cluster = await LocalCluster(n_workers=settings.dask_workers, threads_per_worker=1, processes=True, asynchronous=True,
                                  dashboard_address=":0", silence_logs=logging.WARNING)
     cluster.adapt(minimum=1, maximum=settings.dask_workers)
     client = await Client(cluster, asynchronous=True)

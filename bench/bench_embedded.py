@@ -1,0 +1,96 @@
+"""End-to-end throughput and memory of the embedded pipeline on >= 1M simulated events.
+
+Simulates a dataset (``tweetoscope simulate``), replays it through every stage
+wired in memory on an adaptive local Dask cluster (as ``tweetoscope run`` does),
+and prints:
+
+- events per second, from the replay's start to the moment everything is processed
+  (every window fitted, every join done, every refit published), and its ratio to a
+  baseline measured in the same run: the bare cost of encoding and decoding the same
+  tweets (generator + collector decoding, nothing else) on one core;
+- the resident memory of the process sampled along the replay (flat = bounded state).
+
+Usage: python bench/bench_embedded.py [--cascades 16500] [--seed 7] [--learner-every 100] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import tempfile
+import time
+
+import numpy as np
+import orjson
+import psutil
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cascades", type=int, default=16500)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--learner-every", type=int, default=100)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    from streams.datasets import load_dataset
+    from streams.replay import ReplaySchedule
+    from tweetoscope.cli import main as cli
+    from tweetoscope.collector import decode_tweets
+    from tweetoscope.config import Settings
+    from tweetoscope.generator import tweet_records
+    from tweetoscope.pipeline import run_embedded
+
+    gc.set_threshold(100_000, 50, 100)  # as `tweetoscope run` does
+    tmp = tempfile.mkdtemp(prefix="tweetoscope-bench-")
+    cli(["simulate", f"{tmp}/data", "--n", str(args.cascades), "--seed", str(args.seed)])
+    dataset = load_dataset(f"{tmp}/data")
+    settings = Settings(learner_every=args.learner_every)
+
+    # baseline: encode + decode the same tweets, nothing else
+    schedule = ReplaySchedule(dataset, sources=settings.sources, stagger=settings.stagger)
+    n = len(schedule)
+    t0 = time.perf_counter()
+    for lo in range(0, n, settings.batch_size):
+        hi = min(lo + settings.batch_size, n)
+        decode_tweets(tweet_records(dataset, schedule.batch(lo, hi, last=hi == n)))
+    baseline = n / (time.perf_counter() - t0)
+
+    proc = psutil.Process(os.getpid())
+    rss: list[tuple[float, float]] = []
+
+    def on_start(stages, bus):
+        async def sample():
+            while True:
+                rss.append((bus.counts.get("tweets", 0) / n, proc.memory_info().rss / 2**20))
+                await asyncio.sleep(0.25)
+
+        asyncio.ensure_future(sample())
+
+    summary = asyncio.run(run_embedded(dataset, settings, f"{tmp}/out", on_start=on_start))
+    rate = summary.events / summary.seconds
+    marks = [0.25, 0.5, 0.75, 1.0]
+    prog = np.array([p for p, _ in rss])
+    mem = np.array([m for _, m in rss])
+    along = {f"{int(q * 100)}%": float(mem[min(np.searchsorted(prog, q), len(mem) - 1)]) for q in marks}
+    res = {
+        "events": summary.events, "cascades": args.cascades, "seconds": summary.seconds, "events_per_s": rate,
+        "baseline_events_per_s": baseline, "ratio_to_baseline": rate / baseline, "rss_mib_along_replay": along,
+        "rss_mib_peak": float(mem.max()), "counts": summary.counts,
+    }
+    if args.json:
+        print(orjson.dumps(res).decode())
+        return
+    print(f"{summary.events:,} events ({args.cascades:,} cascades) end to end in {summary.seconds:.1f} s: "
+          f"{rate:,.0f} events/s")
+    print(f"baseline (encode + decode only, same run): {baseline:,.0f} events/s; pipeline / baseline = "
+          f"{rate / baseline:.2f}")
+    print("RSS along the replay (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in along.items())
+          + f"; peak {mem.max():.0f}")
+    print("records: " + ", ".join(f"{k} {v:,}" for k, v in sorted(summary.counts.items())))
+
+
+if __name__ == "__main__":
+    main()
