@@ -97,8 +97,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, help="replay speed, e.g. 1000 = 1,000 x real time (default: as fast as possible)")
     _add_model_flags(p)
     _add_pipeline_flags(p)
+    _add_kafka_flags(p)
     p.set_defaults(func=cmd_run)
+
+    for stage, what in (("collector", "tweets -> cascade_series, cascade_properties (sizes)"),
+                        ("estimator", "cascade_series -> cascade_properties (parameters), fits on Dask"),
+                        ("predictor", "cascade_properties, models -> alerts, stats, samples"),
+                        ("learner", "samples -> models, refits on Dask")):
+        p = sub.add_parser(stage, help=f"run the {stage} stage on Kafka ({what})",
+                           description=f"Runs the {stage} stage ({what}) as a member of the consumer group "
+                           f"<group-prefix>-{stage}: start several to share the work. SIGTERM drains, commits "
+                           "and exits 0.")
+        _add_model_flags(p)
+        _add_pipeline_flags(p)
+        _add_kafka_flags(p, required=True)
+        p.set_defaults(func=cmd_stage, stage=stage)
+
+    p = sub.add_parser("generate", help="replay a dataset as tweets on Kafka",
+                       description="Posts the cascades of PATH as the course's `tweets` messages (key = source "
+                       "id), interleaved by event time, then an end-of-stream message per source.")
+    p.add_argument("path", help="dataset: NEWS folder, folder of RT*.txt, or JSONL")
+    p.add_argument("--speed", type=float, help="replay speed (default: as fast as possible)")
+    p.add_argument("--sources", type=int, help="spread the cascades over this many sources (default 1)")
+    p.add_argument("--config", dest="config_file", help="TOML config file")
+    _add_kafka_flags(p, required=True)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("alerts", help="print the alerts of a running pipeline",
+                       description="Reads the `alerts` topic from its beginning and prints one line per "
+                       "(cascade, window), the latest forecast winning; --follow keeps waiting for new ones.")
+    p.add_argument("--follow", action="store_true", help="keep printing new alerts until interrupted")
+    p.add_argument("--min-size", dest="alert_min", type=float, default=0.0,
+                   help="only alerts forecasting at least this final size")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_kafka_flags(p, required=True)
+    p.set_defaults(func=cmd_alerts)
     return parser
+
+
+def _add_kafka_flags(p: argparse.ArgumentParser, *, required: bool = False) -> None:
+    g = p.add_argument_group("kafka")
+    g.add_argument("--kafka", required=required, metavar="BOOTSTRAP",
+                   help="Kafka bootstrap servers, e.g. 127.0.0.1:9092" + ("" if required else
+                   " (default: no Kafka, stages wired in memory)"))
+    g.add_argument("--topic-prefix", dest="topic_prefix", help="prefix of every topic name (default none)")
+    g.add_argument("--partitions", type=int, help=f"partitions of the topics created (default {DEFAULTS.partitions})")
+    g.add_argument("--instance-id", dest="instance_id",
+                   help="stable id of this instance (static group membership), e.g. the pod name")
 
 
 def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
@@ -184,10 +229,44 @@ def cmd_run(args: argparse.Namespace) -> int:
     _quiet_logs()
     _tune_gc()
     if settings.kafka:
-        raise ConfigError("--kafka is not wired into `run` yet")
+        from .kafka_mode import run_kafka
+
+        return asyncio.run(run_kafka(settings, dataset=dataset, speed=args.speed, until_done=True))
     summary = asyncio.run(run_embedded(dataset, settings, args.out, speed=args.speed, progress=True))
     print_run(summary)
     return 0
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .kafka_mode import run_kafka
+
+    settings = _settings(args)
+    _quiet_logs()
+    _tune_gc()
+    return asyncio.run(run_kafka(settings, stages=(args.stage,)))
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from streams.datasets import load_dataset
+
+    from .kafka_mode import run_kafka
+
+    settings = _settings(args)
+    _quiet_logs()
+    dataset = load_dataset(args.path)
+    return asyncio.run(run_kafka(settings, stages=(), dataset=dataset, speed=args.speed, until_done=True))
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from .alerts import print_alerts
+
+    settings = _settings(args)
+    _quiet_logs()
+    return print_alerts(settings, follow=args.follow, min_size=args.alert_min, as_json=args.json)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

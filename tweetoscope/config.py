@@ -69,7 +69,10 @@ class Settings:
         ``learner_max_samples``: latest samples kept per window; ``learner_trees``: trees of the
         learner's forests (refits must stay cheap next to the fits); ``batch_size``: messages per batch;
         ``dask_workers``: most workers of the adaptive local cluster; ``group_prefix``: Kafka
-        consumer groups are ``<prefix>-<stage>``.
+        consumer groups are ``<prefix>-<stage>``; ``topic_prefix``: prepended to every topic
+        name (several pipelines on one cluster); ``partitions``, ``replication``: of the topics
+        the stages create; ``instance_id``: stable id of this instance (static group
+        membership: a restarted instance gets its partitions back at once).
     Replay
         ``sources``: sources the replayed cascades are spread over; ``stagger``: seconds
         between the starts of cascades that have no start time of their own.
@@ -106,6 +109,10 @@ class Settings:
     stagger: float = 10.0
     dask_workers: int = 2
     group_prefix: str = "tweetoscope"
+    topic_prefix: str = ""
+    partitions: int = 4
+    replication: int = 1
+    instance_id: str | None = None
     kafka_secret: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -126,7 +133,7 @@ class Settings:
         if self.terminated <= 0:
             raise ConfigError(f"terminated must be > 0 seconds, got {self.terminated}")
         for name in ("fit_chunk", "max_in_flight", "join_capacity", "learner_every", "learner_max_samples",
-                     "learner_trees", "batch_size", "sources", "dask_workers"):
+                     "learner_trees", "batch_size", "sources", "dask_workers", "partitions", "replication"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 

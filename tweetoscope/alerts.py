@@ -1,0 +1,70 @@
+"""``tweetoscope alerts``: read the ``alerts`` topic and print them, one line per (cascade, window)."""
+
+from __future__ import annotations
+
+import sys
+
+import confluent_kafka as ck
+
+from .config import Settings
+from .schemas import ALERTS, SchemaError
+
+__all__ = ["read_topic", "print_alerts"]
+
+
+def read_topic(settings: Settings, name: str = ALERTS.name, *, follow: bool = False, timeout: float = 1.0):
+    """Yield the decoded messages of topic ``name`` from its beginning; stop at its end unless ``follow``.
+
+    Messages that do not decode are skipped. Duplicates (a stage replayed after a crash)
+    are not filtered here; see :func:`print_alerts`.
+    """
+    from .schemas import TOPICS
+
+    decode = TOPICS[name].decode
+    consumer = ck.Consumer({"bootstrap.servers": settings.kafka, "group.id": "tweetoscope-reader",
+                            "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    topic = settings.topic_prefix + name
+    try:
+        meta = consumer.list_topics(topic, timeout=10)
+        parts = meta.topics[topic].partitions if topic in meta.topics else {}
+        consumer.assign([ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in parts])
+        ends = {p: consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        done = {p for p, end in ends.items() if end == 0}
+        while follow or len(done) < len(ends):
+            msg = consumer.poll(timeout)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == ck.KafkaError._PARTITION_EOF:
+                    continue
+                raise ck.KafkaException(msg.error())
+            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                done.add(msg.partition())
+            try:
+                yield decode(msg.value())
+            except SchemaError:
+                continue
+    finally:
+        consumer.close()
+
+
+def print_alerts(settings: Settings, *, follow: bool, min_size: float, as_json: bool) -> int:
+    """Print alerts (idempotent on (cid, T_obs): a repeated alert is printed once). Returns the exit code."""
+    from .schemas import encode
+
+    seen: dict[tuple[str, int], float] = {}
+    try:
+        for a in read_topic(settings, ALERTS.name, follow=follow):
+            key = (a.cid, a.T_obs)
+            if a.n_tot < min_size or seen.get(key) == a.n_tot:
+                continue
+            seen[key] = a.n_tot
+            if as_json:
+                sys.stdout.write(encode(a).decode() + "\n")
+            else:
+                sys.stdout.write(f"{a.cid:>10}  T_obs={a.T_obs:<6} forecast {a.n_tot:>10,.0f}  "
+                                 f"(seen {a.n_obs}, model v{a.model_version})  {a.msg[:60]}\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return 130
+    return 0
