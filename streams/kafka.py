@@ -81,6 +81,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+_FINAL_COMMIT_ATTEMPTS = 5
 
 #: Producer settings merged beneath the caller's config: no loss, no duplicates from
 #: retries, per-partition order kept.
@@ -371,7 +372,11 @@ class KafkaSource(Source):
             committed = await self._shutdown(commit=self.error is None and self._commit_allowed)
             await self._closed.wait()  # also when the run loop was already closing it
             self._draining = False
-        return (complete or not require_idle) and committed and self.error is None
+        ok = (complete or not require_idle) and committed and self.error is None
+        if not ok:
+            logger.warning("drain of %s incomplete: all batches done %s, committed %s, error %r",
+                           self.topics, complete, committed, self.error)
+        return ok
 
     # ------------------------------------------------------------ the polling loop
 
@@ -586,6 +591,7 @@ class KafkaSource(Source):
         Returns True if every done offset is committed (always True with group=False).
         """
         if self.consumer is None or self._closing:
+            logger.warning("Kafka source on %s: already closed or closing; nothing committed now", self.topics)
             return False
         self._closing = True
         committed = False
@@ -595,9 +601,18 @@ class KafkaSource(Source):
         self._commit_allowed = self._commit_allowed and commit
         try:
             if self._commit_allowed:
-                await self._call(self._commit_sync)
-                with self._lock:
-                    committed = all(part.committable in (None, part.committed) for part in self._parts.values())
+                for attempt in range(_FINAL_COMMIT_ATTEMPTS):  # a coordinator moving or loading is retriable
+                    await self._call(self._commit_sync)
+                    with self._lock:
+                        behind = {key: (part.committed, part.committable) for key, part in self._parts.items()
+                                  if part.committable not in (None, part.committed)}
+                    if not behind:
+                        committed = True
+                        break
+                    await asyncio.sleep(0.2 * (attempt + 1))
+                else:
+                    logger.warning("final commit on %s incomplete: (committed, done) offsets %s",
+                                   self.topics, behind)
             await self._call(self._close_sync)
         except Exception as exc:
             if self.error is None:

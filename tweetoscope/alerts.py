@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import confluent_kafka as ck
 
@@ -28,7 +29,7 @@ def read_topic(settings: Settings, name: str = ALERTS.name, *, follow: bool = Fa
         meta = consumer.list_topics(topic, timeout=10)
         parts = meta.topics[topic].partitions if topic in meta.topics else {}
         consumer.assign([ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in parts])
-        ends = {p: consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        ends = {p: _high_watermark(consumer, ck.TopicPartition(topic, p)) for p in parts}
         done = {p for p, end in ends.items() if end == 0}
         while follow or len(done) < len(ends):
             msg = consumer.poll(timeout)
@@ -46,6 +47,24 @@ def read_topic(settings: Settings, name: str = ALERTS.name, *, follow: bool = Fa
                 continue
     finally:
         consumer.close()
+
+
+def _high_watermark(consumer: ck.Consumer, tp: ck.TopicPartition, timeout: float = 10.0) -> int:
+    """The end offset of ``tp``, retrying retriable errors (a topic just created has no leader yet) for ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=max(0.1, deadline - time.monotonic()))[1]
+        except ck.KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            retriable = isinstance(error, ck.KafkaError) and (error.retriable() or error.code() in _NOT_READY)
+            if not retriable or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
+
+
+_NOT_READY = (ck.KafkaError.NOT_LEADER_FOR_PARTITION, ck.KafkaError.LEADER_NOT_AVAILABLE,
+              ck.KafkaError.UNKNOWN_TOPIC_OR_PART)
 
 
 def print_alerts(settings: Settings, *, follow: bool, min_size: float, as_json: bool) -> int:

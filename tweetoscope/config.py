@@ -68,7 +68,9 @@ class Settings:
         ``learner_interval``: least wall-clock seconds between two refits of a window;
         ``learner_max_samples``: latest samples kept per window; ``learner_trees``: trees of the
         learner's forests (refits must stay cheap next to the fits); ``batch_size``: messages per batch;
-        ``dask_workers``: most workers of the adaptive local cluster; ``group_prefix``: Kafka
+        ``poll_timeout``: seconds a Kafka source waits to fill a batch (bounds the added latency);
+        ``dask_workers``, ``dask_min_workers``: most and fewest workers of the adaptive local
+        cluster (two at least, so that a model refit never holds up the fits); ``group_prefix``: Kafka
         consumer groups are ``<prefix>-<stage>``; ``topic_prefix``: prepended to every topic
         name (several pipelines on one cluster); ``partitions``, ``replication``: of the topics
         the stages create; ``instance_id``: stable id of this instance (static group
@@ -105,9 +107,11 @@ class Settings:
     learner_trees: int = 50
     learner_interval: float = 30.0
     batch_size: int = 10_000
+    poll_timeout: float = 0.05
     sources: int = 1
     stagger: float = 10.0
     dask_workers: int = 2
+    dask_min_workers: int = 2
     group_prefix: str = "tweetoscope"
     topic_prefix: str = ""
     partitions: int = 4
@@ -130,10 +134,13 @@ class Settings:
             raise ConfigError(f"cv_folds must be >= 2, got {self.cv_folds}")
         if self.min_cascade_size < 2:
             raise ConfigError(f"min_cascade_size must be >= 2 (a fit needs two events), got {self.min_cascade_size}")
+        if self.dask_min_workers > self.dask_workers:
+            raise ConfigError(f"dask_min_workers ({self.dask_min_workers}) must be <= dask_workers ({self.dask_workers})")
         if self.terminated <= 0:
             raise ConfigError(f"terminated must be > 0 seconds, got {self.terminated}")
         for name in ("fit_chunk", "max_in_flight", "join_capacity", "learner_every", "learner_max_samples",
-                     "learner_trees", "batch_size", "sources", "dask_workers", "partitions", "replication"):
+                     "learner_trees", "batch_size", "sources", "dask_workers", "dask_min_workers", "partitions",
+                     "replication"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 

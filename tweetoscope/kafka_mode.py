@@ -28,7 +28,9 @@ from streams.replay import ReplaySchedule
 
 from .config import Settings
 from .generator import generator
+from .models import MAX_MODEL_BYTES
 from .pipeline import ALL_TOPICS, Stages, build_stages, start_dask
+from .schemas import MODELS
 
 __all__ = ["CONSUMERS", "KafkaBus", "run_kafka"]
 
@@ -64,8 +66,10 @@ class KafkaBus:
         """Create every topic of the pipeline (existing ones are kept)."""
         s = self.settings
         wait_for_broker(s.kafka, timeout=30)
-        create_topics(s.kafka, {self.name(t): (s.partitions if "." not in t else 1) for t in ALL_TOPICS},
-                      replication=s.replication)
+        topics = {self.name(t): (s.partitions if "." not in t else 1) for t in ALL_TOPICS if t != MODELS.name}
+        create_topics(s.kafka, topics, replication=s.replication)
+        create_topics(s.kafka, {self.name(MODELS.name): s.partitions}, replication=s.replication,
+                      config={"max.message.bytes": str(MAX_MODEL_BYTES + 2**20)})
 
     def topic(self, topic: str) -> Stream:
         """The batches of ``topic`` for the stage that consumes it (see :data:`CONSUMERS`)."""
@@ -75,7 +79,7 @@ class KafkaBus:
         if group and s.instance_id:
             config["group.instance.id"] = f"{s.instance_id}-{stage}-{topic}"
         source = Stream.from_kafka_group(self.name(topic), config, batch_size=s.batch_size, group=group,
-                                         loop=self.loop, stream_name=f"kafka:{topic}")
+                                         poll_timeout=s.poll_timeout, loop=self.loop, stream_name=f"kafka:{topic}")
         self.sources.append(source)
         if not self.prefix:
             return source
@@ -87,7 +91,8 @@ class KafkaBus:
         if self.prefix:
             prefix = self.prefix
             stream = stream.map(lambda batch: [dataclasses.replace(r, topic=prefix + r.topic) for r in batch])
-        sink = stream.to_kafka_group({"bootstrap.servers": self.settings.kafka}, loop=self.loop)
+        sink = stream.to_kafka_group({"bootstrap.servers": self.settings.kafka,
+                                      "message.max.bytes": MAX_MODEL_BYTES + 2**20}, loop=self.loop)
         self.sinks.append(sink)
         return sink
 

@@ -8,6 +8,8 @@ Loading checks that every type in the file is one we trust.
 
 from __future__ import annotations
 
+import zipfile
+
 import skops.io as sio
 
 from streams.memory import BINARY
@@ -15,7 +17,7 @@ from streams.records import Record
 
 from .schemas import MODELS, SchemaError
 
-__all__ = ["TRUSTED_TYPES", "dump_model", "load_model", "model_record"]
+__all__ = ["TRUSTED_TYPES", "MAX_MODEL_BYTES", "dump_model", "load_model", "model_record"]
 
 #: Types a model file may hold beyond skops' defaults (numpy, builtins, scikit-learn estimators).
 TRUSTED_TYPES = frozenset({
@@ -27,9 +29,16 @@ TRUSTED_TYPES = frozenset({
 })
 
 
+#: Largest model file the ``models`` topic accepts (bytes); the topic and producers are set up for it.
+MAX_MODEL_BYTES = 64 * 2**20
+
+
 def dump_model(model: object) -> bytes:
-    """The skops file of ``model``, as bytes."""
-    return sio.dumps(model)
+    """The skops file of ``model`` (deflate-compressed zip), as bytes."""
+    data = sio.dumps(model, compression=zipfile.ZIP_DEFLATED, compresslevel=6)
+    if len(data) > MAX_MODEL_BYTES:
+        raise ValueError(f"model file of {len(data):,} bytes exceeds the {MAX_MODEL_BYTES:,} bytes models can hold")
+    return data
 
 
 def load_model(data: bytes) -> object:

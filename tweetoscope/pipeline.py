@@ -117,13 +117,18 @@ async def start_dask(settings: Settings):
 
     # Distributed keeps the last 1,000 messages of every batched connection for debugging,
     # task payloads included (all our series): memory would grow with the stream.
-    dask.config.set({"distributed.admin.low-level-log-length": 10})
+    dask.config.set({
+        "distributed.admin.low-level-log-length": 10,
+        # send a worker only as many tasks as it has threads: a fit never queues behind a
+        # running model refit on a busy worker, it waits for the first free one
+        "distributed.scheduler.worker-saturation": 1.0,
+    })
     if settings.scheduler:
         client = await Client(settings.scheduler, asynchronous=True)
         return client, None
     cluster = await LocalCluster(n_workers=settings.dask_workers, threads_per_worker=1, processes=True, asynchronous=True,
                                  dashboard_address=":0", silence_logs=logging.WARNING)
-    cluster.adapt(minimum=1, maximum=settings.dask_workers)
+    cluster.adapt(minimum=settings.dask_min_workers, maximum=settings.dask_workers)
     client = await Client(cluster, asynchronous=True)
     return client, cluster
 

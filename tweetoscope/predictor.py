@@ -17,6 +17,7 @@ ignored; consumers are idempotent on ``(cid, T_obs)`` for the rest.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict, defaultdict
 
@@ -75,25 +76,36 @@ class predict_join(Stream):
         logger.info("model for T_obs=%d now version %d", T_obs, version)
         return True
 
-    def _on_models(self, batch: list[Record], metadata) -> list[Record]:
+    def _on_models(self, batch: list[Record], metadata) -> list:
+        """Load each model file in a worker thread (a forest takes a while to load; the loop must not
+        stall), then swap it in. The batch's refs are held until every file of it is loaded."""
+        self._retain_refs(metadata)
+        return [asyncio.ensure_future(self._load(batch, metadata))]
+
+    async def _load(self, batch: list[Record], metadata) -> None:
+        loop = asyncio.get_running_loop()
         dead = []
-        for r in batch:
-            try:
-                T_obs = int(r.key.decode()) if r.key else None
-                version = int(r.headers.get("version", ""))
-                if T_obs is None:
-                    raise SchemaError("missing key: the window T_obs")
-                self.swap_model(T_obs, version, load_model(r.value))
-            except (SchemaError, ValueError) as exc:
-                dead.append(dlq_record(Record(r.topic, b"<model file>", r.key), f"unusable model: {exc}"))
-        return dead
+        try:
+            for r in batch:
+                try:
+                    if not r.key:
+                        raise SchemaError("missing key: the window T_obs")
+                    T_obs = int(r.key.decode())
+                    version = int(r.headers.get("version", ""))
+                    model = await loop.run_in_executor(None, load_model, r.value)
+                    self.swap_model(T_obs, version, model)
+                except (SchemaError, ValueError) as exc:
+                    dead.append(dlq_record(Record(r.topic, b"<model file>", r.key), f"unusable model: {exc}"))
+            if dead:
+                self._emit(dead, metadata=metadata)
+        finally:
+            self._release_refs(metadata)
 
     # --------------------------------------------------------------- properties
 
     def update(self, x: list[Record], who=None, metadata=None):
         if who is not self.properties:
-            out = self._on_models(x, metadata)
-            return self._emit(out, metadata=metadata) if out else None
+            return self._on_models(x, metadata)
         out: list[Record] = []
         finished: list[_Entry] = []
         fresh: dict[int, list[tuple[tuple[str, int], _Entry]]] = defaultdict(list)

@@ -1,0 +1,125 @@
+"""Collector ingest on Kafka against a bare confluent-kafka consume-and-decode loop, in one run.
+
+Loads simulated tweets into a topic of a real broker (started by ``scripts/kafka.sh``
+unless ``$KAFKA_BOOTSTRAP`` is set), then measures on that same topic:
+
+- the baseline: a bare ``confluent_kafka.Consumer`` loop, ``consume(10_000)`` and the
+  schema decode of every message, nothing else;
+- the collector stage: our Kafka source (consumer group, ref-counted commits), decode,
+  event-time windows, encoding, and the producer of its outputs, until every input
+  offset is committed (i.e. every output acknowledged).
+
+Prints both rates in events/s and their ratio (target >= 0.5).
+
+Usage: python bench/bench_kafka_ingest.py [--cascades 6000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from kafka_bench_util import broker, produce_all  # noqa: E402
+
+
+def bare_loop(bootstrap: str, topic: str, n: int) -> float:
+    import confluent_kafka as ck
+
+    from tweetoscope.schemas import TWEETS
+
+    decode = TWEETS.decode
+    c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": f"bare-{uuid.uuid4().hex}",
+                     "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    seen = 0
+    t0 = None
+    while seen < n:
+        msgs = c.consume(10_000, timeout=1.0)
+        if msgs and t0 is None:
+            t0 = time.perf_counter()
+        for m in msgs:
+            if m.error():
+                continue
+            decode(m.value())
+            seen += 1
+    rate = n / (time.perf_counter() - t0)
+    c.close()
+    return rate
+
+
+async def collector_run(bootstrap: str, prefix: str, n: int) -> float:
+    from tornado.ioloop import IOLoop
+
+    from tweetoscope.config import Settings
+    from tweetoscope.kafka_mode import KafkaBus
+    from tweetoscope.pipeline import build_stages
+
+    s = Settings(kafka=bootstrap, topic_prefix=prefix, group_prefix=f"{prefix}g{uuid.uuid4().hex[:6]}")
+    bus = KafkaBus(s, IOLoop.current())
+    build_stages(bus.topic, bus.publish, s, None, stages=("collector",))
+    bus.start()
+    source = bus.sources[0]
+    t0 = None
+    while True:
+        await asyncio.sleep(0.05)
+        if t0 is None and source.n_consumed:
+            t0 = time.perf_counter()
+        if sum(source.committed_offsets().values()) >= n:
+            break
+    rate = n / (time.perf_counter() - t0)
+    await bus.drain(30)
+    for sink in bus.sinks:
+        sink.destroy()
+    return rate
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cascades", type=int, default=6000)
+    ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    from streams.datasets import load_dataset
+    from streams.replay import ReplaySchedule
+    from tweetoscope.cli import main as cli
+    from tweetoscope.config import Settings
+    from tweetoscope.generator import tweet_records
+    from tweetoscope.kafka_mode import KafkaBus
+
+    tmp = tempfile.mkdtemp(prefix="tweetoscope-bench-")
+    cli(["simulate", f"{tmp}/data", "--n", str(args.cascades), "--seed", str(args.seed)])
+    dataset = load_dataset(f"{tmp}/data")
+    schedule = ReplaySchedule(dataset)
+    prefix = f"b{uuid.uuid4().hex[:6]}-"
+    with broker() as bootstrap:
+        settings = Settings(kafka=bootstrap, topic_prefix=prefix, partitions=1)
+        KafkaBus(settings, None).create_topics()
+        records = tweet_records(dataset, schedule.batch(0, len(schedule), last=True))
+        for r in records:
+            r.topic = prefix + r.topic
+        produce_all(bootstrap, records)
+        n = len(records)
+        baseline = bare_loop(bootstrap, prefix + "tweets", n)
+        rate = asyncio.run(collector_run(bootstrap, prefix, n))
+    res = {"events": n, "baseline_events_per_s": baseline, "collector_events_per_s": rate, "ratio": rate / baseline}
+    if args.json:
+        print(orjson.dumps(res).decode())
+        return
+    print(f"{n:,} tweets on one partition")
+    print(f"bare consume + decode loop: {baseline:,.0f} events/s")
+    print(f"collector (source, windows, outputs produced and acknowledged, offsets committed): {rate:,.0f} events/s")
+    print(f"ratio collector / bare loop = {rate / baseline:.2f}")
+
+
+if __name__ == "__main__":
+    main()
