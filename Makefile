@@ -7,31 +7,44 @@ STAMP  := $(VENV)/.installed-stamp
 .PHONY: demo test setup bench clean help
 
 help:
-	@echo "make demo   set up .venv, run the backtest on the shipped sample and show where to look"
-	@echo "make test   set up .venv and run the whole test suite"
+	@echo "make demo   set up .venv, run the embedded pipeline on the shipped sample and show where to look"
+	@echo "make test   set up .venv, Chromium, a Kafka broker, and run the whole test suite"
 	@echo "make bench  run the benchmarks under bench/ (see BENCHMARKS.md)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	@touch $(STAMP)
 
 setup: $(STAMP)
 
+# The demo replays the sample at 3,000 x real time, cascades 10 min apart, so that cascades end
+# while others are still being watched: the learner refits the forest as true sizes arrive and
+# the later forecasts use its models (about a minute).
+DEMO_OUT ?= out/demo
 demo: setup
-	$(BIN)/tweetoscope backtest data/sample
+	$(BIN)/tweetoscope run --data data/sample --out $(DEMO_OUT) --speed 3000 --stagger 600 \
+		--learner-every 20 --learner-interval 0
 	@echo
-	@echo "Backtest of the 200 simulated cascades in data/sample (their true parameters in data/sample/truth.jsonl)."
-	@echo "Try the real cascades: $(BIN)/tweetoscope backtest data/seismic-tideh --windows 600,3600,21600"
+	@echo "Every topic of the run is in $(DEMO_OUT)/<topic>.jsonl: alerts.jsonl (forecasts that crossed the"
+	@echo "threshold), stats.jsonl (each forecast's ARE once the true size is known), models.jsonl (the refitted"
+	@echo "forests, skops, base64). Backtest the same cascades: $(BIN)/tweetoscope backtest data/sample"
 
+# The Kafka broker is started (and stopped) by the test session itself (tests/conftest.py,
+# scripts/kafka.sh); the browser test needs Debian's Chromium (scripts/setup-browser.sh).
 test: setup
+	scripts/setup-browser.sh
 	$(BIN)/python -m pytest -q
 
 bench: setup
 	$(BIN)/python bench/bench_fit.py
 	$(BIN)/python bench/bench_powerlaw.py
 	$(BIN)/python bench/best_achievable.py --n 1000 --seed 0
+	$(BIN)/python bench/bench_embedded.py
+	$(BIN)/python bench/bench_dask.py --cascades 10000 --repeat 5 --chunks 256,1024,4096,8192,16384
+	$(BIN)/python bench/bench_kafka_ingest.py
+	$(BIN)/python bench/bench_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -8,7 +8,7 @@ frozen records, so they run the same in a notebook, a benchmark or a Dask task.
 from .fit import fit_cascade
 from .hawkes import COURSE_PRIOR, DEFAULT_BETA_BOUNDS, ConvergenceWarning, LogNormalPrior, loglikelihood, loglikelihood_grad
 from .marks import ParetoFit, fit_pareto, pareto_mean, sample_pareto
-from .results import HawkesFit, PowerLawFit, predict_size
+from .results import HawkesFit, PowerLawFit, predict_size, remaining_size_sd
 from .simulate import SIMULATION_PRIOR, CascadeTooLarge, SimulatedCascade, draw_parameters, simulate_cascade, simulate_dataset
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "HawkesFit",
     "PowerLawFit",
     "predict_size",
+    "remaining_size_sd",
     "LogNormalPrior",
     "COURSE_PRIOR",
     "DEFAULT_BETA_BOUNDS",

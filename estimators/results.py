@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["HawkesFit", "PowerLawFit", "predict_size"]
+__all__ = ["HawkesFit", "PowerLawFit", "predict_size", "remaining_size_sd"]
 
 
 def predict_size(n_obs: float, G1: float, n_star: float, omega: float = 1.0) -> float:
@@ -19,6 +19,20 @@ def predict_size(n_obs: float, G1: float, n_star: float, omega: float = 1.0) -> 
     if n_star >= 1.0:
         return float("inf")
     return float(n_obs + omega * G1 / (1.0 - n_star))
+
+
+def remaining_size_sd(G1: float, n_star: float) -> float:
+    """Standard deviation of the number of events still to come, ``sqrt(G1 / (1 - n_star)^3)``.
+
+    The remaining events are a compound Poisson sum: ``Poisson(G1)`` direct children
+    of the observed events, each the root of a Galton-Watson tree with ``Poisson(n_star)``
+    offspring, whose size has mean ``1/(1 - n_star)`` and second moment ``1/(1 - n_star)^3``.
+    Offspring counts that also vary with the marks only add variance (with Pareto marks,
+    ``alpha <= 3``, it becomes infinite), so this is a lower bound. ``inf`` if ``n_star >= 1``.
+    """
+    if n_star >= 1.0:
+        return float("inf")
+    return float(np.sqrt(max(G1, 0.0) / (1.0 - n_star) ** 3))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,20 @@
 """Batched submission to a Dask cluster, with a bound on the work in flight.
 
-Dask adds about a millisecond per task, so each incoming batch is cut into
-chunks of ``chunk_size`` items and every chunk is one task (``pure=False``: the
-same chunk submitted twice is computed twice), shipped packed by ``pack``. At most ``max_in_flight`` tasks
-run at once: beyond that, ``update`` returns an awaitable that resolves when a
-slot frees, which the sources await (back-pressure). Results are emitted as
-their tasks complete, carrying the refs of the batch they came from, which are
+Dask costs milliseconds per task (3 to 7 ms on a 2-core machine, see
+BENCHMARKS.md) while a fit of a small cascade takes microseconds, so items are
+shipped many per task, packed by ``pack`` into a few flat arrays, ``pure=False``
+(the same chunk submitted twice is computed twice).
+
+Batching adapts to the load. Incoming items join a queue; whenever fewer than
+``max_in_flight`` tasks are in flight, the queue's head, up to ``chunk_size``
+items, becomes one task. A light stream thus gets small tasks at once (low
+latency); under a backlog the queue fills while the slots are busy and the
+tasks grow to ``chunk_size`` (low overhead). Once a full chunk waits, ``update``
+returns an awaitable that resolves when it has been submitted, which the
+sources await (back-pressure).
+
+Results are emitted as their tasks complete, ``(items, result)``, with the
+metadata of every input batch the items came from; the batches' refs are
 released only after the emission.
 
 Needs an asynchronous ``distributed.Client`` running on the same event loop.
@@ -16,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 
 from streamz import Stream
@@ -40,7 +50,7 @@ class submit_batches(Stream):
         few flat arrays instead of many small objects is what keeps a task cheap: each
         numpy array travels as its own frame.
     chunk_size : int
-        Items per task.
+        Most items per task.
     max_in_flight : int
         Tasks submitted and not yet emitted, at most.
     """
@@ -60,6 +70,8 @@ class submit_batches(Stream):
         self.busy_seconds = 0.0  # wall time with at least one task in flight
         self._busy_since: float | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._queue: deque[list] = deque()  # [items, next index, metadata] of batches not fully submitted
+        self._queued = 0  # items in the queue
         self._slot = asyncio.Event()
         self._slot.set()
         self.error: BaseException | None = None
@@ -70,24 +82,43 @@ class submit_batches(Stream):
             raise RuntimeError("a Dask task failed earlier") from self.error
         if not x:
             return None
-        for i in range(0, len(x), self.chunk_size):
-            chunk = list(x[i : i + self.chunk_size])
-            self._retain_refs(metadata)
-            future = self.client.submit(self.func, self.pack(chunk), pure=False)
-            self._started()
-            task = asyncio.ensure_future(self._wait(future, chunk, metadata))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        if self.in_flight >= self.max_in_flight:
+        self._retain_refs(metadata)  # the queue's hold, released once its last item is taken
+        self._queue.append([list(x), 0, metadata or []])
+        self._queued += len(x)
+        self._submit_queued()
+        if self._queued >= self.chunk_size:
             self._slot.clear()
             return [asyncio.ensure_future(self._slot.wait())]
         return None
 
-    def _started(self) -> None:
-        if self.in_flight == 0:
-            self._busy_since = time.perf_counter()
-        self.in_flight += 1
-        self.n_tasks += 1
+    def _submit_queued(self) -> None:
+        """While a slot is free, submit the queue's head (up to ``chunk_size`` items) as one task."""
+        while self._queue and self.in_flight < self.max_in_flight:
+            chunk: list = []
+            metadata: list = []
+            while self._queue and len(chunk) < self.chunk_size:
+                entry = self._queue[0]
+                items, start, meta = entry
+                stop = min(len(items), start + self.chunk_size - len(chunk))
+                chunk.extend(items[start:stop])
+                self._retain_refs(meta)  # the task's hold
+                metadata.extend(meta)
+                if stop == len(items):
+                    self._queue.popleft()
+                    self._release_refs(meta)
+                else:
+                    entry[1] = stop
+            self._queued -= len(chunk)
+            future = self.client.submit(self.func, self.pack(chunk), pure=False)
+            if self.in_flight == 0:
+                self._busy_since = time.perf_counter()
+            self.in_flight += 1
+            self.n_tasks += 1
+            task = asyncio.ensure_future(self._wait(future, chunk, metadata))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if self._queued < self.chunk_size:
+            self._slot.set()
 
     async def _wait(self, future, chunk: list, metadata) -> None:
         try:
@@ -109,16 +140,18 @@ class submit_batches(Stream):
         if self.in_flight == 0 and self._busy_since is not None:
             self.busy_seconds += time.perf_counter() - self._busy_since
             self._busy_since = None
-        if self.in_flight < self.max_in_flight:
-            self._slot.set()
+        if self.error is None:
+            self._submit_queued()
 
     @property
     def idle(self) -> bool:
-        return self.in_flight == 0
+        return self.in_flight == 0 and not self._queue
 
     async def drain(self) -> None:
         """Wait until every submitted task has completed and its result was emitted."""
-        while self._tasks:
+        while self._tasks or (self._queue and self.error is None):
+            if not self._tasks:
+                self._submit_queued()
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self.error is not None:
             raise RuntimeError("a Dask task failed") from self.error

@@ -114,3 +114,22 @@ def test_metrics():
         are([np.nan], [1])
     with pytest.raises(ValueError, match="true sizes"):
         are([1], [0])
+
+
+def test_remaining_size_sd_matches_a_simulated_branching_process():
+    """Poisson(G1) roots, Poisson(n*) offspring: the sample sd of the total agrees with the formula."""
+    from estimators import remaining_size_sd
+
+    rng = np.random.default_rng(3)
+    G1, n_star, runs = 4.0, 0.6, 20_000
+    totals = np.empty(runs)
+    for r in range(runs):
+        gen = total = rng.poisson(G1)
+        while gen:
+            gen = rng.poisson(n_star * gen)
+            total += gen
+        totals[r] = total
+    sd = remaining_size_sd(G1, n_star)
+    assert totals.mean() == pytest.approx(G1 / (1 - n_star), rel=0.03)
+    assert totals.std() == pytest.approx(sd, rel=0.05)
+    assert remaining_size_sd(G1, 1.0) == float("inf")

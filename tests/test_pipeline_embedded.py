@@ -143,11 +143,11 @@ def test_run_command_exits_0_and_writes_every_topic(tmp_path, scheduler):
     write_jsonl(tmp_path / "small.jsonl", d.cascades[:30])
     r = subprocess.run(
         [sys.executable, "-m", "tweetoscope", "run", "--data", str(tmp_path / "small.jsonl"), "--out",
-         str(tmp_path / "out"), "--scheduler", scheduler, "--learner-every", "1000000"],
+         str(tmp_path / "out"), "--scheduler", scheduler, "--learner-every", "1000000", "--no-dashboard"],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )
     assert r.returncode == 0, r.stderr
-    for topic in ("tweets", "cascade_series", "cascade_properties", "stats", "samples"):
+    for topic in ("tweets", "cascade_series", "cascade_properties", "forecasts", "stats", "samples"):
         assert (tmp_path / "out" / f"{topic}.jsonl").stat().st_size > 0
     assert "events replayed" in r.stdout
     n = sum(1 for _ in open(tmp_path / "out" / "tweets.jsonl"))

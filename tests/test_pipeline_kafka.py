@@ -16,6 +16,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
 from distributed import LocalCluster
 
@@ -70,6 +71,47 @@ def test_kafka_mode_forecasts_equal_the_backtest(kafka_bootstrap, scheduler, sma
         assert stats[key].n_hat == pytest.approx(n_hat, rel=1e-6)
         assert alerts[key].n_tot == pytest.approx(n_hat, rel=1e-6)
         assert stats[key].n_tot == n_true
+    forecasts = {(m.cid, m.T_obs): m for m in read_topic(s, "forecasts")}
+    assert set(forecasts) == set(expected)
+    assert all(f.alert and f.n_tot == pytest.approx(expected[k][0], rel=1e-6) for k, f in forecasts.items())
+
+
+def test_dashboard_kafka_feed_reads_the_topics_and_the_lag(kafka_bootstrap, scheduler, small):
+    from tweetoscope.dashboard import KafkaFeed
+
+    s = settings_for(kafka_bootstrap, scheduler)
+    feed = KafkaFeed(s)
+    try:
+        assert feed.poll().messages == [] and "No pipeline to read" in feed.status  # nothing there yet
+        assert asyncio.run(run_kafka(s, dataset=load_dataset(small), until_done=True)) == 0
+        got, deadline = [], time.monotonic() + 60
+        while sum(t == "forecasts" for t, _ in got) < len(expected_forecasts(small, s)) and time.monotonic() < deadline:
+            polled = feed.poll()
+            got += polled.messages
+        assert feed.status is None
+        assert {(m.cid, m.T_obs) for t, m in got if t == "forecasts"} == set(expected_forecasts(small, s))
+        feed._lag_at = 0.0  # measure the lag at the next poll
+        lag = feed.poll().lag
+        assert lag == {"tweets": 0, "cascade_series": 0, "cascade_properties": 0}  # everything was committed
+    finally:
+        feed.close()
+    # the same alerts for programs (JSON lines) and for people (the top-K table)
+    r = subprocess.run([sys.executable, "-m", "tweetoscope", "alerts", "--kafka", s.kafka, "--topic-prefix",
+                        s.topic_prefix, "--json"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = [orjson.loads(line) for line in r.stdout.splitlines()]
+    expected = expected_forecasts(small, s)
+    assert sorted((a["cid"], a["T_obs"]) for a in lines) == sorted(expected)  # each once
+    from rich.console import Console
+
+    from tweetoscope.alerts import top_table
+
+    latest = {(m.cid, m.T_obs): m for m in read_topic(s, "alerts")}
+    console = Console(record=True, width=200)
+    console.print(top_table(latest, k=3))
+    text = console.export_text()
+    largest = max(latest.values(), key=lambda a: a.n_tot)
+    assert f"top 3 of {len(expected)} alerts" in text and f"{largest.n_tot:,.0f}" in text
 
 
 def stage(name, s, *extra):

@@ -10,7 +10,7 @@ import confluent_kafka as ck
 from .config import Settings
 from .schemas import ALERTS, SchemaError
 
-__all__ = ["read_topic", "print_alerts"]
+__all__ = ["read_topic", "print_alerts", "top_table"]
 
 
 def read_topic(settings: Settings, name: str = ALERTS.name, *, follow: bool = False, timeout: float = 1.0):
@@ -67,12 +67,44 @@ _NOT_READY = (ck.KafkaError.NOT_LEADER_FOR_PARTITION, ck.KafkaError.LEADER_NOT_A
               ck.KafkaError.UNKNOWN_TOPIC_OR_PART)
 
 
-def print_alerts(settings: Settings, *, follow: bool, min_size: float, as_json: bool) -> int:
-    """Print alerts (idempotent on (cid, T_obs): a repeated alert is printed once). Returns the exit code."""
+def top_table(latest: dict[tuple[str, int], "Alert"], k: int = 20):
+    """A rich table of the ``k`` largest forecasts among the latest alert per (cascade, window)."""
+    from rich.table import Table
+
+    top = sorted(latest.values(), key=lambda a: -a.n_tot)[:k]
+    table = Table(title=f"top {len(top)} of {len(latest):,} alerts (largest forecast first)", title_justify="left")
+    for col, justify in (("cascade", "right"), ("window (s)", "right"), ("forecast", "right"), ("seen", "right"),
+                         ("model", "right"), ("message", "left")):
+        table.add_column(col, justify=justify)
+    for a in top:
+        table.add_row(a.cid, str(a.T_obs), f"{a.n_tot:,.0f}", f"{a.n_obs:,}", str(a.model_version), a.msg[:60])
+    return table
+
+
+def print_alerts(settings: Settings, *, follow: bool, min_size: float, as_json: bool, top: int = 20,
+                 live: bool | None = None) -> int:
+    """Print alerts, idempotent on (cid, T_obs): a repeated alert is printed once. Returns the exit code.
+
+    ``as_json``: one JSON object per line (for pipes). Otherwise, on a terminal (``live``,
+    default: stdout is a TTY), a self-updating table of the ``top`` largest forecasts;
+    elsewhere one text line per alert.
+    """
     from .schemas import encode
 
+    live = sys.stdout.isatty() if live is None else live
     seen: dict[tuple[str, int], float] = {}
+    latest: dict = {}
     try:
+        if live and not as_json:
+            from rich.live import Live
+
+            with Live(top_table(latest, top), refresh_per_second=4) as screen:
+                for a in read_topic(settings, ALERTS.name, follow=follow):
+                    if a.n_tot >= min_size and seen.get((a.cid, a.T_obs)) != a.n_tot:
+                        seen[(a.cid, a.T_obs)] = a.n_tot
+                        latest[(a.cid, a.T_obs)] = a
+                        screen.update(top_table(latest, top))
+            return 0
         for a in read_topic(settings, ALERTS.name, follow=follow):
             key = (a.cid, a.T_obs)
             if a.n_tot < min_size or seen.get(key) == a.n_tot:

@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(p)
     _add_pipeline_flags(p)
     _add_kafka_flags(p)
+    _add_dashboard_flags(p, beside_run=True)
     p.set_defaults(func=cmd_run)
 
     for stage, what in (("collector", "tweets -> cascade_series, cascade_properties (sizes)"),
@@ -123,13 +124,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kafka_flags(p, required=True)
     p.set_defaults(func=cmd_generate)
 
+    p = sub.add_parser("dashboard", help="live Bokeh dashboard of a running pipeline",
+                       description="Serves a live Bokeh page (top-K forecasts, alert feed, accuracy per window, "
+                       "cascade inspector, pipeline health) reading a running pipeline: its Kafka topics "
+                       "(--kafka) or an embedded run's output folder (--out). Without a pipeline to read, the "
+                       "page says so and keeps trying.")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="output folder of an embedded run (tweetoscope run --out DIR)")
+    where.add_argument("--kafka", dest="kafka", metavar="BOOTSTRAP", help="Kafka bootstrap servers of the pipeline")
+    p.add_argument("--topic-prefix", dest="topic_prefix", help="prefix of the pipeline's topic names")
+    p.add_argument("--scheduler", help="Dask scheduler of the pipeline, for the health panel")
+    p.add_argument("--windows", type=_windows, help="observation windows in seconds (default 600,1200,3600)")
+    p.add_argument("--config", dest="config_file", help="TOML config file")
+    _add_dashboard_flags(p, beside_run=False)
+    p.set_defaults(func=cmd_dashboard)
+
     p = sub.add_parser("alerts", help="print the alerts of a running pipeline",
-                       description="Reads the `alerts` topic from its beginning and prints one line per "
-                       "(cascade, window), the latest forecast winning; --follow keeps waiting for new ones.")
+                       description="Reads the `alerts` topic from its beginning. On a terminal: a live table "
+                       "of the largest forecasts; --json: one JSON object per (cascade, window) alert, for pipes; "
+                       "otherwise one text line each. A repeated alert is shown once; --follow keeps waiting for "
+                       "new ones.")
     p.add_argument("--follow", action="store_true", help="keep printing new alerts until interrupted")
     p.add_argument("--min-size", dest="alert_min", type=float, default=0.0,
                    help="only alerts forecasting at least this final size")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--top", type=int, default=20,
+                   help="rows of the live table shown on a terminal (default 20; not with --json)")
     _add_kafka_flags(p, required=True)
     p.set_defaults(func=cmd_alerts)
     return parser
@@ -156,9 +176,23 @@ def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
                    help=f"forecast size that raises an alert (default {DEFAULTS.alert_threshold:g})")
     g.add_argument("--learner-every", dest="learner_every", type=int,
                    help=f"new samples between two refits of a window's model (default {DEFAULTS.learner_every})")
+    g.add_argument("--learner-interval", dest="learner_interval", type=float,
+                   help=f"least seconds between two refits of a window's model (default {DEFAULTS.learner_interval:g})")
     g.add_argument("--sources", type=int, help="spread the replayed cascades over this many sources (default 1)")
+    g.add_argument("--stagger", type=float, help="event-time seconds between the starts of replayed cascades that "
+                   f"have no start time of their own (default {DEFAULTS.stagger:g})")
     g.add_argument("--workers", dest="dask_workers", type=int,
                    help=f"most workers of the adaptive local Dask cluster (default {DEFAULTS.dask_workers})")
+
+
+def _add_dashboard_flags(p: argparse.ArgumentParser, *, beside_run: bool) -> None:
+    g = p.add_argument_group("dashboard")
+    if beside_run:
+        g.add_argument("--no-dashboard", action="store_true", help="do not serve the live dashboard beside the run")
+    g.add_argument("--address", default="127.0.0.1", help="address the dashboard listens on (default 127.0.0.1)")
+    g.add_argument("--port", type=int, default=5006, help="port of the dashboard (default 5006)")
+    g.add_argument("--allow-websocket-origin", action="append", dest="origins", metavar="HOST[:PORT]",
+                   help="host allowed to open the dashboard's websocket (repeatable; default the address itself)")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -231,9 +265,76 @@ def cmd_run(args: argparse.Namespace) -> int:
     if settings.kafka:
         from .kafka_mode import run_kafka
 
-        return asyncio.run(run_kafka(settings, dataset=dataset, speed=args.speed, until_done=True))
-    summary = asyncio.run(run_embedded(dataset, settings, args.out, speed=args.speed, progress=True))
+        async def with_dashboard() -> int:
+            if not args.no_dashboard:
+                from .dashboard import KafkaFeed
+
+                _serve_beside_run(args, lambda: KafkaFeed(settings), settings.windows, None)
+            return await run_kafka(settings, dataset=dataset, speed=args.speed, until_done=True)
+
+        return asyncio.run(with_dashboard())
+    on_dask = None
+    if not args.no_dashboard:
+        def on_dask(client, stages) -> None:
+            from .dashboard import OutDirFeed
+
+            def dask_info() -> dict:
+                info = client.scheduler_info() or {}  # an asynchronous client's cached totals
+                return {"workers": info.get("n_workers"), "link": client.dashboard_link,
+                        "in_flight": stages.estimator.in_flight if stages.estimator is not None else None}
+
+            _serve_beside_run(args, lambda: OutDirFeed(args.out), settings.windows, dask_info)
+
+    summary = asyncio.run(run_embedded(dataset, settings, args.out, speed=args.speed, progress=True, on_dask=on_dask))
     print_run(summary)
+    return 0
+
+
+def _serve_beside_run(args: argparse.Namespace, make_feed, windows, dask_info) -> None:
+    """Serve the dashboard on the running loop; if the port is taken, say so and go on without it."""
+    from .dashboard import Dashboard, serve
+
+    feed = make_feed()
+    try:
+        serve(Dashboard(feed, windows, dask_info=dask_info), address=args.address, port=args.port,
+              allow_websocket_origin=args.origins)
+    except OSError as exc:
+        feed.close()
+        print(f"tweetoscope run: the dashboard could not listen on {args.address}:{args.port} ({exc}); "
+              "running without it (--port to choose another)", file=sys.stderr)
+        return
+    where = f"--out {args.out}" if not getattr(args, "kafka", None) else f"--kafka {args.kafka}"
+    print(f"dashboard: http://{args.address}:{args.port}/ (while the run lasts; afterwards: "
+          f"tweetoscope dashboard {where})", file=sys.stderr)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from tornado.ioloop import IOLoop
+
+    from .dashboard import Dashboard, KafkaFeed, OutDirFeed, serve
+
+    settings = _settings(args)
+    _quiet_logs()
+    feed = KafkaFeed(settings) if settings.kafka else OutDirFeed(args.out)
+    dask_info = None
+    if settings.scheduler:
+        from distributed import Client
+
+        client = Client(settings.scheduler, timeout="10s")
+
+        def dask_info() -> dict:
+            return {"workers": len(client.scheduler_info().get("workers", {})), "link": client.dashboard_link}
+
+    dashboard = Dashboard(feed, settings.windows, dask_info=dask_info)
+    try:
+        serve(dashboard, address=args.address, port=args.port, allow_websocket_origin=args.origins)
+    except OSError as exc:
+        raise ValueError(f"cannot listen on {args.address}:{args.port}: {exc}") from None
+    print(f"dashboard of {feed.source}: http://{args.address}:{args.port}/", file=sys.stderr, flush=True)
+    try:
+        IOLoop.current().start()
+    finally:
+        dashboard.close()
     return 0
 
 
@@ -266,7 +367,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _quiet_logs()
-    return print_alerts(settings, follow=args.follow, min_size=args.alert_min, as_json=args.json)
+    return print_alerts(settings, follow=args.follow, min_size=args.alert_min, as_json=args.json, top=args.top)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -62,7 +62,7 @@ class Settings:
         ends when its source's clock passes its last event by this much;
         ``min_cascade_size``: smaller cascades are not fitted; ``alert_threshold``:
         forecast size that raises an alert; ``kafka_secret``: SASL password, masked in repr.
-        ``fit_chunk``: series per Dask task; ``max_in_flight``: Dask tasks in flight per stage;
+        ``fit_chunk``: most series per Dask task (tasks are smaller under light load); ``max_in_flight``: Dask tasks in flight per stage;
         ``join_capacity``: pending (cid, T_obs) joins kept by the predictor;
         ``learner_every``: new samples of a window between two refits of its model, and
         ``learner_interval``: least wall-clock seconds between two refits of a window;
@@ -99,7 +99,7 @@ class Settings:
     terminated: float = 7200.0
     min_cascade_size: int = 2
     alert_threshold: float = 100.0
-    fit_chunk: int = 1024
+    fit_chunk: int = 8192
     max_in_flight: int = 8
     join_capacity: int = 100_000
     learner_every: int = 100

@@ -153,11 +153,14 @@ async def run_embedded(
     initial_models: dict[int, tuple[int, object]] | None = None,
     on_start: Callable[[Stages, MemoryBus], None] | None = None,
     progress: bool = False,
+    on_dask: Callable[[object, Stages], None] | None = None,
 ) -> RunSummary:
     """Replay ``dataset`` through all stages wired in memory; write every topic to ``out_dir/<topic>.jsonl``.
 
     Returns once the replay is fully processed: every window fitted, every join done and
     every refit published. ``initial_models`` seeds the predictor (``T_obs -> (version, model)``).
+    ``on_dask(client, stages)`` is called once the stages are built (the dashboard starts
+    there); the JSONL files are then flushed every second so that readers see them grow.
     """
     from tornado.ioloop import IOLoop
 
@@ -182,6 +185,13 @@ async def run_embedded(
         generator(replay, dataset).to_memory(bus)
         if on_start is not None:
             on_start(stages, bus)
+        flusher = None
+        if on_dask is not None:
+            on_dask(client, stages)
+            from tornado.ioloop import PeriodicCallback
+
+            flusher = PeriodicCallback(lambda: [sink.flush() for sink in jsonl], 1000)
+            flusher.start()
         start = time.perf_counter()
         replay.start()
         if progress:
@@ -190,6 +200,8 @@ async def run_embedded(
         await stages.drain()
         seconds = time.perf_counter() - start
     finally:
+        if on_dask is not None and flusher is not None:
+            flusher.stop()
         for sink in jsonl:
             sink.close()
         if own_dask:

@@ -1,9 +1,9 @@
 """Predictor stage: joins parameters, sizes and models per ``(cid, T_obs)``.
 
 - ``parameters`` for ``(cid, T_obs)``: the forecast ``n_obs + omega G1 / (1 - n_star)``
-  with the current model of that window (``omega = 1`` before the first model); an
-  ``alert`` right away if it reaches the threshold — at ``T_obs``, not when the
-  cascade ends.
+  with the current model of that window (``omega = 1`` before the first model), on
+  ``forecasts``; an ``alert`` right away if it reaches the threshold — at ``T_obs``,
+  not when the cascade ends.
 - ``size`` for ``(cid, T_obs)`` once the parameters are known: a ``stat`` (the ARE of
   that forecast) and a ``sample`` for the learner.
 - ``models``: the newest version per window is swapped in; alerts carry the version.
@@ -29,7 +29,8 @@ from streams.records import Record
 
 from .config import Settings
 from .models import load_model
-from .schemas import ALERTS, CASCADE_PROPERTIES, SAMPLES, STATS, Alert, Parameters, Sample, SchemaError, Stat, dlq_record
+from .schemas import (ALERTS, CASCADE_PROPERTIES, FORECASTS, SAMPLES, STATS, Alert, Forecast, Parameters, Sample,
+                      SchemaError, Stat, dlq_record)
 
 __all__ = ["predict_join"]
 
@@ -51,7 +52,7 @@ class _Entry:
 class predict_join(Stream):
     """Streamz node with two upstreams: ``cascade_properties`` batches and ``models`` batches.
 
-    Emits lists of ``alerts``, ``stats``, ``samples`` and dead-letter records.
+    Emits lists of ``forecasts``, ``alerts``, ``stats``, ``samples`` and dead-letter records.
     ``models`` maps ``T_obs`` to ``(version, model)``.
     """
 
@@ -172,12 +173,16 @@ class predict_join(Stream):
         n_star, G1 = params[:, 2], params[:, 3]
         with np.errstate(divide="ignore"):
             forecast = np.where(n_star < 1, n_obs + omega * G1 / (1.0 - n_star), np.inf)
-        for (key, e), n_hat, n in zip(items, forecast.tolist(), n_obs.tolist()):
+        for (key, e), n_hat, n, ns, g1 in zip(items, forecast.tolist(), n_obs.tolist(), n_star.tolist(), G1.tolist()):
             e.forecast, e.version = n_hat, version
-            if n_hat >= self.threshold:
+            alert = n_hat >= self.threshold
+            if alert:
                 self.n_alerts += 1
                 out.append(ALERTS.record(Alert(cid=key[0], msg=e.params.msg, T_obs=T_obs, n_tot=n_hat, n_obs=int(n),
                                                model_version=version)))
+            out.append(FORECASTS.record(Forecast(cid=key[0], T_obs=T_obs, n_tot=n_hat if n_hat < np.inf else None,
+                                                 n_obs=int(n), n_star=ns, G1=g1, model_version=version, alert=alert,
+                                                 msg=e.params.msg)))
 
     def _finish(self, key: tuple[str, int], e: _Entry, out: list[Record]) -> None:
         cid, T_obs = key

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from pathlib import Path
+
+import msgspec
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["print_backtest", "print_run"]
+__all__ = ["print_accuracy", "print_backtest", "print_run"]
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -48,4 +53,32 @@ def print_run(summary, console: Console | None = None) -> None:
     table.add_column("file")
     for topic, n in sorted(summary.counts.items()):
         table.add_row(topic, f"{n:,}", f"{summary.out_dir}/{topic}.jsonl")
+    console.print(table)
+    stats = Path(summary.out_dir) / "stats.jsonl"
+    if stats.exists():
+        print_accuracy(stats, console)
+
+
+def print_accuracy(stats_path: Path, console: Console | None = None) -> None:
+    """Per window: how many stats, median and mean ARE, model versions used (from a ``stats.jsonl``)."""
+    from streams.memory import read_jsonl_topic
+
+    from .schemas import Stat
+
+    console = console or Console()
+    per_window: dict[int, list[Stat]] = defaultdict(list)
+    for rec in read_jsonl_topic(stats_path):
+        stat = msgspec.convert(rec["value"], Stat)
+        per_window[stat.T_obs].append(stat)
+    if not per_window:
+        return
+    table = Table(title="forecast accuracy (stats: the true size is known)", title_justify="left")
+    for col in ("T_obs (s)", "cascades", "median ARE", "mean ARE", "model versions"):
+        table.add_column(col, justify="right")
+    for window in sorted(per_window):
+        rows = per_window[window]
+        are = np.array([r.ARE for r in rows])
+        versions = sorted({r.model_version for r in rows})
+        shown = ", ".join(map(str, versions)) if len(versions) <= 4 else f"{versions[0]}..{versions[-1]}"
+        table.add_row(str(window), f"{len(rows):,}", _fmt(float(np.median(are))), _fmt(float(are.mean())), shown)
     console.print(table)

@@ -116,6 +116,25 @@ class Alert(msgspec.Struct, tag_field="type", tag="alert"):
     model_version: int = 0
 
 
+class Forecast(msgspec.Struct, tag_field="type", tag="forecast"):
+    """Every window's forecast, alert or not (ours, not the course's): what the dashboard shows.
+
+    ``n_tot``: forecast final size (``inf`` if supercritical, written as null); ``n_star``,
+    ``G1``: the fit's branching factor and expected first generation (for the uncertainty band);
+    ``alert``: whether it reached the threshold.
+    """
+
+    cid: str
+    T_obs: Window
+    n_tot: float | None
+    n_obs: int
+    n_star: float
+    G1: float
+    model_version: int = 0
+    alert: bool = False
+    msg: str = ""
+
+
 class Stat(msgspec.Struct, tag_field="type", tag="stat"):
     cid: str
     T_obs: Window
@@ -186,11 +205,12 @@ CASCADE_SERIES = Topic("cascade_series", key=lambda v: v.cid.encode(), decode=_d
 CASCADE_PROPERTIES = Topic("cascade_properties", key=_by_window, decode=_decoder(Union[Size, Parameters]))
 ALERTS = Topic("alerts", key=_by_window, decode=_decoder(Alert))
 STATS = Topic("stats", key=_by_window, decode=_decoder(Stat))
+FORECASTS = Topic("forecasts", key=_by_window, decode=_decoder(Forecast))
 SAMPLES = Topic("samples", key=_by_window, decode=_decoder(Sample))
 MODELS = Topic("models", key=_by_window, decode=lambda raw: raw)
 
 TOPICS: dict[str, Topic] = {t.name: t for t in (TWEETS, CASCADE_SERIES, CASCADE_PROPERTIES, ALERTS, STATS, SAMPLES,
-                                                MODELS)}
+                                                MODELS, FORECASTS)}
 
 
 def dlq_record(record: Record, reason: str) -> Record:

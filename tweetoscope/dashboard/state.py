@@ -1,0 +1,117 @@
+"""What the dashboard knows of the pipeline, built from the messages its feed brings (bounded)."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, defaultdict, deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["DashboardState", "Health"]
+
+
+@dataclass
+class Health:
+    """Pipeline health as last measured: ``events_per_s`` in, ``lag`` per topic (None: embedded run),
+    Dask ``workers``, ``in_flight`` fit tasks, ``dask_link`` (the Dask dashboard's URL)."""
+
+    events_per_s: float = 0.0
+    events_total: int = 0
+    lag: dict[str, int] | None = None
+    workers: int | None = None
+    in_flight: int | None = None
+    dask_link: str | None = None
+
+
+class DashboardState:
+    """Latest forecast per (cascade, window), alerts, errors per window, series for the inspector.
+
+    Every collection is bounded (``capacity`` forecasts, ``series_capacity`` cascades'
+    series, ``history`` alerts and stats per window), so a long-running dashboard keeps
+    a flat memory.
+    """
+
+    def __init__(self, *, capacity: int = 50_000, series_capacity: int = 5_000, history: int = 10_000,
+                 dask_info: Callable[[], dict[str, Any]] | None = None):
+        self.capacity, self.series_capacity = capacity, series_capacity
+        self.forecasts: OrderedDict[tuple[str, int], Any] = OrderedDict()
+        self.alerted: set[tuple[str, int]] = set()
+        self.alerts: deque = deque(maxlen=500)  # (wall time, Alert), newest last
+        self.stats: dict[int, deque] = defaultdict(lambda: deque(maxlen=history))  # T_obs -> (wall time, ARE)
+        self.true_size: OrderedDict[str, int] = OrderedDict()
+        self.series: OrderedDict[str, tuple[int, np.ndarray, str]] = OrderedDict()  # cid -> (T_obs, times, msg)
+        self.models: dict[int, tuple[int, float]] = {}  # T_obs -> (version, wall time)
+        self.samples: dict[int, list] = defaultdict(lambda: [0, 0.0])  # T_obs -> [count, last wall time]
+        self.health = Health()
+        self._events: deque = deque(maxlen=30)  # (wall time, total events)
+        self.dask_info = dask_info
+        self.version = 0  # bumped on every ingest that changed something
+
+    def ingest(self, messages: list[tuple[str, Any]], tweets: int = 0, lag: dict[str, int] | None = None,
+               now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        for topic, m in messages:
+            if topic == "forecasts":
+                key = (m.cid, m.T_obs)
+                self.forecasts[key] = m
+                self.forecasts.move_to_end(key)
+                if len(self.forecasts) > self.capacity:
+                    old, _ = self.forecasts.popitem(last=False)
+                    self.alerted.discard(old)
+            elif topic == "alerts":
+                key = (m.cid, m.T_obs)
+                if key not in self.alerted:  # idempotent on (cid, T_obs)
+                    self.alerted.add(key)
+                    self.alerts.append((now, m))
+            elif topic == "stats":
+                self.stats[m.T_obs].append((now, m.ARE))
+                if m.n_tot is not None:
+                    self.true_size[m.cid] = m.n_tot
+                    if len(self.true_size) > self.series_capacity:
+                        self.true_size.popitem(last=False)
+            elif topic == "samples":
+                entry = self.samples[m.T_obs if m.T_obs is not None else 0]
+                entry[0] += 1
+                entry[1] = now
+            elif topic == "cascade_series":
+                held = self.series.get(m.cid)
+                if held is None or held[0] < m.T_obs:
+                    self.series[m.cid] = (m.T_obs, np.array([t for t, _ in m.tweets]), m.msg)
+                    self.series.move_to_end(m.cid)
+                    if len(self.series) > self.series_capacity:
+                        self.series.popitem(last=False)
+            elif topic == "models":
+                T_obs, version = m
+                if version >= self.models.get(T_obs, (-1, 0.0))[0]:
+                    self.models[T_obs] = (version, now)
+        self._events.append((now, self.health.events_total + tweets))
+        self.health.events_total += tweets
+        (t0, n0), (t1, n1) = self._events[0], self._events[-1]
+        self.health.events_per_s = (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+        if lag is not None:
+            self.health.lag = dict(lag)
+        if self.dask_info is not None:
+            try:
+                info = self.dask_info()
+            except Exception:  # the cluster went away: say nothing rather than fail the page
+                info = {}
+            self.health.workers = info.get("workers")
+            self.health.in_flight = info.get("in_flight")
+            self.health.dask_link = info.get("link")
+        if messages or tweets:
+            self.version += 1
+
+    def top(self, k: int) -> list[Any]:
+        """The ``k`` largest forecasts (latest per (cascade, window)); infinite ones first."""
+        items = list(self.forecasts.values())
+        items.sort(key=lambda f: -np.inf if f.n_tot is None else -f.n_tot)
+        return items[:k]
+
+    def cascade(self, cid: str) -> dict[str, Any]:
+        """What is known of one cascade: observed times, forecasts per window, true size."""
+        held = self.series.get(cid)
+        forecasts = sorted((f for (c, _), f in self.forecasts.items() if c == cid), key=lambda f: f.T_obs)
+        return {"times": held[1] if held else np.empty(0), "msg": held[2] if held else "",
+                "forecasts": forecasts, "true_size": self.true_size.get(cid)}
