@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test setup bench clean help
+.PHONY: demo test setup setup-tools bench clean help
 
 help:
 	@echo "make demo   set up .venv, run the embedded pipeline on the shipped sample and show where to look"
@@ -14,10 +14,23 @@ help:
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,k8s,deploy-check]'
 	@touch $(STAMP)
 
 setup: $(STAMP)
+
+# Offline checkers for the deployment files: checkov (own venv: its pins clash with ours) and
+# kustomize (built from the Go module proxy into .venv/bin).
+TOOLS_STAMP := .venv-tools/.installed-stamp
+$(TOOLS_STAMP):
+	@test -x .venv-tools/bin/python || $(PYTHON) -m venv .venv-tools
+	.venv-tools/bin/python -m pip install --quiet checkov==3.3.30
+	@touch $(TOOLS_STAMP)
+
+$(BIN)/kustomize: $(STAMP)
+	GOBIN=$(CURDIR)/$(BIN) GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1
+
+setup-tools: $(TOOLS_STAMP) $(BIN)/kustomize
 
 # The demo replays the sample at 3,000 x real time, cascades 10 min apart, so that cascades end
 # while others are still being watched: the learner refits the forest as true sizes arrive and
@@ -33,7 +46,7 @@ demo: setup
 
 # The Kafka broker is started (and stopped) by the test session itself (tests/conftest.py,
 # scripts/kafka.sh); the browser test needs Debian's Chromium (scripts/setup-browser.sh).
-test: setup
+test: setup setup-tools
 	scripts/setup-browser.sh
 	$(BIN)/python -m pytest -q
 
@@ -47,4 +60,4 @@ bench: setup
 	$(BIN)/python bench/bench_latency.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .venv-tools .pytest_cache build *.egg-info

@@ -270,6 +270,7 @@ class KafkaSource(Source):
         self._closing = False
         self._loop_exited = asyncio.Event()
         self._closed = asyncio.Event()
+        self._shutdown_ok = False  # whether the last close committed every done offset
         self._idle = asyncio.Event()
         super().__init__(start=start, loop=loop, stream_name=stream_name)
 
@@ -292,6 +293,13 @@ class KafkaSource(Source):
         if self._inflight == 0:  # batches of a previous run may still be in flight
             self._idle.set()
         super().start()
+
+    def stop_polling(self) -> None:
+        """Stop consuming but keep the consumer open for :meth:`drain` (which then waits for the
+        batches in flight, commits and closes). Stopping several sources before draining them one
+        by one keeps each able to commit what finishes meanwhile."""
+        self._draining = True
+        self.stop()
 
     def committed_offsets(self) -> dict[TopicPartitionKey, int]:
         """The offsets this source committed successfully, by ``(topic, partition)``."""
@@ -590,9 +598,11 @@ class KafkaSource(Source):
 
         Returns True if every done offset is committed (always True with group=False).
         """
-        if self.consumer is None or self._closing:
-            logger.warning("Kafka source on %s: already closed or closing; nothing committed now", self.topics)
-            return False
+        if self._closing:  # the run loop is closing it: wait, and report how that went
+            await self._closed.wait()
+            return self._shutdown_ok
+        if self.consumer is None:
+            return self._shutdown_ok
         self._closing = True
         committed = False
         if self._commit_handle is not None:
@@ -628,6 +638,7 @@ class KafkaSource(Source):
             with self._lock:
                 self._parts.clear()
                 self._lag.clear()
+            self._shutdown_ok = committed
         return committed
 
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 from streamz import Stream
 
-__all__ = ["Events", "WindowClosed", "CascadeEnded", "Rejected", "CascadeWindows", "cascade_windows"]
+__all__ = ["Events", "WindowClosed", "CascadeEnded", "Rejected", "cascade_windows"]
 
 
 @dataclass(slots=True)

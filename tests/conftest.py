@@ -42,3 +42,12 @@ def kafka_topic_factory(kafka_bootstrap: str, request: pytest.FixtureRequest) ->
         return name
 
     return make
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    """Address of a real one-worker, one-thread distributed cluster (worker processes) for a test module."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from distributed import LocalCluster
 
 from streams.datasets import load_dataset, write_jsonl
 from tweetoscope.alerts import read_topic
@@ -27,12 +26,6 @@ from tweetoscope.config import Settings
 from tweetoscope.kafka_mode import run_kafka
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def scheduler():
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        yield cluster.scheduler_address
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,15 @@ from __future__ import annotations
 import sys
 import time
 
+from typing import TYPE_CHECKING
+
 import confluent_kafka as ck
 
 from .config import Settings
 from .schemas import ALERTS, SchemaError
+
+if TYPE_CHECKING:
+    from .schemas import Alert
 
 __all__ = ["read_topic", "print_alerts", "top_table"]
 

@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pipeline_flags(p)
     _add_kafka_flags(p)
     _add_dashboard_flags(p, beside_run=True)
+    g = p.add_argument_group("cluster")
+    g.add_argument("--cluster", choices=("local", "k8s"), default="local",
+                   help="where the fits run: an adaptive local Dask cluster (default), or the Dask cluster on "
+                   "Kubernetes started by `tweetoscope cluster up` (k8s)")
+    g.add_argument("--cluster-name", default="tweetoscope", help="with --cluster k8s: its name (default tweetoscope)")
+    g.add_argument("--namespace", default="default", help="with --cluster k8s: its namespace (default default)")
     p.set_defaults(func=cmd_run)
 
     for stage, what in (("collector", "tweets -> cascade_series, cascade_properties (sizes)"),
@@ -123,6 +129,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", dest="config_file", help="TOML config file")
     _add_kafka_flags(p, required=True)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("cluster", help="the Dask cluster on Kubernetes (dask-kubernetes operator)",
+                       description="Launches (up), inspects (status) or deletes (down) the Dask cluster the "
+                       "pipeline's fits run on, from the DaskCluster manifest dask-k8s/operator/daskcluster.yaml, "
+                       "with an adaptive worker pool. Needs a reachable Kubernetes cluster with the "
+                       "dask-kubernetes operator, and credentials ($KUBECONFIG, ~/.kube/config or a pod's).")
+    p.add_argument("action", choices=("up", "down", "status"))
+    p.add_argument("--name", default="tweetoscope", help="name of the DaskCluster (default tweetoscope)")
+    p.add_argument("--namespace", default="default", help="Kubernetes namespace (default default)")
+    p.add_argument("--manifest", help="DaskCluster manifest (default dask-k8s/operator/daskcluster.yaml)")
+    p.add_argument("--image", help="image of the scheduler and workers (default: the manifest's)")
+    p.add_argument("--min", dest="minimum", type=int, default=1, help="fewest workers (default 1)")
+    p.add_argument("--max", dest="maximum", type=int, default=10, help="most workers (default 10)")
+    p.add_argument("--print-spec", action="store_true", help="with up: print the cluster spec as YAML and stop")
+    p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser("dashboard", help="live Bokeh dashboard of a running pipeline",
                        description="Serves a live Bokeh page (top-K forecasts, alert feed, accuracy per window, "
@@ -157,13 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_kafka_flags(p: argparse.ArgumentParser, *, required: bool = False) -> None:
     g = p.add_argument_group("kafka")
-    g.add_argument("--kafka", required=required, metavar="BOOTSTRAP",
-                   help="Kafka bootstrap servers, e.g. 127.0.0.1:9092" + ("" if required else
-                   " (default: no Kafka, stages wired in memory)"))
+    g.add_argument("--kafka", metavar="BOOTSTRAP",
+                   help="Kafka bootstrap servers, e.g. 127.0.0.1:9092" + (
+                       " (required here: the flag, env TWEETOSCOPE_KAFKA or the config file)" if required else
+                       " (default: no Kafka, stages wired in memory)"))
     g.add_argument("--topic-prefix", dest="topic_prefix", help="prefix of every topic name (default none)")
     g.add_argument("--partitions", type=int, help=f"partitions of the topics created (default {DEFAULTS.partitions})")
     g.add_argument("--instance-id", dest="instance_id",
                    help="stable id of this instance (static group membership), e.g. the pod name")
+    g.add_argument("--health-port", dest="health_port", type=int,
+                   help="serve GET /healthz (alive) and /readyz (consuming) on this port (default: none)")
 
 
 def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
@@ -195,9 +219,13 @@ def _add_dashboard_flags(p: argparse.ArgumentParser, *, beside_run: bool) -> Non
                    help="host allowed to open the dashboard's websocket (repeatable; default the address itself)")
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace, *, need_kafka: bool = False) -> Settings:
     keys = set(ENV_VARS) & set(vars(args))
-    return load_settings({k: getattr(args, k) for k in keys}, config_file=getattr(args, "config_file", None))
+    settings = load_settings({k: getattr(args, k) for k in keys}, config_file=getattr(args, "config_file", None))
+    if need_kafka and not settings.kafka:
+        raise ConfigError("this command needs a Kafka cluster: give --kafka BOOTSTRAP (or TWEETOSCOPE_KAFKA, "
+                          "or kafka in the config file)")
+    return settings
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
@@ -259,6 +287,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .report import print_run
 
     settings = _settings(args)
+    if args.cluster == "k8s":
+        if settings.scheduler:
+            raise ValueError("--cluster k8s and --scheduler both say where the fits run: give one")
+        from .k8s import scheduler_address
+
+        settings = settings.replace(scheduler=scheduler_address(args.cluster_name, namespace=args.namespace))
     dataset = load_dataset(args.data)
     _quiet_logs()
     _tune_gc()
@@ -308,6 +342,31 @@ def _serve_beside_run(args: argparse.Namespace, make_feed, windows, dask_info) -
           f"tweetoscope dashboard {where})", file=sys.stderr)
 
 
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from . import k8s
+
+    if args.action == "up":
+        k8s._check_bounds(args.minimum, args.maximum)
+        spec = k8s.cluster_spec(args.manifest, name=args.name, image=args.image, workers=args.minimum)
+        if args.print_spec:
+            import yaml
+
+            sys.stdout.write(yaml.safe_dump(spec, sort_keys=False))
+            return 0
+        cluster = k8s.cluster_up(spec, namespace=args.namespace, minimum=args.minimum, maximum=args.maximum)
+        print(f"Dask cluster {args.name} up: scheduler {cluster.scheduler_address}, dashboard "
+              f"{cluster.dashboard_link}, {args.minimum} to {args.maximum} workers.\n"
+              f"Run the pipeline on it: tweetoscope run --cluster k8s --cluster-name {args.name} ...")
+    elif args.action == "status":
+        st = k8s.cluster_status(args.name, namespace=args.namespace)
+        print(f"Dask cluster {st['name']} ({st['namespace']}): scheduler {st['scheduler']}, {st['workers']} "
+              f"worker(s), dashboard {st['dashboard']}")
+    else:
+        k8s.cluster_down(args.name, namespace=args.namespace)
+        print(f"Dask cluster {args.name} deleted")
+    return 0
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from tornado.ioloop import IOLoop
 
@@ -343,7 +402,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
     from .kafka_mode import run_kafka
 
-    settings = _settings(args)
+    settings = _settings(args, need_kafka=True)
     _quiet_logs()
     _tune_gc()
     return asyncio.run(run_kafka(settings, stages=(args.stage,)))
@@ -356,7 +415,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from .kafka_mode import run_kafka
 
-    settings = _settings(args)
+    settings = _settings(args, need_kafka=True)
     _quiet_logs()
     dataset = load_dataset(args.path)
     return asyncio.run(run_kafka(settings, stages=(), dataset=dataset, speed=args.speed, until_done=True))
@@ -365,7 +424,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_alerts(args: argparse.Namespace) -> int:
     from .alerts import print_alerts
 
-    settings = _settings(args)
+    settings = _settings(args, need_kafka=True)
     _quiet_logs()
     return print_alerts(settings, follow=args.follow, min_size=args.alert_min, as_json=args.json, top=args.top)
 

@@ -74,7 +74,10 @@ class Settings:
         consumer groups are ``<prefix>-<stage>``; ``topic_prefix``: prepended to every topic
         name (several pipelines on one cluster); ``partitions``, ``replication``: of the topics
         the stages create; ``instance_id``: stable id of this instance (static group
-        membership: a restarted instance gets its partitions back at once).
+        membership: a restarted instance gets its partitions back at once); ``health_port``: port of
+        a stage's ``/healthz`` (alive) and ``/readyz`` (consuming) HTTP endpoints (0: none);
+        ``session_timeout``: seconds after which the group hands the partitions of a silent (or,
+        with ``instance_id``, stopped) instance to the others (the broker allows 6 to 300).
     Replay
         ``sources``: sources the replayed cascades are spread over; ``stagger``: seconds
         between the starts of cascades that have no start time of their own.
@@ -117,6 +120,8 @@ class Settings:
     partitions: int = 4
     replication: int = 1
     instance_id: str | None = None
+    health_port: int = 0
+    session_timeout: float = 45.0
     kafka_secret: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -126,6 +131,8 @@ class Settings:
             raise ConfigError(f"windows must be strictly increasing, got {self.windows}")
         if self.kernel not in ("exp", "powerlaw"):
             raise ConfigError(f"kernel must be 'exp' or 'powerlaw', got {self.kernel!r}")
+        if not 6 <= self.session_timeout <= 300:
+            raise ConfigError(f"session_timeout must be within 6 and 300 s (the broker's bounds), got {self.session_timeout}")
         if self.alpha <= 2 or self.mu <= 0:
             raise ConfigError(f"alpha must be > 2 and mu > 0, got alpha={self.alpha}, mu={self.mu}")
         if not 0 < self.max_n_star <= 1:

@@ -75,7 +75,8 @@ class KafkaBus:
         """The batches of ``topic`` for the stage that consumes it (see :data:`CONSUMERS`)."""
         stage, group = CONSUMERS[topic]
         s = self.settings
-        config = {"bootstrap.servers": s.kafka, "group.id": f"{s.group_prefix}-{stage}"}
+        config = {"bootstrap.servers": s.kafka, "group.id": f"{s.group_prefix}-{stage}",
+                  "session.timeout.ms": int(s.session_timeout * 1000)}
         if group and s.instance_id:
             config["group.instance.id"] = f"{s.instance_id}-{stage}-{topic}"
         source = Stream.from_kafka_group(self.name(topic), config, batch_size=s.batch_size, group=group,
@@ -179,6 +180,7 @@ async def run_kafka(
                                     stream_name="replay")
         gen_sink = bus.publish(generator(replay, dataset))
     bus.start()
+    health = _serve_health(settings.health_port, bus) if settings.health_port else None
     if replay is not None:
         replay.start()
     try:
@@ -190,10 +192,12 @@ async def run_kafka(
         if replay is not None:
             replay.stop()
         for source in bus.sources:
-            source.stop()
+            source.stop_polling()  # drained (committed, closed) below
         await staged.drain()  # Dask work in flight: its results reach the sinks
         ok = await bus.drain(drain_timeout)
     finally:
+        if health is not None:
+            health.stop()
         for sink in bus.sinks:
             sink.destroy()
         if client is not None:
@@ -201,6 +205,31 @@ async def run_kafka(
         if cluster is not None:
             await cluster.close()
     return 0 if ok else 1
+
+
+def _serve_health(port: int, bus: KafkaBus):
+    """``GET /healthz``: 200 while the event loop answers; ``GET /readyz``: 200 while every source
+    is consuming (started, not failed), else 503 with the reason. Returns the HTTP server."""
+    from tornado.httpserver import HTTPServer
+    from tornado.web import Application, RequestHandler
+
+    class Alive(RequestHandler):
+        def get(self) -> None:
+            self.write("ok\n")
+
+    class Ready(RequestHandler):
+        def get(self) -> None:
+            failed = [s.topics for s in bus.sources if s.error is not None]
+            idle = [s.topics for s in bus.sources if s.consumer is None]
+            if failed or idle:
+                self.set_status(503)
+                self.write(f"failed: {failed}; not consuming: {idle}\n")
+            else:
+                self.write("ready\n")
+
+    server = HTTPServer(Application([("/healthz", Alive), ("/readyz", Ready)]))
+    server.listen(port)
+    return server
 
 
 async def _until_done(bus: KafkaBus, stages: Stages, replay, gen_sink: KafkaSink | None, stop: asyncio.Event) -> None:

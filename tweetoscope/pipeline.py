@@ -126,7 +126,7 @@ async def start_dask(settings: Settings):
     if settings.scheduler:
         client = await Client(settings.scheduler, asynchronous=True)
         return client, None
-    cluster = await LocalCluster(n_workers=settings.dask_workers, threads_per_worker=1, processes=True, asynchronous=True,
+    cluster = await LocalCluster(n_workers=settings.dask_min_workers, threads_per_worker=1, processes=True, asynchronous=True,
                                  dashboard_address=":0", silence_logs=logging.WARNING)
     cluster.adapt(minimum=settings.dask_min_workers, maximum=settings.dask_workers)
     client = await Client(cluster, asynchronous=True)

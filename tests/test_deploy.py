@@ -1,0 +1,332 @@
+"""Deployment files checked offline: environment.yml against pyproject, the Dockerfile, the commands
+the manifests run, the dask-kubernetes resources against the operator's CRDs, the kustomize overlays
+rendered and validated, and `tweetoscope cluster` without a Kubernetes cluster."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from tweetoscope.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "dask-k8s"
+TOOLS = ROOT / ".venv-tools" / "bin"
+KUSTOMIZE = ROOT / ".venv" / "bin" / "kustomize"
+#: conda-forge names that differ from PyPI's
+CONDA_NAMES = {"confluent-kafka": "python-confluent-kafka"}
+
+
+def requirement(text: str) -> tuple[str, str]:
+    m = re.fullmatch(r"\s*([A-Za-z0-9_.-]+)\s*(.*)", text)
+    return m.group(1).lower(), m.group(2).replace(" ", "")
+
+
+# ------------------------------------------------------------------ environments
+
+
+def test_environment_yml_in_step_with_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = dict(requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["k8s"])
+    wanted = {CONDA_NAMES.get(n, n): v for n, v in wanted.items()}
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert "conda-forge" in env["channels"]
+    have = dict(requirement(d) for d in env["dependencies"] if isinstance(d, str) and d not in ("pip",))
+    python = have.pop("python")
+    assert python == project["requires-python"]
+    assert have == wanted, {"missing or different in environment.yml": {k: v for k, v in wanted.items()
+                                                                         if have.get(k) != v},
+                            "only in environment.yml": sorted(set(have) - set(wanted))}
+
+
+def test_constraints_pin_every_runtime_dependency():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = dict(line.lower().split("==", 1) for line in (ROOT / "constraints.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    pins = {re.sub(r"[-_.]+", "-", k): v for k, v in pins.items()}
+    for req in project["dependencies"] + project["optional-dependencies"]["k8s"]:
+        name = re.sub(r"[-_.]+", "-", requirement(req)[0])
+        assert name in pins, f"{name} is not pinned in constraints.txt"
+
+
+# ------------------------------------------------------------------ image
+
+
+def dockerfile_stages() -> list[list[str]]:
+    stages: list[list[str]] = []
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("FROM "):
+            stages.append([])
+        stages[-1].append(line)
+    return stages
+
+
+def test_dockerfile_is_multi_stage_slim_non_root_without_compilers():
+    stages = dockerfile_stages()
+    assert len(stages) >= 2
+    final = stages[-1]
+    assert re.match(r"FROM python:[\d.]+-slim", final[0])
+    users = [line.split()[1] for line in final if line.upper().startswith("USER ")]
+    assert users and not users[-1].startswith(("root", "0")), users
+    assert not any(re.search(r"\b(gcc|g\+\+|build-essential|clang|make)\b", line) for line in final)
+    build = " ".join(stages[0])
+    assert "--constraint constraints.txt" in build
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", "tests"} <= set(ignored)
+
+
+def test_checkov_passes_on_the_dockerfile():
+    checkov = TOOLS / "checkov"
+    assert checkov.exists(), "checkov is missing: make setup-tools (make test does it)"
+    r = subprocess.run([str(checkov), "-f", str(ROOT / "Dockerfile"), "--framework", "dockerfile", "--compact",
+                        "--quiet"], capture_output=True, text=True, env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
+                       timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:]
+
+
+# ------------------------------------------------------------------ commands in the manifests
+
+
+def rendered(overlay: str) -> list[dict]:
+    assert KUSTOMIZE.exists(), "kustomize is missing: make setup-tools (make test does it)"
+    r = subprocess.run([str(KUSTOMIZE), "build", str(K8S / "overlays" / overlay)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    return [d for d in yaml.safe_load_all(r.stdout) if d]
+
+
+def containers(doc: dict) -> list[dict]:
+    spec = doc.get("spec", {})
+    if doc["kind"] in ("Deployment", "StatefulSet"):
+        return spec["template"]["spec"]["containers"]
+    if doc["kind"] == "DaskCluster":
+        return spec["scheduler"]["spec"]["containers"] + spec["worker"]["spec"]["containers"]
+    return []
+
+
+def check_command(argv: list[str], where: str) -> None:
+    """``argv`` (after the image's entrypoint ``tweetoscope``) parses, or names an installed executable."""
+    argv = [re.sub(r"\$\((\w+)\)", "x", a) for a in argv]  # Kubernetes $(VAR) references
+    if argv[0] in ("dask",):
+        assert shutil.which(argv[0], path=str(Path(sys.executable).parent)), f"{where}: {argv[0]} not installed"
+        r = subprocess.run([str(Path(sys.executable).parent / argv[0]), *argv[1:2], "--help"], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, f"{where}: {' '.join(argv[:2])} --help failed: {r.stderr}"
+        return
+    try:
+        build_parser().parse_args(argv)
+    except SystemExit as exc:
+        raise AssertionError(f"{where}: `tweetoscope {shlex.join(argv)}` is not a valid command") from exc
+
+
+@pytest.mark.parametrize("overlay", ["minikube", "production"])
+def test_every_command_the_manifests_run_exists(overlay):
+    seen = 0
+    for doc in rendered(overlay):
+        for c in containers(doc):
+            if not c["image"].rsplit("/", 1)[-1].startswith("tweetoscope"):
+                continue
+            check_command(c.get("command", []) + c.get("args", []) if c.get("command") else c["args"],
+                          f"{doc['kind']}/{doc['metadata']['name']}")
+            seen += 1
+    assert seen >= 7  # 4 stages, the dashboard, the Dask scheduler and workers
+
+
+def test_every_command_docker_compose_runs_exists():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name, svc in compose["services"].items():
+        if not svc["image"].startswith("tweetoscope"):
+            continue
+        argv = svc.get("entrypoint") or svc.get("command")
+        check_command(argv, f"docker-compose service {name}")
+
+
+# ------------------------------------------------------------------ dask-kubernetes resources
+
+
+def crd_schema(kind: str) -> dict:
+    import dask_kubernetes
+
+    crds = Path(dask_kubernetes.__file__).parent / "operator/deployment/helm/dask-kubernetes-operator/crds"
+    for path in crds.glob("*.yaml"):
+        crd = yaml.safe_load(path.read_text())
+        if crd["spec"]["names"]["kind"] == kind:
+            (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+            return version["schema"]["openAPIV3Schema"]
+    raise AssertionError(f"no CRD for {kind}")
+
+
+def unknown_fields(value, schema: dict, path: str = "") -> list[str]:
+    """Fields the API server would prune: keys absent from an object schema's properties."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    out = []
+    if isinstance(value, dict) and "properties" in schema:
+        for key, sub in value.items():
+            if key not in schema["properties"]:
+                if not schema.get("additionalProperties"):
+                    out.append(f"{path}.{key}")
+                continue
+            out += unknown_fields(sub, schema["properties"][key], f"{path}.{key}")
+    elif isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
+        for key, sub in value.items():
+            out += unknown_fields(sub, schema["additionalProperties"], f"{path}.{key}")
+    elif isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            out += unknown_fields(item, schema["items"], f"{path}[{i}]")
+    return out
+
+
+def validate_against_crd(doc: dict) -> None:
+    assert doc["apiVersion"] == "kubernetes.dask.org/v1"
+    schema = crd_schema(doc["kind"])
+    body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}
+    jsonschema.validate(body, schema)
+    assert unknown_fields(body, schema) == []
+
+
+@pytest.mark.parametrize("name", ["daskcluster.yaml", "daskautoscaler.yaml"])
+def test_operator_manifests_match_the_crds(name):
+    validate_against_crd(yaml.safe_load((K8S / "operator" / name).read_text()))
+
+
+def test_the_crd_check_catches_unknown_and_bad_fields():
+    doc = yaml.safe_load((K8S / "operator" / "daskcluster.yaml").read_text())
+    doc["spec"]["worker"]["replica"] = 3  # a typo: pruned silently by the API server
+    with pytest.raises(AssertionError):
+        validate_against_crd(doc)
+    doc = yaml.safe_load((K8S / "operator" / "daskautoscaler.yaml").read_text())
+    doc["spec"]["minimum"] = "two"
+    with pytest.raises(jsonschema.ValidationError):
+        validate_against_crd(doc)
+
+
+def test_cluster_spec_generation_is_a_valid_daskcluster():
+    from tweetoscope.k8s import cluster_spec
+
+    spec = cluster_spec(name="tw-test", image="registry.example.com/tweetoscope:9", workers=4)
+    validate_against_crd(spec)
+    assert spec["metadata"]["name"] == "tw-test" and spec["spec"]["worker"]["replicas"] == 4
+    assert spec["spec"]["scheduler"]["service"]["selector"]["dask.org/cluster-name"] == "tw-test"
+    assert {c["image"] for part in ("scheduler", "worker") for c in spec["spec"][part]["spec"]["containers"]} == \
+        {"registry.example.com/tweetoscope:9"}
+
+
+# ------------------------------------------------------------------ kustomize overlays
+
+
+def env_of(doc: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in doc["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+
+
+def by_kind(docs: list[dict], kind: str, name: str) -> dict:
+    (doc,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].startswith(name)]
+    return doc
+
+
+def test_production_overlay_replicates_kafka_three_times():
+    docs = rendered("production")
+    kafka = by_kind(docs, "StatefulSet", "kafka")
+    env = env_of(kafka)
+    assert kafka["spec"]["replicas"] == 3 and len(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == 3
+    assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3" and env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+    assert kafka["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+    config = by_kind(docs, "ConfigMap", "tweetoscope-config")["data"]
+    assert config["TWEETOSCOPE_REPLICATION"] == "3"
+    assert all(d["metadata"].get("namespace") == "tweetoscope" for d in docs if d["kind"] != "Namespace")
+    for d in docs:
+        if d["kind"] == "Deployment" and d["metadata"]["name"] != "dashboard":
+            c = d["spec"]["template"]["spec"]["containers"][0]
+            assert c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+            assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"]
+            assert d["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["configMapRef"]["name"] == \
+                by_kind(docs, "ConfigMap", "tweetoscope-config")["metadata"]["name"]  # the hashed name
+
+
+def test_minikube_overlay_is_one_node_kafka():
+    docs = rendered("minikube")
+    kafka = by_kind(docs, "StatefulSet", "kafka")
+    env = env_of(kafka)
+    assert kafka["spec"]["replicas"] == 1 and env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "0@kafka-0.kafka-headless:9093"
+    for key in ("KAFKA_DEFAULT_REPLICATION_FACTOR", "KAFKA_MIN_INSYNC_REPLICAS", "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+                "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"):
+        assert env[key] == "1", key
+    assert by_kind(docs, "ConfigMap", "tweetoscope-config")["data"]["TWEETOSCOPE_REPLICATION"] == "1"
+    assert by_kind(docs, "DaskAutoscaler", "tweetoscope")["spec"] == {"cluster": "tweetoscope", "minimum": 1,
+                                                                     "maximum": 3}
+
+
+@pytest.mark.parametrize("overlay", ["minikube", "production"])
+def test_rendered_manifests_validate(overlay, tmp_path):
+    import kubernetes_validate
+
+    for doc in rendered(overlay):
+        if doc["apiVersion"].startswith("kubernetes.dask.org/"):
+            validate_against_crd(doc)
+        else:
+            kubernetes_validate.validate(doc, "1.30", strict=True)
+
+
+def test_checkov_passes_on_the_production_manifests(tmp_path):
+    checkov = TOOLS / "checkov"
+    assert checkov.exists(), "checkov is missing: make setup-tools (make test does it)"
+    out = tmp_path / "production.yaml"
+    out.write_text(yaml.safe_dump_all(rendered("production")))
+    # Skipped, on purpose: CKV_K8S_43 image digests (tags until a registry is chosen), CKV_K8S_15
+    # pull policy Always (immutable version tags), CKV_K8S_11 CPU limits (throttling hurts latency;
+    # requests are set), CKV_K8S_22/40 for the Kafka image (it writes under /opt/kafka as uid 1000).
+    r = subprocess.run([str(checkov), "-f", str(out), "--framework", "kubernetes", "--compact", "--quiet",
+                        "--skip-check", "CKV_K8S_43,CKV_K8S_15,CKV_K8S_11,CKV_K8S_22,CKV_K8S_40"],
+                       capture_output=True, text=True, env={**os.environ, "BC_SKIP_MAPPING": "TRUE"}, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:]
+
+
+# ------------------------------------------------------------------ tweetoscope cluster, without a cluster
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+    e = {**os.environ, **env}
+    e.pop("KUBERNETES_SERVICE_HOST", None)
+    return subprocess.run([sys.executable, "-m", "tweetoscope", *args], capture_output=True, text=True, env=e,
+                          cwd=ROOT, timeout=120)
+
+
+def test_cluster_print_spec_is_the_manifest_with_overrides():
+    r = run_cli("cluster", "up", "--print-spec", "--name", "tw2", "--image", "img:1", "--min", "3", "--max", "5")
+    assert r.returncode == 0, r.stderr
+    spec = yaml.safe_load(r.stdout)
+    validate_against_crd(spec)
+    assert spec["metadata"]["name"] == "tw2" and spec["spec"]["worker"]["replicas"] == 3
+
+
+@pytest.mark.parametrize("args", [("cluster", "up", "--min", "5", "--max", "2"), ("cluster", "up", "--max", "0")])
+def test_cluster_rejects_bad_bounds(args):
+    r = run_cli(*args)
+    assert r.returncode == 2 and "--min" in r.stderr
+
+
+@pytest.mark.parametrize("action", ["up", "status", "down"])
+def test_cluster_without_credentials_says_so(action, tmp_path):
+    r = run_cli("cluster", action, KUBECONFIG=str(tmp_path / "no-kubeconfig"), HOME=str(tmp_path))
+    assert r.returncode == 2
+    assert "Kubernetes cluster reachable" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_run_on_k8s_without_credentials_says_so(tmp_path):
+    r = run_cli("run", "--data", str(ROOT / "data" / "sample"), "--cluster", "k8s", "--no-dashboard",
+                KUBECONFIG=str(tmp_path / "no-kubeconfig"), HOME=str(tmp_path))
+    assert r.returncode == 2 and "Kubernetes cluster reachable" in r.stderr

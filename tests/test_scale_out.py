@@ -1,0 +1,215 @@
+"""Scale-out on a real broker: two collectors and two predictors in their consumer groups over a
+4-partition ``tweets`` topic; and an adaptive local Dask cluster growing under a backlog, shrinking idle."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+
+from streams.datasets import load_dataset, write_jsonl
+from tweetoscope.alerts import read_topic
+from tweetoscope.backtest import fit_window
+from tweetoscope.config import Settings
+from tweetoscope.pipeline import start_dask
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "scale.jsonl"
+    write_jsonl(path, load_dataset(ROOT / "data" / "sample").cascades[:60])
+    return path
+
+
+def settings_for(bootstrap: str, scheduler: str) -> Settings:
+    prefix = f"s{uuid.uuid4().hex[:8]}-"
+    return Settings(kafka=bootstrap, scheduler=scheduler, topic_prefix=prefix, group_prefix=prefix + "g",
+                    windows=(600, 1200), terminated=1e7, learner_every=10**9, alert_threshold=0.0, partitions=4,
+                    sources=8)
+
+
+def expected_keys(path: Path, s: Settings) -> set[tuple[str, int]]:
+    d = load_dataset(path)
+    return {(str(i + 1), T) for T in s.windows for i in fit_window(d.cascades, T, s).index}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Stage:
+    """One stage process with its health endpoints."""
+
+    def __init__(self, name: str, instance: str, s: Settings, *extra: str):
+        self.name, self.instance, self.port = name, instance, free_port()
+        env = {**os.environ, "TWEETOSCOPE_GROUP_PREFIX": s.group_prefix, "TWEETOSCOPE_TERMINATED": str(s.terminated),
+               "TWEETOSCOPE_LEARNER_EVERY": str(s.learner_every), "TWEETOSCOPE_ALERT_THRESHOLD": "0",
+               "TWEETOSCOPE_WINDOWS": ",".join(map(str, s.windows)), "TWEETOSCOPE_PARTITIONS": str(s.partitions),
+               "TWEETOSCOPE_SOURCES": str(s.sources), "TWEETOSCOPE_SESSION_TIMEOUT": "6"}
+        cmd = [sys.executable, "-m", "tweetoscope", name, "--kafka", s.kafka, "--topic-prefix", s.topic_prefix, *extra]
+        if name != "generate":
+            cmd += ["--scheduler", s.scheduler, "--instance-id", instance, "--health-port", str(self.port)]
+        self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+
+    def get(self, path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
+                return r.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return 0
+
+    def stop(self, sig=signal.SIGTERM) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return None
+
+
+def wait_for(pred, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.3)  # polling an observable condition
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+_NOT_READY = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+              KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.GROUP_ID_NOT_FOUND)
+
+
+def group_members(bootstrap: str, group: str) -> dict[str, set[tuple[str, int]]]:
+    """Member instance id -> its assigned (topic, partition)s ({} while the group's coordinator moves)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        desc = admin.describe_consumer_groups([group])[group].result(10)
+    except KafkaException as exc:
+        if exc.args and (exc.args[0].retriable() or exc.args[0].code() in _NOT_READY):
+            return {}
+        raise
+    return {m.group_instance_id or m.member_id: {(tp.topic, tp.partition) for tp in m.assignment.topic_partitions}
+            for m in desc.members}
+
+
+def start_all(s: Settings) -> dict[str, Stage]:
+    stages = {"collector-1": Stage("collector", "collector-1", s), "collector-2": Stage("collector", "collector-2", s),
+              "estimator-1": Stage("estimator", "estimator-1", s),
+              "predictor-1": Stage("predictor", "predictor-1", s), "predictor-2": Stage("predictor", "predictor-2", s)}
+    for st in stages.values():
+        wait_for(lambda st=st: st.get("/readyz") == 200 or st.proc.poll() is not None, 120, f"{st.instance} ready")
+        assert st.proc.poll() is None, st.proc.stderr.read()
+        assert st.get("/healthz") == 200
+    return stages
+
+
+def test_two_collectors_two_predictors_share_the_work_exactly_once(kafka_bootstrap, scheduler, data):
+    s = settings_for(kafka_bootstrap, scheduler)
+    stages = start_all(s)
+    try:
+        tweets = s.topic_prefix + "tweets"
+        members: dict = {}
+
+        def two_collectors() -> bool:
+            members.update(group_members(s.kafka, s.group_prefix + "-collector"))
+            return len(members) == 2 and all(members.values())
+
+        wait_for(two_collectors, 60, "two collectors with partitions")
+        assigned = [{p for t, p in parts if t == tweets} for parts in members.values()]
+        assert all(assigned) and set().union(*assigned) == {0, 1, 2, 3} and not assigned[0] & assigned[1]
+        gen = Stage("generate", "generator", s, str(data), "--sources", str(s.sources))
+        assert gen.proc.wait(180) == 0, gen.proc.stderr.read()
+        expected = expected_keys(data, s)
+        wait_for(lambda: set(Counter((m.cid, m.T_obs) for m in read_topic(s, "stats"))) >= expected, 180,
+                 "a stat for every (cascade, window)")
+        series = Counter((m.cid, m.T_obs) for m in read_topic(s, "cascade_series"))
+        stats = Counter((m.cid, m.T_obs) for m in read_topic(s, "stats"))
+        assert set(stats) == expected
+        assert max(series.values()) == 1 and max(stats.values()) == 1  # steady state: each handled once
+    finally:
+        codes = {name: st.stop() for name, st in stages.items()}
+    assert all(code == 0 for code in codes.values()), codes
+
+
+def test_a_stopped_instance_hands_its_partitions_over(kafka_bootstrap, scheduler, data):
+    s = settings_for(kafka_bootstrap, scheduler)
+    stages = start_all(s)
+    try:
+        gen = Stage("generate", "generator", s, str(data), "--sources", str(s.sources), "--speed", "2000")
+        wait_for(lambda: any(True for _ in read_topic(s, "alerts")) or gen.proc.poll() is not None, 120,
+                 "the first alerts")
+        assert gen.proc.poll() is None, "the replay ended before the stop: not mid-stream"
+        assert stages["collector-2"].stop() == 0 and stages["predictor-2"].stop() == 0
+        tweets = s.topic_prefix + "tweets"
+
+        def collector_1_has_all() -> bool:
+            # static members (ids "<instance>-<stage>-<topic>") do not leave on a clean stop: the
+            # coordinator hands their partitions over after the session timeout (6 s here)
+            members = group_members(s.kafka, s.group_prefix + "-collector")
+            return len(members) == 1 and all(m.startswith("collector-1-") and
+                                             {p for t, p in parts if t == tweets} == {0, 1, 2, 3}
+                                             for m, parts in members.items())
+
+        wait_for(collector_1_has_all, 150, "collector-1 alone in the group, with every partition")
+        assert gen.proc.wait(180) == 0, gen.proc.stderr.read()
+        expected = expected_keys(data, s)
+        wait_for(lambda: set(Counter((m.cid, m.T_obs) for m in read_topic(s, "stats"))) >= expected, 180,
+                 "a stat for every (cascade, window) after the handover")
+        assert {(m.cid, m.T_obs) for m in read_topic(s, "stats")} == expected  # complete, nothing foreign
+    finally:
+        for st in stages.values():
+            st.stop()
+
+
+def test_adaptive_local_cluster_grows_under_a_backlog_and_shrinks_idle():
+    """The pipeline's own cluster (start_dask), allowed 1 to 3 workers."""
+
+    def busy(n: int) -> float:  # pure-Python work: 6M steps take about a quarter of a second here
+        x = 0.0
+        for i in range(n):
+            x += i ** 0.5
+        return x
+
+    async def main() -> list[int]:
+        client, cluster = await start_dask(Settings(dask_min_workers=1, dask_workers=3))
+        counts = [len(cluster.scheduler.workers)]
+        try:
+            futures = client.map(busy, [6_000_000 + i for i in range(100)], pure=False)  # ~25 s on one worker
+            deadline = time.monotonic() + 120
+            while len(cluster.scheduler.workers) < 3 and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                counts.append(len(cluster.scheduler.workers))
+            await client.gather(futures)
+            del futures
+            while len(cluster.scheduler.workers) > 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                counts.append(len(cluster.scheduler.workers))
+            return counts
+        finally:
+            await client.close()
+            await cluster.close()
+
+    counts = asyncio.run(main())
+    assert counts[0] == 1 and max(counts) == 3 and counts[-1] == 1, counts
