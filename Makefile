@@ -55,7 +55,7 @@ bench: setup
 	$(BIN)/python bench/bench_powerlaw.py
 	$(BIN)/python bench/best_achievable.py --n 1000 --seed 0
 	$(BIN)/python bench/bench_embedded.py
-	$(BIN)/python bench/bench_dask.py --cascades 10000 --repeat 5 --chunks 256,1024,4096,8192,16384
+	$(BIN)/python bench/bench_dask.py --cascades 10000 --repeat 10 --chunks 1024,8192,16384
 	$(BIN)/python bench/bench_kafka_ingest.py
 	$(BIN)/python bench/bench_latency.py
 

@@ -2,13 +2,14 @@
 
 Replays simulated cascades as tweets at a paced rate of about 10,000 events/s into a
 real broker (started by ``scripts/kafka.sh`` unless ``$KAFKA_BOOTSTRAP`` is set), with
-every stage running on it (``tweetoscope run --kafka``, alert threshold 0 so that every
+every stage running on it (``tweetoscope run --kafka``: its own local Dask cluster), after
+a short warm-up replay on the same broker (``--no-warmup`` to measure a cold broker) (``tweetoscope run --kafka``, alert threshold 0 so that every
 window raises one). The window of a cascade closes at the first event of its source
 with ``t >= start + T_obs``; the latency of that window's alert is the alert's Kafka
 timestamp minus that event's Kafka timestamp (both stamped by their producers on this
 machine). Prints the measured rate, p50, p99 and max.
 
-Usage: python bench/bench_latency.py [--rate 10000] [--seconds 30] [--json]
+Usage: python bench/bench_latency.py [--rate 10000] [--seconds 30] [--no-warmup] [--no-learner] [--json]
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30, help="about how long the replay lasts")
     ap.add_argument("--seed", type=int, default=9)
     ap.add_argument("--no-learner", action="store_true", help="no refits (to isolate their effect)")
+    ap.add_argument("--no-warmup", action="store_true",
+                    help="measure from a cold start (no warm-up replay on the same broker and Dask cluster first)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -80,6 +83,13 @@ def main() -> None:
     with broker() as bootstrap:
         s = Settings(kafka=bootstrap, topic_prefix=prefix, group_prefix=prefix + "g", alert_threshold=0.0,
                      partitions=1, **({"learner_every": 10**9} if args.no_learner else {}))
+        if not args.no_warmup:
+            # a steady state: the broker's group coordinator and producer ids loaded, as on a
+            # broker that has been running for a while
+            from streams.datasets import Dataset
+
+            warm = s.replace(topic_prefix="w" + prefix, group_prefix="w" + prefix + "g")
+            asyncio.run(run_kafka(warm, dataset=Dataset(dataset.path, dataset.cascades[:300]), until_done=True))
         asyncio.run(run_kafka(s, dataset=dataset, speed=speed, until_done=True))
         tweets = read_all(bootstrap, prefix + "tweets")
         alerts = read_all(bootstrap, prefix + "alerts")
