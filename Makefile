@@ -58,6 +58,7 @@ bench: setup
 	$(BIN)/python bench/bench_dask.py --cascades 10000 --repeat 10 --chunks 1024,8192,16384
 	$(BIN)/python bench/bench_kafka_ingest.py
 	$(BIN)/python bench/bench_latency.py
+	$(BIN)/python bench/bench_latency.py --one-process
 
 clean:
 	rm -rf $(VENV) .venv-tools .pytest_cache build *.egg-info

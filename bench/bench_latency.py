@@ -1,15 +1,21 @@
 """Alert latency on Kafka at 10,000 events/s: from the event that closes a window to the alert.
 
 Replays simulated cascades as tweets at a paced rate of about 10,000 events/s into a
-real broker (started by ``scripts/kafka.sh`` unless ``$KAFKA_BOOTSTRAP`` is set), with
-every stage running on it (``tweetoscope run --kafka``: its own local Dask cluster), after
-a short warm-up replay on the same broker (``--no-warmup`` to measure a cold broker) (``tweetoscope run --kafka``, alert threshold 0 so that every
-window raises one). The window of a cascade closes at the first event of its source
-with ``t >= start + T_obs``; the latency of that window's alert is the alert's Kafka
-timestamp minus that event's Kafka timestamp (both stamped by their producers on this
-machine). Prints the measured rate, p50, p99 and max.
+real broker (started by ``scripts/kafka.sh`` unless ``$KAFKA_BOOTSTRAP`` is set). The
+stages run as deployed: one process each (``tweetoscope collector|estimator|predictor|
+learner``, alert threshold 0 so that every window raises one), sharing a two-worker local
+Dask cluster, and the generator starts once every stage has joined its consumer group
+(``/readyz``). ``--one-process`` runs everything in this process instead (``tweetoscope
+run --kafka``, with its own Dask cluster). A warm-up replay of ``--warmup`` seconds at the
+same rate, on the same broker and cluster, comes first (``--no-warmup``: measure a cold
+start).
 
-Usage: python bench/bench_latency.py [--rate 10000] [--seconds 30] [--no-warmup] [--no-learner] [--json]
+The window of a cascade closes at the first event of its source with
+``t >= start + T_obs``; the latency of that window's alert is the alert's Kafka
+timestamp minus that event's Kafka timestamp (both stamped by their producers on this
+machine). Prints the measured rate, p50, p99 and max, and the same per hop.
+
+Usage: python bench/bench_latency.py [--rate 10000] [--seconds 30] [--warmup 15 | --no-warmup] [--one-process] [--no-learner] [--json]
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import asyncio
 import bisect
 import sys
 import tempfile
+import urllib.request
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -54,18 +61,73 @@ def read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes, floa
     return out
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_processes(s, data: str, speed: float, scheduler: str) -> None:
+    """The stages as separate processes on the Dask cluster ``scheduler``, and the generator; returns once
+    the replay is done and the alerts topic has stopped growing, after a SIGTERM to every stage."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import confluent_kafka as ck
+
+    env = {**os.environ, "TWEETOSCOPE_GROUP_PREFIX": s.group_prefix, "TWEETOSCOPE_ALERT_THRESHOLD": "0",
+           "TWEETOSCOPE_PARTITIONS": str(s.partitions), "TWEETOSCOPE_LEARNER_EVERY": str(s.learner_every)}
+    base = [sys.executable, "-m", "tweetoscope"]
+    common = ["--kafka", s.kafka, "--topic-prefix", s.topic_prefix]
+    ports = [_free_port() for _ in range(4)]
+    stages = [subprocess.Popen(base + [name, *common, "--scheduler", scheduler, "--health-port", str(port)], env=env)
+              for name, port in zip(("collector", "estimator", "predictor", "learner"), ports)]
+    try:
+        for port in ports:  # every stage in its group before the first tweet
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
+                        break
+                except OSError:
+                    time.sleep(0.2)
+        if subprocess.run(base + ["generate", data, *common, "--speed", str(speed)], env=env).returncode:
+            raise SystemExit("the generator failed")
+        consumer = ck.Consumer({"bootstrap.servers": s.kafka, "group.id": "latency-bench"})
+        alerts = ck.TopicPartition(s.topic_prefix + "alerts", 0)
+        last, still = -1, 0
+        while still < 10:  # the alerts topic unchanged for 5 s: every window done
+            end = consumer.get_watermark_offsets(alerts, timeout=10)[1]
+            still = still + 1 if end == last else 0
+            last = end
+            time.sleep(0.5)
+        consumer.close()
+    finally:
+        for p in stages:
+            p.send_signal(signal.SIGTERM)
+        for p in stages:
+            p.wait(120)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=10_000, help="events/s to replay at")
     ap.add_argument("--seconds", type=float, default=30, help="about how long the replay lasts")
     ap.add_argument("--seed", type=int, default=9)
     ap.add_argument("--no-learner", action="store_true", help="no refits (to isolate their effect)")
-    ap.add_argument("--no-warmup", action="store_true",
-                    help="measure from a cold start (no warm-up replay on the same broker and Dask cluster first)")
+    ap.add_argument("--warmup", type=float, default=15.0,
+                    help="seconds of warm-up replay at the same rate on the same broker before measuring (default 15)")
+    ap.add_argument("--no-warmup", action="store_true", help="measure from a cold start")
+    ap.add_argument("--one-process", action="store_true",
+                    help="every stage and the generator in this process (tweetoscope run --kafka) instead of one "
+                    "process per stage sharing a local Dask cluster (as deployed)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    from streams.datasets import load_dataset
+    from streams.datasets import load_dataset, write_jsonl
     from streams.replay import ReplaySchedule
     from tweetoscope.cli import main as cli
     from tweetoscope.config import Settings
@@ -80,17 +142,33 @@ def main() -> None:
     span = float(schedule.t[-1] - schedule.t[0])
     speed = args.rate * span / len(schedule)
     prefix = f"l{uuid.uuid4().hex[:6]}-"
-    with broker() as bootstrap:
+    import contextlib
+
+    import dask
+    from distributed import LocalCluster
+
+    dask.config.set({"distributed.scheduler.worker-saturation": 1.0, "distributed.admin.low-level-log-length": 10})
+    with broker() as bootstrap, (LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
+                                 if (not args.one_process) else contextlib.nullcontext()) as cluster:
         s = Settings(kafka=bootstrap, topic_prefix=prefix, group_prefix=prefix + "g", alert_threshold=0.0,
                      partitions=1, **({"learner_every": 10**9} if args.no_learner else {}))
         if not args.no_warmup:
-            # a steady state: the broker's group coordinator and producer ids loaded, as on a
-            # broker that has been running for a while
+            # a steady state: the broker's JVM compiled, its group coordinator and producer ids
+            # loaded, as on a broker that has been running for a while
             from streams.datasets import Dataset
 
             warm = s.replace(topic_prefix="w" + prefix, group_prefix="w" + prefix + "g")
-            asyncio.run(run_kafka(warm, dataset=Dataset(dataset.path, dataset.cascades[:300]), until_done=True))
-        asyncio.run(run_kafka(s, dataset=dataset, speed=speed, until_done=True))
+            n_warm = int(len(dataset.cascades) * min(1.0, args.warmup / args.seconds))
+            warm_data = Dataset(dataset.path, dataset.cascades[:n_warm])
+            if (not args.one_process):
+                write_jsonl(f"{tmp}/warm.jsonl", warm_data.cascades)
+                run_processes(warm, f"{tmp}/warm.jsonl", speed, cluster.scheduler_address)
+            else:
+                asyncio.run(run_kafka(warm, dataset=warm_data, speed=speed, until_done=True))
+        if (not args.one_process):
+            run_processes(s, f"{tmp}/data", speed, cluster.scheduler_address)
+        else:
+            asyncio.run(run_kafka(s, dataset=dataset, speed=speed, until_done=True))
         tweets = read_all(bootstrap, prefix + "tweets")
         alerts = read_all(bootstrap, prefix + "alerts")
         series = read_all(bootstrap, prefix + "cascade_series")

@@ -256,6 +256,7 @@ class KafkaSource(Source):
         self.error: BaseException | None = None
         self.n_consumed = 0
         self.n_batches = 0
+        self.joined = False  # True once the group assigned this member its partitions (or, group=False, assigned)
         self._executor: ThreadPoolExecutor | None = None
         self._finalizer: weakref.finalize | None = None
         self._lock = threading.Lock()  # _parts, _committed, _lag (consumer thread vs loop)
@@ -283,6 +284,7 @@ class KafkaSource(Source):
         if self.consumer is not None:
             raise RuntimeError("KafkaSource is still shutting down; start it again once drain() returned")
         self.consumer = ck.Consumer(self.config)
+        self.joined = False
         self._finalizer = weakref.finalize(self, _close_consumer, self.consumer)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kafka-source-{self.topics[0]}")
         self.error = None
@@ -514,6 +516,7 @@ class KafkaSource(Source):
                 raise ValueError(f"cannot read topic {topic!r}: {info.error if info else 'it does not exist'}")
             assignment += [ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in sorted(info.partitions)]
         self.consumer.assign(assignment)
+        self.joined = True
         logger.info("reading %d partition(s) of %s from the beginning (no group)", len(assignment), self.topics)
 
     def _poll_sync(self) -> tuple[list[Record], _Batch] | None:
@@ -563,6 +566,7 @@ class KafkaSource(Source):
             self._lag = lag
 
     def _on_assign(self, consumer: ck.Consumer, partitions: list[ck.TopicPartition]) -> None:
+        self.joined = True  # a member of the group now, even with no partition to read
         with self._lock:
             for tp in partitions:
                 self._parts.setdefault((tp.topic, tp.partition), _Partition())

@@ -203,6 +203,9 @@ def test_adaptive_local_cluster_grows_under_a_backlog_and_shrinks_idle():
                 counts.append(len(cluster.scheduler.workers))
             await client.gather(futures)
             del futures
+            # every worker, those added by the scale-up too, warmed its fits when it started
+            warmed = await client.run(lambda dask_worker: "tweetoscope-warm-fits" in dask_worker.plugins)
+            assert len(warmed) == 3 and all(warmed.values()), warmed
             while len(cluster.scheduler.workers) > 1 and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
                 counts.append(len(cluster.scheduler.workers))

@@ -187,7 +187,7 @@ def _add_kafka_flags(p: argparse.ArgumentParser, *, required: bool = False) -> N
     g.add_argument("--instance-id", dest="instance_id",
                    help="stable id of this instance (static group membership), e.g. the pod name")
     g.add_argument("--health-port", dest="health_port", type=int,
-                   help="serve GET /healthz (alive) and /readyz (consuming) on this port (default: none)")
+                   help="serve GET /healthz (alive) and /readyz (in its consumer group) on this port (default: none)")
 
 
 def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:

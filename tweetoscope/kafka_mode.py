@@ -209,7 +209,7 @@ async def run_kafka(
 
 def _serve_health(port: int, bus: KafkaBus):
     """``GET /healthz``: 200 while the event loop answers; ``GET /readyz``: 200 while every source
-    is consuming (started, not failed), else 503 with the reason. Returns the HTTP server."""
+    is consuming (joined its group, not failed), else 503 with the reason. Returns the HTTP server."""
     from tornado.httpserver import HTTPServer
     from tornado.web import Application, RequestHandler
 
@@ -220,7 +220,7 @@ def _serve_health(port: int, bus: KafkaBus):
     class Ready(RequestHandler):
         def get(self) -> None:
             failed = [s.topics for s in bus.sources if s.error is not None]
-            idle = [s.topics for s in bus.sources if s.consumer is None]
+            idle = [s.topics for s in bus.sources if s.consumer is None or not s.joined]
             if failed or idle:
                 self.set_status(503)
                 self.write(f"failed: {failed}; not consuming: {idle}\n")

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distributed.diagnostics.plugin import WorkerPlugin
 from streamz import Stream
 
 from streams.datasets import Dataset
@@ -125,12 +126,35 @@ async def start_dask(settings: Settings):
     })
     if settings.scheduler:
         client = await Client(settings.scheduler, asynchronous=True)
+        await client.register_plugin(WarmFits(settings.fit_kwargs()), name="tweetoscope-warm-fits")
         return client, None
     cluster = await LocalCluster(n_workers=settings.dask_min_workers, threads_per_worker=1, processes=True, asynchronous=True,
                                  dashboard_address=":0", silence_logs=logging.WARNING)
     cluster.adapt(minimum=settings.dask_min_workers, maximum=settings.dask_workers)
     client = await Client(cluster, asynchronous=True)
+    await client.register_plugin(WarmFits(settings.fit_kwargs()), name="tweetoscope-warm-fits")
     return client, cluster
+
+
+class WarmFits(WorkerPlugin):
+    """Dask worker plugin: fits a small cascade when a worker starts (and on every worker already
+    there), so that loading the compiled likelihood (numba) is not paid by the first real fits:
+    cold workers put 0.5 s on the p99 alert latency (BENCHMARKS.md)."""
+
+    idempotent = True
+
+    def __init__(self, fit_kwargs: dict):
+        self.fit_kwargs = fit_kwargs
+
+    def setup(self, worker) -> None:
+        import numpy as np
+
+        from estimators import fit_cascade
+
+        times = np.array([0.0, 10.0, 30.0, 70.0, 150.0])
+        fit_cascade(times, np.full(times.size, 100.0), 300.0, **self.fit_kwargs)
+
+
 
 
 @dataclass
