@@ -40,6 +40,7 @@ demo: setup
 	$(BIN)/tweetoscope run --data data/sample --out $(DEMO_OUT) --speed 3000 --stagger 600 \
 		--learner-every 20 --learner-interval 0
 	@echo
+	@echo "While it ran, the live dashboard was at http://127.0.0.1:5006/; see it again: $(BIN)/tweetoscope dashboard --out $(DEMO_OUT)"
 	@echo "Every topic of the run is in $(DEMO_OUT)/<topic>.jsonl: alerts.jsonl (forecasts that crossed the"
 	@echo "threshold), stats.jsonl (each forecast's ARE once the true size is known), models.jsonl (the refitted"
 	@echo "forests, skops, base64). Backtest the same cascades: $(BIN)/tweetoscope backtest data/sample"

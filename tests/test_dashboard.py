@@ -72,7 +72,8 @@ def test_accuracy_rolling_median_and_histogram():
     assert line.data["median"][0] == pytest.approx(np.median(are[:10]))
     assert line.data["median"][-1] == pytest.approx(np.median(are[-10:]))
     assert sum(hist.data["count"]) == 30
-    assert p.sources[1200][0].data["n"] == []  # no stat for that window yet
+    assert len(line.data["time"]) == 21 and line.data["time"][-1] == 1000.0 * 1000  # at the last stat's arrival
+    assert p.sources[1200][0].data["time"] == []  # no stat for that window yet
 
 
 def test_inspector_shows_series_forecasts_band_and_truth():
@@ -223,17 +224,24 @@ def test_pull_session_sees_the_panels(running_pipeline):
         assert doc.get_model_by_name("topk-k").value == 20
 
 
-def test_dashboard_without_a_pipeline_says_so(tmp_path):
+def test_dashboard_without_a_pipeline_says_so_and_shows_the_dask_cluster(tmp_path):
     from bokeh.client import pull_session
+    from distributed import LocalCluster
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tweetoscope", "dashboard", "--out", str(tmp_path / "nothing"),
-                             "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        wait_http(url, proc)
-        with pull_session(url=url) as session:
-            text = session.document.get_model_by_name("status").text
-        assert "No pipeline to read" in text and "tweetoscope run" in text
-    finally:
-        stop(proc)
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
+        proc = subprocess.Popen([sys.executable, "-m", "tweetoscope", "dashboard", "--out", str(tmp_path / "nothing"),
+                                 "--port", str(port), "--scheduler", cluster.scheduler_address], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            url = f"http://127.0.0.1:{port}/"
+            wait_http(url, proc)
+            with pull_session(url=url) as session:
+                doc = session.document
+                text = doc.get_model_by_name("status").text
+                health = dict(zip(doc.get_model_by_name("health-source").data["what"],
+                                  doc.get_model_by_name("health-source").data["value"]))
+            assert "No pipeline to read" in text and "tweetoscope run" in text
+            assert health["Dask workers"] == "1" and health["fit tasks in flight"] == "0"
+        finally:
+            stop(proc)

@@ -367,6 +367,11 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tasks_in_flight(dask_scheduler) -> int:
+    """Tasks queued on the scheduler or processing on a worker (runs on the scheduler)."""
+    return len(dask_scheduler.queued) + sum(len(ws.processing) for ws in dask_scheduler.workers.values())
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from tornado.ioloop import IOLoop
 
@@ -382,7 +387,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         client = Client(settings.scheduler, timeout="10s")
 
         def dask_info() -> dict:
-            return {"workers": len(client.scheduler_info().get("workers", {})), "link": client.dashboard_link}
+            tasks = client.run_on_scheduler(_tasks_in_flight)
+            return {"workers": len(client.scheduler_info().get("workers", {})), "link": client.dashboard_link,
+                    "in_flight": tasks}
 
     dashboard = Dashboard(feed, settings.windows, dask_info=dask_info)
     try:

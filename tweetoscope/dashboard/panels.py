@@ -83,7 +83,8 @@ class AlertFeed:
 
 
 class Accuracy:
-    """ARE per window: its rolling median along the stats received, and its histogram."""
+    """ARE per window: its rolling median over time (the last ``rolling`` stats at each stat's arrival),
+    and its histogram."""
 
     name = "accuracy"
 
@@ -91,16 +92,17 @@ class Accuracy:
         self.state, self.windows, self.rolling = state, windows, rolling
         self.edges = np.linspace(0.0, 2.0, bins + 1)  # ARE above 2 lands in the last bin
         colors = Category10[10]
-        self.lines = figure(height=260, sizing_mode="stretch_width", title="rolling median ARE",
-                            x_axis_label="stats received", y_axis_label="median ARE", name="accuracy-lines")
+        self.lines = figure(height=260, sizing_mode="stretch_width", title=f"rolling median ARE (last {rolling})",
+                            x_axis_type="datetime", x_axis_label="time the true size arrived",
+                            y_axis_label="median ARE", name="accuracy-lines")
         self.hist = figure(height=260, sizing_mode="stretch_width", title="ARE histogram",
                            x_axis_label="ARE (last bin: >= 2)", y_axis_label="cascades", name="accuracy-hist")
         self.sources: dict[int, tuple[ColumnDataSource, ColumnDataSource]] = {}
         for i, w in enumerate(windows):
-            line = ColumnDataSource({"n": [], "median": []}, name=f"accuracy-line-{w}")
+            line = ColumnDataSource({"time": [], "median": []}, name=f"accuracy-line-{w}")
             hist = ColumnDataSource({"left": [], "right": [], "count": []}, name=f"accuracy-hist-{w}")
             color = colors[i % 10]
-            self.lines.line("n", "median", source=line, color=color, legend_label=f"{w} s", line_width=2)
+            self.lines.line("time", "median", source=line, color=color, legend_label=f"{w} s", line_width=2)
             self.hist.quad(left="left", right="right", bottom=0, top="count", source=hist, color=color, alpha=0.35,
                            legend_label=f"{w} s")
             self.sources[w] = (line, hist)
@@ -111,12 +113,14 @@ class Accuracy:
 
     def update(self) -> None:
         for w, (line, hist) in self.sources.items():
-            are = np.array([a for _, a in self.state.stats.get(w, ())], dtype=float)
+            stats = self.state.stats.get(w, ())
+            are = np.array([a for _, a in stats], dtype=float)
             if are.size == 0:
                 continue
             k = min(self.rolling, are.size)
             windows = np.lib.stride_tricks.sliding_window_view(are, k)
-            line.data = {"n": np.arange(k, are.size + 1), "median": np.median(windows, axis=1)}
+            arrived = np.array([t for t, _ in stats], dtype=float)[k - 1:] * 1000.0  # ms since the epoch
+            line.data = {"time": arrived, "median": np.median(windows, axis=1)}
             counts, _ = np.histogram(np.minimum(are, self.edges[-1] - 1e-9), bins=self.edges)
             hist.data = {"left": self.edges[:-1], "right": self.edges[1:], "count": counts}
 
