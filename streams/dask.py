@@ -148,10 +148,11 @@ class submit_batches(Stream):
         return self.in_flight == 0 and not self._queue
 
     async def drain(self) -> None:
-        """Wait until every submitted task has completed and its result was emitted."""
-        while self._tasks or (self._queue and self.error is None):
-            if not self._tasks:
-                self._submit_queued()
+        """Wait until every queued item was submitted and every task has completed and emitted its result.
+
+        (While items are queued a task is in flight: each completion submits the next chunk.)
+        """
+        while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self.error is not None:
             raise RuntimeError("a Dask task failed") from self.error

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import free_port, wait_until
 
 from tweetoscope.dashboard import DashboardState, OutDirFeed
 from tweetoscope.dashboard.panels import Accuracy, AlertFeed, Health, Inspector, TopK
@@ -117,24 +116,19 @@ def test_out_dir_feed_reads_only_complete_lines(tmp_path):
 # ----------------------------------------------------------------- the real page
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Wait until ``url`` answers 200 (the server listens), failing at once if ``proc`` exited."""
+
+    def answers() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"the process exited ({proc.returncode}): {proc.stderr.read()}")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
+                return r.status == 200
         except OSError:
-            time.sleep(0.2)  # polling for the server to listen, not standing in for a result
-    raise AssertionError(f"{url} did not answer within {timeout} s")
+            return False
+
+    wait_until(answers, timeout, f"{url} to answer", every=0.2)
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -30,21 +30,13 @@ from tornado.ioloop import IOLoop
 from streams.kafka import CONSUMER_DEFAULTS, PRODUCER_DEFAULTS, KafkaDeliveryError, KafkaSink, KafkaSource
 from streams.records import Record
 
+from helpers import wait_until
+
 RELAY = Path(__file__).with_name("kafka_relay.py")
 N_CRASH = 20_000  # messages in the kill -9 and SIGTERM tests
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``condition`` until it is truthy (returned) or ``timeout`` seconds passed (AssertionError)."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 async def until(condition: Callable[[], Any], timeout: float, what: str) -> None:
@@ -449,22 +441,32 @@ def test_full_producer_queue_applies_back_pressure_and_loses_nothing(kafka_boots
 # ---------------------------------------------------------------- subprocesses
 
 
-def test_kill9_then_restart_loses_nothing(kafka_bootstrap, kafka_topic_factory, relays):
+SLOW = ("--instance-id", "relay", "--batch-size", "250", "--delay", "0.04", "--commit-interval", "0.3")
+
+
+def relay_mid_stream(kafka_bootstrap, kafka_topic_factory, relays):
+    """Topics A (N_CRASH ids) and B, and a slow relay A -> B that has committed 4000 records of A.
+
+    Returns ``(a, b, group, broker offsets of A, the relay)``.
+    """
     a, b = kafka_topic_factory(2), kafka_topic_factory(2)
     produce_ids(kafka_bootstrap, a, N_CRASH)
     group = group_name()
     broker = GroupOffsets(kafka_bootstrap, group, a, 2)
-    slow = ("--instance-id", "relay", "--batch-size", "250", "--delay", "0.04", "--commit-interval", "0.3")
-
-    first = relays.start(a, b, group, "first", *slow)
+    first = relays.start(a, b, group, "first", *SLOW)
     relays.wait_until(lambda: broker.total() >= 4000, 30, "the first relay to commit 4000 records")
+    return a, b, group, broker, first
+
+
+def test_kill9_then_restart_loses_nothing(kafka_bootstrap, kafka_topic_factory, relays):
+    a, b, group, broker, first = relay_mid_stream(kafka_bootstrap, kafka_topic_factory, relays)
     relays.kill(first)
     committed_at_kill = broker.total()
     reader = TopicReader(kafka_bootstrap, b)
     in_b_at_kill = len(reader.read_to_end())
     assert committed_at_kill < N_CRASH and in_b_at_kill < N_CRASH, "killed too late to show anything"
 
-    second = relays.start(a, b, group, "second", *slow)
+    second = relays.start(a, b, group, "second", *SLOW)
     relays.wait_until(lambda: broker.total() == N_CRASH, 60, "the second relay to commit everything")
     relays.stop(second)
     reader.read_to_end()
@@ -480,14 +482,7 @@ def test_kill9_then_restart_loses_nothing(kafka_bootstrap, kafka_topic_factory, 
 
 
 def test_sigterm_drains_flushes_commits_and_exits_0(kafka_bootstrap, kafka_topic_factory, relays):
-    a, b = kafka_topic_factory(2), kafka_topic_factory(2)
-    produce_ids(kafka_bootstrap, a, N_CRASH)
-    group = group_name()
-    broker = GroupOffsets(kafka_bootstrap, group, a, 2)
-    slow = ("--instance-id", "relay", "--batch-size", "250", "--delay", "0.04", "--commit-interval", "0.3")
-
-    first = relays.start(a, b, group, "first", *slow)
-    relays.wait_until(lambda: broker.total() >= 4000, 30, "the first relay to commit 4000 records")
+    a, b, group, broker, first = relay_mid_stream(kafka_bootstrap, kafka_topic_factory, relays)
     summary = relays.stop(first)
     assert summary["drained"] and summary["error"] is None
     committed = {p: max(0, o) for p, o in broker.get().items()}
@@ -499,7 +494,7 @@ def test_sigterm_drains_flushes_commits_and_exits_0(kafka_bootstrap, kafka_topic
     assert sorted(delivered) == [(p, o) for p in sorted(committed) for o in range(committed[p])]
     assert summary["delivered"] == sum(committed.values())
 
-    second = relays.start(a, b, group, "second", *slow)
+    second = relays.start(a, b, group, "second", *SLOW)
     relays.wait_until(lambda: broker.total() == N_CRASH, 60, "the second relay to commit everything")
     relays.stop(second)
     reader.read_to_end()

@@ -7,7 +7,6 @@ SIGTERM draining and committing. Every test uses its own topic and group prefixe
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from helpers import start_stage, wait_until
 
 from streams.datasets import load_dataset, write_jsonl
 from tweetoscope.alerts import read_topic
@@ -107,43 +107,25 @@ def test_dashboard_kafka_feed_reads_the_topics_and_the_lag(kafka_bootstrap, sche
     assert f"top 3 of {len(expected)} alerts" in text and f"{largest.n_tot:,.0f}" in text
 
 
-def stage(name, s, *extra):
-    env = {**os.environ, "TWEETOSCOPE_GROUP_PREFIX": s.group_prefix, "TWEETOSCOPE_TERMINATED": str(s.terminated),
-           "TWEETOSCOPE_LEARNER_EVERY": str(s.learner_every), "TWEETOSCOPE_ALERT_THRESHOLD": "0",
-           "TWEETOSCOPE_WINDOWS": ",".join(map(str, s.windows)), "TWEETOSCOPE_PARTITIONS": str(s.partitions)}
-    cmd = [sys.executable, "-m", "tweetoscope", name, "--kafka", s.kafka, "--topic-prefix", s.topic_prefix, *extra]
-    if name in ("collector", "estimator", "predictor", "learner"):
-        cmd += ["--scheduler", s.scheduler, "--instance-id", f"{name}-1"]
-    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def count_stats(s):
     return Counter((m.cid, m.T_obs) for m in read_topic(s, "stats"))
 
 
 def run_with_interruption(s, small, victim, how):
     """Start every stage and a paced generator; interrupt ``victim`` mid-stream with ``how``; restart it."""
-    procs = {name: stage(name, s) for name in ("collector", "estimator", "predictor")}
-    procs["generator"] = stage("generate", s, str(small), "--speed", "1000")
+    procs = {name: start_stage(name, s) for name in ("collector", "estimator", "predictor")}
+    procs["generator"] = start_stage("generate", s, str(small), "--speed", "1000")
     try:
-        wait_for(lambda: any(True for _ in read_topic(s, "alerts")) or procs["generator"].poll() is not None, 120,
-                 "the first alerts")
+        wait_until(lambda: any(True for _ in read_topic(s, "alerts")) or procs["generator"].poll() is not None, 120,
+                   "the first alerts", every=0.5)
         assert procs["generator"].poll() is None, "the replay ended before the interruption: not mid-stream"
         procs[victim].send_signal(how)
         code = procs[victim].wait(60)
-        procs[victim] = stage(victim, s)
+        procs[victim] = start_stage(victim, s)
         assert procs["generator"].wait(120) == 0, procs["generator"].stderr.read()
         expected = expected_forecasts(small, s)
-        wait_for(lambda: set(count_stats(s)) >= set(expected), 180, "a stat for every (cascade, window)")
+        wait_until(lambda: set(count_stats(s)) >= set(expected), 180, "a stat for every (cascade, window)",
+                   every=0.5)
         return code, expected
     finally:
         for p in procs.values():

@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -15,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import free_port, start_stage, wait_until
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
@@ -46,28 +45,13 @@ def expected_keys(path: Path, s: Settings) -> set[tuple[str, int]]:
     return {(str(i + 1), T) for T in s.windows for i in fit_window(d.cascades, T, s).index}
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Stage:
     """One stage process with its health endpoints."""
 
     def __init__(self, name: str, instance: str, s: Settings, *extra: str):
         self.name, self.instance, self.port = name, instance, free_port()
-        env = {**os.environ, "TWEETOSCOPE_GROUP_PREFIX": s.group_prefix, "TWEETOSCOPE_TERMINATED": str(s.terminated),
-               "TWEETOSCOPE_LEARNER_EVERY": str(s.learner_every), "TWEETOSCOPE_ALERT_THRESHOLD": "0",
-               "TWEETOSCOPE_WINDOWS": ",".join(map(str, s.windows)), "TWEETOSCOPE_PARTITIONS": str(s.partitions),
-               "TWEETOSCOPE_SOURCES": str(s.sources), "TWEETOSCOPE_SESSION_TIMEOUT": "6"}
-        cmd = [sys.executable, "-m", "tweetoscope", name, "--kafka", s.kafka, "--topic-prefix", s.topic_prefix, *extra]
-        if name != "generate":
-            cmd += ["--scheduler", s.scheduler, "--instance-id", instance, "--health-port", str(self.port)]
-        self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+        self.proc = start_stage(name, s, *extra, instance=instance, health_port=self.port,
+                                env={"TWEETOSCOPE_SOURCES": str(s.sources), "TWEETOSCOPE_SESSION_TIMEOUT": "6"})
 
     def get(self, path: str) -> int:
         try:
@@ -86,15 +70,6 @@ class Stage:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return None
-
-
-def wait_for(pred, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.3)  # polling an observable condition
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 _NOT_READY = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
@@ -119,7 +94,8 @@ def start_all(s: Settings) -> dict[str, Stage]:
               "estimator-1": Stage("estimator", "estimator-1", s),
               "predictor-1": Stage("predictor", "predictor-1", s), "predictor-2": Stage("predictor", "predictor-2", s)}
     for st in stages.values():
-        wait_for(lambda st=st: st.get("/readyz") == 200 or st.proc.poll() is not None, 120, f"{st.instance} ready")
+        wait_until(lambda st=st: st.get("/readyz") == 200 or st.proc.poll() is not None, 120, f"{st.instance} ready",
+                   every=0.3)
         assert st.proc.poll() is None, st.proc.stderr.read()
         assert st.get("/healthz") == 200
     return stages
@@ -136,14 +112,14 @@ def test_two_collectors_two_predictors_share_the_work_exactly_once(kafka_bootstr
             members.update(group_members(s.kafka, s.group_prefix + "-collector"))
             return len(members) == 2 and all(members.values())
 
-        wait_for(two_collectors, 60, "two collectors with partitions")
+        wait_until(two_collectors, 60, "two collectors with partitions", every=0.3)
         assigned = [{p for t, p in parts if t == tweets} for parts in members.values()]
         assert all(assigned) and set().union(*assigned) == {0, 1, 2, 3} and not assigned[0] & assigned[1]
         gen = Stage("generate", "generator", s, str(data), "--sources", str(s.sources))
         assert gen.proc.wait(180) == 0, gen.proc.stderr.read()
         expected = expected_keys(data, s)
-        wait_for(lambda: set(Counter((m.cid, m.T_obs) for m in read_topic(s, "stats"))) >= expected, 180,
-                 "a stat for every (cascade, window)")
+        wait_until(lambda: set(Counter((m.cid, m.T_obs) for m in read_topic(s, "stats"))) >= expected, 180,
+                   "a stat for every (cascade, window)", every=0.3)
         series = Counter((m.cid, m.T_obs) for m in read_topic(s, "cascade_series"))
         stats = Counter((m.cid, m.T_obs) for m in read_topic(s, "stats"))
         assert set(stats) == expected
@@ -158,8 +134,8 @@ def test_a_stopped_instance_hands_its_partitions_over(kafka_bootstrap, scheduler
     stages = start_all(s)
     try:
         gen = Stage("generate", "generator", s, str(data), "--sources", str(s.sources), "--speed", "2000")
-        wait_for(lambda: any(True for _ in read_topic(s, "alerts")) or gen.proc.poll() is not None, 120,
-                 "the first alerts")
+        wait_until(lambda: any(True for _ in read_topic(s, "alerts")) or gen.proc.poll() is not None, 120,
+                   "the first alerts", every=0.3)
         assert gen.proc.poll() is None, "the replay ended before the stop: not mid-stream"
         assert stages["collector-2"].stop() == 0 and stages["predictor-2"].stop() == 0
         tweets = s.topic_prefix + "tweets"
@@ -172,11 +148,11 @@ def test_a_stopped_instance_hands_its_partitions_over(kafka_bootstrap, scheduler
                                              {p for t, p in parts if t == tweets} == {0, 1, 2, 3}
                                              for m, parts in members.items())
 
-        wait_for(collector_1_has_all, 150, "collector-1 alone in the group, with every partition")
+        wait_until(collector_1_has_all, 150, "collector-1 alone in the group, with every partition", every=0.3)
         assert gen.proc.wait(180) == 0, gen.proc.stderr.read()
         expected = expected_keys(data, s)
-        wait_for(lambda: set(Counter((m.cid, m.T_obs) for m in read_topic(s, "stats"))) >= expected, 180,
-                 "a stat for every (cascade, window) after the handover")
+        wait_until(lambda: set(Counter((m.cid, m.T_obs) for m in read_topic(s, "stats"))) >= expected, 180,
+                   "a stat for every (cascade, window) after the handover", every=0.3)
         assert {(m.cid, m.T_obs) for m in read_topic(s, "stats")} == expected  # complete, nothing foreign
     finally:
         for st in stages.values():

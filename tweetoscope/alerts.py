@@ -86,6 +86,18 @@ def top_table(latest: dict[tuple[str, int], "Alert"], k: int = 20):
     return table
 
 
+def _new_alerts(settings: Settings, *, follow: bool, min_size: float, latest: dict):
+    """The alerts of at least ``min_size``, each (cid, T_obs) forecast once: a repeat (a stage replayed
+    after a crash) is skipped. ``latest`` maps (cid, T_obs) to the last alert yielded."""
+    for a in read_topic(settings, ALERTS.name, follow=follow):
+        key = (a.cid, a.T_obs)
+        held = latest.get(key)
+        if a.n_tot < min_size or (held is not None and held.n_tot == a.n_tot):
+            continue
+        latest[key] = a
+        yield a
+
+
 def print_alerts(settings: Settings, *, follow: bool, min_size: float, as_json: bool, top: int = 20,
                  live: bool | None = None) -> int:
     """Print alerts, idempotent on (cid, T_obs): a repeated alert is printed once. Returns the exit code.
@@ -97,24 +109,17 @@ def print_alerts(settings: Settings, *, follow: bool, min_size: float, as_json: 
     from .schemas import encode
 
     live = sys.stdout.isatty() if live is None else live
-    seen: dict[tuple[str, int], float] = {}
     latest: dict = {}
+    alerts = _new_alerts(settings, follow=follow, min_size=min_size, latest=latest)
     try:
         if live and not as_json:
             from rich.live import Live
 
             with Live(top_table(latest, top), refresh_per_second=4) as screen:
-                for a in read_topic(settings, ALERTS.name, follow=follow):
-                    if a.n_tot >= min_size and seen.get((a.cid, a.T_obs)) != a.n_tot:
-                        seen[(a.cid, a.T_obs)] = a.n_tot
-                        latest[(a.cid, a.T_obs)] = a
-                        screen.update(top_table(latest, top))
+                for _ in alerts:
+                    screen.update(top_table(latest, top))
             return 0
-        for a in read_topic(settings, ALERTS.name, follow=follow):
-            key = (a.cid, a.T_obs)
-            if a.n_tot < min_size or seen.get(key) == a.n_tot:
-                continue
-            seen[key] = a.n_tot
+        for a in alerts:
             if as_json:
                 sys.stdout.write(encode(a).decode() + "\n")
             else:

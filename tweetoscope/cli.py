@@ -380,7 +380,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _quiet_logs()
     feed = KafkaFeed(settings) if settings.kafka else OutDirFeed(args.out)
-    dask_info = None
+    dask_info = client = None
     if settings.scheduler:
         from distributed import Client
 
@@ -401,6 +401,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         IOLoop.current().start()
     finally:
         dashboard.close()
+        if client is not None:
+            client.close()
     return 0
 
 

@@ -28,11 +28,16 @@ class ClusterError(ValueError):
 
 def find_manifest(path: str | Path | None = None) -> Path:
     """The DaskCluster manifest: ``path``, else ``$TWEETOSCOPE_DASK_MANIFEST``, else the repository's or the image's."""
-    for candidate in ([Path(path)] if path else []) or (
-            [Path(os.environ[MANIFEST_ENV])] if os.environ.get(MANIFEST_ENV) else list(_CANDIDATES)):
+    if path:
+        candidates = [Path(path)]
+    elif os.environ.get(MANIFEST_ENV):
+        candidates = [Path(os.environ[MANIFEST_ENV])]
+    else:
+        candidates = list(_CANDIDATES)
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise ClusterError(f"no DaskCluster manifest found (looked for {path or os.environ.get(MANIFEST_ENV) or _CANDIDATES}); "
+    raise ClusterError(f"no DaskCluster manifest found (looked for {', '.join(map(str, candidates))}); "
                        "give one with --manifest")
 
 

@@ -124,14 +124,12 @@ async def start_dask(settings: Settings):
         # running model refit on a busy worker, it waits for the first free one
         "distributed.scheduler.worker-saturation": 1.0,
     })
-    if settings.scheduler:
-        client = await Client(settings.scheduler, asynchronous=True)
-        await client.register_plugin(WarmFits(settings.fit_kwargs()), name="tweetoscope-warm-fits")
-        return client, None
-    cluster = await LocalCluster(n_workers=settings.dask_min_workers, threads_per_worker=1, processes=True, asynchronous=True,
-                                 dashboard_address=":0", silence_logs=logging.WARNING)
-    cluster.adapt(minimum=settings.dask_min_workers, maximum=settings.dask_workers)
-    client = await Client(cluster, asynchronous=True)
+    cluster = None
+    if not settings.scheduler:
+        cluster = await LocalCluster(n_workers=settings.dask_min_workers, threads_per_worker=1, processes=True,
+                                     asynchronous=True, dashboard_address=":0", silence_logs=logging.WARNING)
+        cluster.adapt(minimum=settings.dask_min_workers, maximum=settings.dask_workers)
+    client = await Client(settings.scheduler or cluster, asynchronous=True)
     await client.register_plugin(WarmFits(settings.fit_kwargs()), name="tweetoscope-warm-fits")
     return client, cluster
 

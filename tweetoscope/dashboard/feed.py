@@ -17,7 +17,7 @@ import msgspec
 import orjson
 
 from ..config import Settings
-from ..schemas import TOPICS
+from ..schemas import TOPICS, Alert, Forecast, Sample, Serie, Stat
 
 __all__ = ["Polled", "OutDirFeed", "KafkaFeed", "READ_TOPICS"]
 
@@ -25,15 +25,8 @@ __all__ = ["Polled", "OutDirFeed", "KafkaFeed", "READ_TOPICS"]
 READ_TOPICS = ("forecasts", "alerts", "stats", "samples", "cascade_series", "models")
 
 #: Types of the JSON values of each read topic, for the JSONL files.
-_TYPES: dict[str, Any] = {}
-
-
-def _types() -> dict[str, Any]:
-    if not _TYPES:
-        from ..schemas import Alert, Forecast, Sample, Serie, Stat
-
-        _TYPES.update(forecasts=Forecast, alerts=Alert, stats=Stat, samples=Sample, cascade_series=Serie)
-    return _TYPES
+_TYPES: dict[str, Any] = {"forecasts": Forecast, "alerts": Alert, "stats": Stat, "samples": Sample,
+                          "cascade_series": Serie}
 
 
 @dataclass
@@ -61,7 +54,6 @@ class OutDirFeed:
                            f"Start one with: tweetoscope run --data PATH --out {self.out_dir}")
             return got
         self.status = None
-        types = _types()
         for topic in ("tweets", *READ_TOPICS):
             data = self._read(topic, max_bytes)
             if not data:
@@ -75,7 +67,7 @@ class OutDirFeed:
                     got.messages.append((topic, (int(rec["key"]), int(rec.get("headers", {}).get("version", 0)))))
                     continue
                 try:
-                    got.messages.append((topic, msgspec.convert(rec["value"], types[topic])))
+                    got.messages.append((topic, msgspec.convert(rec["value"], _TYPES[topic])))
                 except msgspec.ValidationError:
                     continue
         return got

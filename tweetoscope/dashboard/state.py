@@ -37,6 +37,8 @@ class DashboardState:
                  dask_info: Callable[[], dict[str, Any]] | None = None):
         self.capacity, self.series_capacity = capacity, series_capacity
         self.forecasts: OrderedDict[tuple[str, int], Any] = OrderedDict()
+        self.windows_of: defaultdict[str, set[int]] = defaultdict(set)  # cid -> windows in ``forecasts``
+        self._ranked: tuple[int, list[Any]] = (-1, [])  # (version, forecasts largest first)
         self.alerted: set[tuple[str, int]] = set()
         self.alerts: deque = deque(maxlen=500)  # (wall time, Alert), newest last
         self.stats: dict[int, deque] = defaultdict(lambda: deque(maxlen=history))  # T_obs -> (wall time, ARE)
@@ -57,9 +59,13 @@ class DashboardState:
                 key = (m.cid, m.T_obs)
                 self.forecasts[key] = m
                 self.forecasts.move_to_end(key)
+                self.windows_of[m.cid].add(m.T_obs)
                 if len(self.forecasts) > self.capacity:
                     old, _ = self.forecasts.popitem(last=False)
                     self.alerted.discard(old)
+                    self.windows_of[old[0]].discard(old[1])
+                    if not self.windows_of[old[0]]:
+                        del self.windows_of[old[0]]
             elif topic == "alerts":
                 key = (m.cid, m.T_obs)
                 if key not in self.alerted:  # idempotent on (cid, T_obs)
@@ -104,14 +110,18 @@ class DashboardState:
             self.version += 1
 
     def top(self, k: int) -> list[Any]:
-        """The ``k`` largest forecasts (latest per (cascade, window)); infinite ones first."""
-        items = list(self.forecasts.values())
-        items.sort(key=lambda f: -np.inf if f.n_tot is None else -f.n_tot)
-        return items[:k]
+        """The ``k`` largest forecasts (latest per (cascade, window)); infinite ones first.
+
+        The ranking is sorted once per change of the state, however many panels and sessions ask.
+        """
+        if self._ranked[0] != self.version:
+            items = sorted(self.forecasts.values(), key=lambda f: -np.inf if f.n_tot is None else -f.n_tot)
+            self._ranked = (self.version, items)
+        return self._ranked[1][:k]
 
     def cascade(self, cid: str) -> dict[str, Any]:
         """What is known of one cascade: observed times, forecasts per window, true size."""
         held = self.series.get(cid)
-        forecasts = sorted((f for (c, _), f in self.forecasts.items() if c == cid), key=lambda f: f.T_obs)
+        forecasts = [self.forecasts[(cid, w)] for w in sorted(self.windows_of.get(cid, ()))]
         return {"times": held[1] if held else np.empty(0), "msg": held[2] if held else "",
                 "forecasts": forecasts, "true_size": self.true_size.get(cid)}

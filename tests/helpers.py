@@ -1,0 +1,48 @@
+"""Helpers shared by the tests: polling for a condition, free ports, pipeline stages as processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, *, every: float = 0.05) -> Any:
+    """Poll ``condition`` every ``every`` seconds until it is truthy (returned) or ``timeout`` seconds
+    passed (AssertionError)."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)  # polling an observable condition
+    return value
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_stage(name: str, s, *extra: str, instance: str | None = None, health_port: int | None = None,
+                env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``tweetoscope NAME --kafka ... --topic-prefix ...`` for the settings ``s`` (threshold 0: every window
+    alerts), with the pipeline stages on ``s.scheduler`` as ``instance`` (default ``NAME-1``)."""
+    env = {**os.environ, "TWEETOSCOPE_GROUP_PREFIX": s.group_prefix, "TWEETOSCOPE_TERMINATED": str(s.terminated),
+           "TWEETOSCOPE_LEARNER_EVERY": str(s.learner_every), "TWEETOSCOPE_ALERT_THRESHOLD": "0",
+           "TWEETOSCOPE_WINDOWS": ",".join(map(str, s.windows)), "TWEETOSCOPE_PARTITIONS": str(s.partitions),
+           **(env or {})}
+    cmd = [sys.executable, "-m", "tweetoscope", name, "--kafka", s.kafka, "--topic-prefix", s.topic_prefix, *extra]
+    if name in ("collector", "estimator", "predictor", "learner"):
+        cmd += ["--scheduler", s.scheduler, "--instance-id", instance or f"{name}-1"]
+        if health_port:
+            cmd += ["--health-port", str(health_port)]
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
