@@ -8,6 +8,8 @@ frozen records, so they run the same in a notebook, a benchmark or a Dask task.
 from .fit import fit_cascade
 from .hawkes import COURSE_PRIOR, DEFAULT_BETA_BOUNDS, ConvergenceWarning, LogNormalPrior, loglikelihood, loglikelihood_grad
 from .marks import ParetoFit, fit_pareto, pareto_mean, sample_pareto
+from .predictive import are_optimal_size, remaining_size_pmf
+from .prior import fit_prior
 from .results import HawkesFit, PowerLawFit, predict_size, remaining_size_sd
 from .simulate import SIMULATION_PRIOR, CascadeTooLarge, SimulatedCascade, draw_parameters, simulate_cascade, simulate_dataset
 
@@ -17,6 +19,9 @@ __all__ = [
     "PowerLawFit",
     "predict_size",
     "remaining_size_sd",
+    "are_optimal_size",
+    "remaining_size_pmf",
+    "fit_prior",
     "LogNormalPrior",
     "COURSE_PRIOR",
     "DEFAULT_BETA_BOUNDS",

@@ -1,12 +1,10 @@
-"""Random-forest correction of the Hawkes forecast (one forest per observation window).
+"""Correction of the Hawkes forecast learnt from cascades whose final size is known (one model per window).
 
 The Hawkes forecast ``N = n_obs + G1 / (1 - n_star)`` is corrected by a factor
 ``omega``: ``N = n_obs + omega * G1 / (1 - n_star)``. For a cascade whose true
 final size ``N_true`` is known, the factor that would have been exact is
 
     omega = (N_true - n_obs) * (1 - n_star) / G1                       (the learner's target)
-
-and the forest learns it from the features ``X = [beta, n_star, G1]``.
 
 The correction minimises the ARE, not the squared error: the ARE of a corrected
 forecast is ``|omega_hat - omega| * c / N_true`` with ``c = G1 / (1 - n_star)``,
@@ -15,11 +13,14 @@ weighted median per leaf) exactly by the ARE of the training cascades. A
 squared-error forest on omega would forecast a mean, which the heavy right tail
 of cascade sizes drags far above the ARE-optimal point.
 
-:class:`OmegaForest` adds a log-linear trend under the forest (omega moves
-roughly as a power of the features, a slope that trees only follow with many
-cascades), and :func:`fit_forest` picks the forest's loss and leaf size by an
-inner cross-validation of the mean ARE, since what works with 40 training
-cascades (small leaves, log loss) is not what works with 800.
+:class:`OmegaForest` is a trend times a random forest on the features
+``[beta, n_star, G1]``. The default trend is the model's own ARE-optimal forecast
+(:func:`estimators.predictive.are_optimal_omega`: the ``1/N``-weighted median of the
+law of the final size, given ``N >= min_size``, the smallest size of the training
+cascades); the forest learns what the model gets wrong, and may be left out
+(``loss="none"``) when it only adds noise. The other trend is a log-linear median
+regression of omega on the features. :func:`fit_forest` picks among
+:data:`CANDIDATES` by an inner cross-validation of the mean ARE.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from sklearn.ensemble import RandomForestRegressor
 from sklearn.linear_model import QuantileRegressor
 from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_is_fitted
+
+from .predictive import are_optimal_omega
 
 __all__ = ["omega_target", "are_weights", "OmegaForest", "CANDIDATES", "fit_forest", "predict_omega", "corrected_size"]
 
@@ -55,38 +58,56 @@ def are_weights(n_true: object, n_obs: object, n_star: object, G1: object) -> np
 
 
 class OmegaForest(RegressorMixin, BaseEstimator):
-    """Regression-enhanced random forest predicting the correction ``omega`` from ``X = [beta, n_star, G1]``.
+    """Predicts the correction ``omega`` from ``X = [beta, n_star, G1, n_obs]`` (shape (n, 4)).
 
-    Two parts (Zhang & Lu, "Regression-enhanced random forests", 2019):
+    A trend times a random forest on ``[beta, n_star, G1]`` (Zhang & Lu,
+    "Regression-enhanced random forests", 2019):
 
-    1. a trend, the linear median regression of ``log omega`` on
-       ``log X``: omega moves smoothly, roughly as a power of the features, and
-       piecewise-constant trees need many cascades to follow such a slope;
-    2. a random forest on the ratio of omega to that trend. ``loss="are"``:
-       absolute-error trees fitted with the ARE weights (:func:`are_weights`), so
-       splits and leaf values (weighted medians) minimise the ARE of the training
-       cascades. ``loss="log"``: squared-error trees on the log of the ratio, a
-       geometric mean, steadier when a handful of cascades dominate the weights.
+    * ``trend="base"``: the ARE-optimal omega of the Hawkes model itself
+      (:func:`estimators.predictive.are_optimal_omega` with the marks' ``alpha`` and
+      ``mu``, conditioned on ``N >= min_size_``, the smallest final size seen in ``fit``);
+      ``trend="regression"``: the linear median regression of ``log omega`` on
+      ``log [beta, n_star, G1]``.
+    * ``loss="are"``: absolute-error trees on the ratio of omega to the trend, fitted
+      with the ARE weights (:func:`are_weights`), so splits and leaf values (weighted
+      medians) minimise the ARE of the training cascades; ``loss="log"``: squared-error
+      trees on the log of the ratio (a geometric mean); ``loss="none"``: no forest.
 
-    The prediction is trend times forest. ``fit(X, omega, sample_weight)`` follows
-    the scikit-learn contract; learnt state ends in ``_``.
+    ``fit(X, omega, sample_weight)`` follows the scikit-learn contract; learnt state ends in ``_``.
     """
 
     def __init__(self, loss: str = "are", min_samples_leaf: int = 5, n_estimators: int = 100,
-                 random_state: int | None = 0, n_jobs: int | None = None):
+                 random_state: int | None = 0, n_jobs: int | None = None, trend: str = "base",
+                 alpha: float = 2.4, mu: float = 10.0):
         self.loss = loss
         self.min_samples_leaf = min_samples_leaf
         self.n_estimators = n_estimators
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.trend = trend
+        self.alpha = alpha
+        self.mu = mu
+
+    def _trend(self, X: np.ndarray) -> np.ndarray:
+        """Log of the trend, shape (n,)."""
+        if self.trend == "base":
+            base = are_optimal_omega(X[:, 3], X[:, 1], X[:, 2], alpha=self.alpha, mu=self.mu, min_size=self.min_size_)
+            return np.log(np.maximum(base, OMEGA_FLOOR))
+        return self.trend_.predict(_log_features(X[:, :3]))
 
     def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> OmegaForest:
-        """Fit on features ``X`` (shape (n, 3)), targets ``omega`` (n,) and ARE weights (n,)."""
-        X = np.asarray(X, dtype=np.float64)
-        logy = np.log(np.maximum(np.asarray(y, dtype=np.float64), OMEGA_FLOOR))
-        logx = _log_features(X)
-        self.trend_ = QuantileRegressor(quantile=0.5, alpha=0.0, solver="highs").fit(logx, logy)
-        trend = self.trend_.predict(logx)
+        """Fit on ``X = [beta, n_star, G1, n_obs]`` (shape (n, 4)), targets ``omega`` (n,) and ARE weights (n,)."""
+        X = _check_X(X)
+        y = np.asarray(y, dtype=np.float64)
+        if self.loss not in ("are", "log", "none") or self.trend not in ("base", "regression"):
+            raise ValueError(f"loss must be 'are', 'log' or 'none' and trend 'base' or 'regression', "
+                             f"got {self.loss!r} and {self.trend!r}")
+        n_true = corrected_size(X[:, 3], X[:, 2], X[:, 1], y)
+        self.min_size_ = float(max(np.floor(n_true.min() + 1e-9), 1.0))
+        logy = np.log(np.maximum(y, OMEGA_FLOOR))
+        if self.trend == "regression":
+            self.trend_ = QuantileRegressor(quantile=0.5, alpha=0.0, solver="highs").fit(_log_features(X[:, :3]), logy)
+        trend = self._trend(X)
         resid = logy - trend
         if self.loss == "are":
             # |omega_hat - omega| w = |r_hat - r| * trend * w for the ratio r = omega / trend
@@ -94,25 +115,35 @@ class OmegaForest(RegressorMixin, BaseEstimator):
             self.forest_ = RandomForestRegressor(
                 n_estimators=self.n_estimators, criterion="absolute_error", min_samples_leaf=self.min_samples_leaf,
                 random_state=self.random_state, n_jobs=self.n_jobs,
-            ).fit(X, np.exp(resid), sample_weight=w * np.exp(trend))
+            ).fit(X[:, :3], np.exp(resid), sample_weight=w * np.exp(trend))
         elif self.loss == "log":
             self.forest_ = RandomForestRegressor(
                 n_estimators=self.n_estimators, min_samples_leaf=self.min_samples_leaf,
                 random_state=self.random_state, n_jobs=self.n_jobs,
-            ).fit(X, resid)
+            ).fit(X[:, :3], resid)
         else:
-            raise ValueError(f"loss must be 'are' or 'log', got {self.loss!r}")
+            self.forest_ = None
         self.n_features_in_ = X.shape[1]
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Correction factors, shape (n,)."""
+        """Correction factors for ``X = [beta, n_star, G1, n_obs]``, shape (n,)."""
         check_is_fitted(self)
-        X = np.asarray(X, dtype=np.float64)
-        ratio = self.forest_.predict(X)
+        X = _check_X(X)
+        trend = np.exp(self._trend(X))
+        if self.loss == "none":
+            return trend
+        ratio = self.forest_.predict(X[:, :3])
         if self.loss == "log":
             ratio = np.exp(ratio)
-        return ratio * np.exp(self.trend_.predict(_log_features(X)))
+        return ratio * trend
+
+
+def _check_X(X: np.ndarray) -> np.ndarray:
+    X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+    if X.ndim != 2 or X.shape[1] != 4:
+        raise ValueError(f"X must have shape (n, 4) = [beta, n_star, G1, n_obs], got {X.shape}")
+    return X
 
 
 def _log_features(X: np.ndarray) -> np.ndarray:
@@ -122,71 +153,78 @@ def _log_features(X: np.ndarray) -> np.ndarray:
 #: omega below this is clipped before taking logs (no growth at all gives omega = 0).
 OMEGA_FLOOR = 1e-3
 
-#: Candidate forests compared by inner cross-validation in :func:`fit_forest`: (loss, min_samples_leaf).
-CANDIDATES: tuple[tuple[str, int], ...] = (("are", 1), ("are", 3), ("are", 10), ("log", 1), ("log", 3), ("log", 10))
+#: Candidates compared by inner cross-validation in :func:`fit_forest`: (loss, min_samples_leaf, trend).
+#: The model's own ARE-optimal forecast wins where the model holds (simulated cascades: a forest on
+#: top of it only adds noise); forests around a regression trend win where it does not (real cascades).
+CANDIDATES: tuple[tuple[str, int, str], ...] = (
+    ("none", 1, "base"), ("are", 3, "regression"), ("are", 10, "regression"), ("log", 3, "regression"),
+)
 
 
 def fit_forest(
     X: np.ndarray,
     n_true: np.ndarray,
-    n_obs: np.ndarray,
     *,
-    candidates: tuple[tuple[str, int], ...] = CANDIDATES,
+    candidates: tuple[tuple[str, int, str], ...] = CANDIDATES,
     cv: int = 5,
     n_estimators: int = 100,
     random_state: int | None = 0,
     select_max: int | None = None,
+    alpha: float = 2.4,
+    mu: float = 10.0,
 ) -> OmegaForest:
-    """Fit the correction on features ``X = [beta, n_star, G1]`` (shape (n, 3)) and true sizes (shape (n,)).
+    """Fit the correction on ``X = [beta, n_star, G1, n_obs]`` (shape (n, 4)) and true final sizes (shape (n,)).
 
-    Each candidate ``(loss, min_samples_leaf)`` is scored by the mean ARE of an
-    inner ``cv``-fold cross-validation on these samples; the best one is refitted
-    on all of them and returned, with the scores in ``cv_are_`` (``"loss/leaf"`` -> mean ARE).
+    Each candidate ``(loss, min_samples_leaf, trend)`` is scored by the mean ARE of an
+    inner ``cv``-fold cross-validation on these samples; the best one is refitted on all
+    of them and returned, with the scores in ``cv_are_`` (``"loss/leaf/trend"`` -> mean ARE).
     ``select_max`` bounds the cost of the selection: it then runs on a random subset of
     at most that many samples (the final fit still uses them all). Samples with
     ``G1 <= 0`` or ``n_star >= 1`` carry no information on omega and are left out.
+    ``alpha``, ``mu``: the marks' Pareto law, for the ``"base"`` trend.
     """
     X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2 or X.shape[1] != 3:
-        raise ValueError(f"X must have shape (n, 3) = [beta, n_star, G1], got {X.shape}")
+    if X.ndim != 2 or X.shape[1] != 4:
+        raise ValueError(f"X must have shape (n, 4) = [beta, n_star, G1, n_obs], got {X.shape}")
     n_true = np.asarray(n_true, dtype=np.float64)
-    n_obs = np.asarray(n_obs, dtype=np.float64)
-    if not (X.shape[0] == n_true.shape[0] == n_obs.shape[0]):
-        raise ValueError("X, n_true and n_obs must have the same number of samples")
+    if X.shape[0] != n_true.shape[0]:
+        raise ValueError("X and n_true must have the same number of samples")
     if not np.isfinite(X).all():
         raise ValueError("X must be finite")
     if not candidates:
-        raise ValueError("at least one candidate forest is needed")
+        raise ValueError("at least one candidate is needed")
     keep = (X[:, 2] > 0) & (X[:, 1] < 1)
     if keep.sum() < 2:
         raise ValueError(f"need at least 2 samples with G1 > 0 and n_star < 1 to fit a forest, got {int(keep.sum())}")
-    X, n_true, n_obs = X[keep], n_true[keep], n_obs[keep]
+    X, n_true = X[keep], n_true[keep]
+    n_obs = X[:, 3]
     y = omega_target(n_true, n_obs, X[:, 1], X[:, 2])
     w = are_weights(n_true, n_obs, X[:, 1], X[:, 2])
-    scores: dict[tuple[str, int], float] = {}
+    kw = {"n_estimators": n_estimators, "random_state": random_state, "alpha": alpha, "mu": mu}
+    scores: dict[tuple[str, int, str], float] = {}
     if len(candidates) > 1 and X.shape[0] >= 2 * cv:
         sub = np.arange(X.shape[0])
         if select_max is not None and sub.size > select_max:
             sub = np.random.default_rng(random_state).choice(sub, size=select_max, replace=False)
         Xs, ys, ws = X[sub], y[sub], w[sub]
         folds = list(KFold(n_splits=cv, shuffle=True, random_state=random_state).split(Xs))
-        for cand in candidates:
+        for loss, leaf, trend in candidates:
             err = np.empty(Xs.shape[0])
             for train, test in folds:
-                model = OmegaForest(*cand, n_estimators=n_estimators, random_state=random_state)
-                model.fit(Xs[train], ys[train], ws[train])
+                model = OmegaForest(loss, leaf, trend=trend, **kw).fit(Xs[train], ys[train], ws[train])
                 err[test] = np.abs(np.maximum(model.predict(Xs[test]), 0.0) - ys[test]) * ws[test]
-            scores[cand] = float(err.mean())
+            scores[(loss, leaf, trend)] = float(err.mean())
         best = min(scores, key=scores.__getitem__)
     else:
         best = candidates[0]
-    model = OmegaForest(*best, n_estimators=n_estimators, random_state=random_state).fit(X, y, w)
-    model.cv_are_ = {f"{loss}/{leaf}": v for (loss, leaf), v in scores.items()}
+    loss, leaf, trend = best
+    model = OmegaForest(loss, leaf, trend=trend, **kw).fit(X, y, w)
+    model.cv_are_ = {"/".join(map(str, c)): v for c, v in scores.items()}
     return model
 
 
 def predict_omega(forest: OmegaForest, X: np.ndarray) -> np.ndarray:
-    """Correction factors for features ``X`` (shape (n, 3)); shape (n,), clipped at 0."""
+    """Correction factors for ``X = [beta, n_star, G1, n_obs]`` (shape (n, 4)); shape (n,), clipped at 0."""
     check_is_fitted(forest)
     X = np.atleast_2d(np.asarray(X, dtype=np.float64))
     return np.maximum(forest.predict(X), 0.0)

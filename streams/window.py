@@ -85,7 +85,8 @@ class WindowClosed:
 class CascadeEnded:
     """A cascade is over: ``size`` events in all, the last at ``t_end`` s after its start.
 
-    ``windows`` lists the observation windows for which a :class:`WindowClosed` was emitted.
+    ``windows`` lists the observation windows for which a :class:`WindowClosed` was emitted;
+    ``times`` (relative to ``start``, s, sorted) and ``marks`` are all its events, shape (size,).
     """
 
     source: str
@@ -95,6 +96,8 @@ class CascadeEnded:
     size: int
     t_end: float
     windows: tuple[int, ...]
+    times: np.ndarray
+    marks: np.ndarray
 
 
 @dataclass(slots=True)
@@ -277,7 +280,12 @@ class cascade_windows(Stream):
             src.ended[key] = None
             if len(src.ended) > self.remember_ended:
                 src.ended.popitem(last=False)
-            out.append(CascadeEnded(name, key, c.info, c.start, len(c.times), c.last - c.start, tuple(c.emitted)))
+            times, marks = np.asarray(c.times), np.asarray(c.marks)
+            if not c.in_order:
+                order = np.argsort(times, kind="stable")
+                times, marks = times[order], marks[order]
+            out.append(CascadeEnded(name, key, c.info, c.start, len(c.times), c.last - c.start, tuple(c.emitted),
+                                    times - c.start, marks))
             ended.append(c)
         if clock == math.inf:  # end of stream: the source may start afresh
             src.clock = -math.inf

@@ -70,7 +70,7 @@ def test_forest_never_predicts_a_cascade_it_was_trained_on(small_sim):
     d = load_dataset(small_sim)
     fits = fit_window(d.cascades, 1200, FAST)
     cv = cross_validated_forecasts(fits, FAST)
-    forest = fit_forest(fits.X, fits.n_true, fits.n_obs, candidates=(("are", 1),), n_estimators=20)
+    forest = fit_forest(fits.X, fits.n_true, candidates=(("are", 1, "regression"),), n_estimators=20)
     insample = fits.n_obs + predict_omega(forest, fits.X) * fits.G1 / (1 - fits.n_star)
     are_cv = np.abs(cv - fits.n_true) / fits.n_true
     are_in = np.abs(insample - fits.n_true) / fits.n_true

@@ -77,7 +77,7 @@ def test_forecasts_with_a_fixed_model_equal_the_offline_correction(sim, schedule
     models, expected = {}, {}
     for T in s.windows:
         fits = fit_window(sim.cascades, T, s)
-        model = fit_forest(fits.X, fits.n_true, fits.n_obs, n_estimators=20, candidates=(("are", 3),))
+        model = fit_forest(fits.X, fits.n_true, n_estimators=20, candidates=(("are", 3, "base"),))
         models[T] = (7, model)
         corrected = corrected_size(fits.n_obs, fits.G1, fits.n_star, predict_omega(model, fits.X))
         expected.update({(str(i + 1), T): n for i, n in zip(fits.index, corrected)})
@@ -135,7 +135,11 @@ def test_malformed_tweets_go_to_the_dlq_and_valid_ones_are_unaffected():
     (no_key,) = [d for d in letters if d["key"] is None]
     assert "missing key" in no_key["reason"] and no_key["topic"] == "tweets"
     series = [orjson.loads(r.value) for r in recs if r.topic == "cascade_series"]
-    assert len(series) == 1 and series[0]["tweets"] == [[0.0, 50.0], [3.0, 5.0]]
+    windows = [m for m in series if not m["final"]]
+    assert len(windows) == 1 and windows[0]["tweets"] == [[0.0, 50.0], [3.0, 5.0]]
+    # the ended cascade is also sent whole, for the estimator's prior
+    (final,) = [m for m in series if m["final"]]
+    assert final["tweets"] == [[0.0, 50.0], [3.0, 5.0]] and final["T_obs"] >= 3 + s.terminated
 
 
 def test_run_command_exits_0_and_writes_every_topic(tmp_path, scheduler):
@@ -153,3 +157,67 @@ def test_run_command_exits_0_and_writes_every_topic(tmp_path, scheduler):
     n = sum(1 for _ in open(tmp_path / "out" / "tweets.jsonl"))
     assert n == sum(c.size for c in d.cascades[:30]) + 1
     assert np.isfinite([rec["value"]["ARE"] for rec in read_jsonl_topic(tmp_path / "out" / "stats.jsonl")]).all()
+
+
+def test_estimator_learns_its_prior_from_final_series():
+    """PriorLearner by hand: final series update the prior (no record), window series are fitted under it."""
+    from estimators import fit_cascade, simulate_dataset
+    from tweetoscope.collector import final_T_obs
+    from tweetoscope.estimator import FitTask, PriorLearner, complete_fit_kwargs, empirical_prior, fit_chunk
+
+    s = Settings(prior_min_cascades=30, learner_every=10)
+    cascades = simulate_dataset(40, random_state=5)
+    state = PriorLearner(s)
+    finals = [FitTask(str(i), "", final_T_obs(float(c.times[-1]), s.terminated), c.times, c.marks, "s", True)
+              for i, c in enumerate(cascades)]
+    packed = state.pack(finals)
+    assert packed.prior == s.prior and packed.final.all()
+    assert state.encode((finals, fit_chunk(packed, s.fit_kwargs()))) == []  # final series give no record
+    full = [fit_cascade(f.times, f.marks, f.T_obs, **complete_fit_kwargs(s)) for f in finals]
+    expected = empirical_prior(np.array([f.p for f in full]), np.array([f.beta for f in full]),
+                               np.array([c.size for c in cascades]), s)
+    assert state.prior == expected and expected != s.prior
+    c = cascades[0]
+    window = FitTask("0", "", 600, c.times[c.times < 600], c.marks[c.times < 600], "s")
+    packed = state.pack([window])
+    assert packed.prior is state.prior
+    (rec,) = state.encode(([window], fit_chunk(packed, s.fit_kwargs())))
+    import orjson
+
+    ref = fit_cascade(c.times, c.marks, 600, **{**s.fit_kwargs(), "prior": expected})
+    assert orjson.loads(rec.value)["params"] == pytest.approx([ref.p, ref.beta, ref.n_star, ref.G1], rel=1e-9)
+
+
+def test_the_embedded_pipeline_fits_under_the_learnt_prior(sim, scheduler, tmp_path, caplog):
+    """Cascades end one after the other; once 30 have ended, later windows are fitted under the learnt prior.
+
+    Paced replay (an hour between cascade starts, 50,000 event seconds per second): the
+    fits of the whole cascades come back long before the windows of cascade 50 close.
+    """
+    import re
+
+    from estimators import LogNormalPrior
+
+    s = settings_for(scheduler, terminated=600.0, stagger=3600.0, prior_min_cascades=30)
+    with caplog.at_level("INFO", logger="tweetoscope.estimator"):
+        asyncio.run(run_embedded(sim, s, tmp_path, speed=50_000))
+    learnt = [m for m in caplog.messages if m.startswith("prior on (p, beta) learnt from")]
+    assert len(learnt) == 1  # learner_every is huge: learnt once, at 30 whole cascades
+    prior = LogNormalPrior(**{k: float(v) for k, v in re.findall(r"(\w+)=(?:np\.float64\()?([-0-9.e]+)", learnt[0])})
+    params = {(r["value"]["cid"], r["value"]["T_obs"]): r["value"]
+              for r in read_jsonl_topic(tmp_path / "cascade_properties.jsonl") if r["value"]["type"] == "parameters"}
+    course = {T: fit_window(sim.cascades, T, s) for T in s.windows}
+    under = {T: fit_window(sim.cascades, T, s, prior=prior) for T in s.windows}
+    early = late = moved = 0
+    for T in s.windows:
+        for j, i in enumerate(course[T].index):
+            got = params[(str(i + 1), T)]
+            n_hat = got["n_obs"] + got["params"][3] / (1 - got["params"][2])
+            if i < 20:  # windows closed before 30 cascades had ended: the course prior
+                assert n_hat == pytest.approx(course[T].hawkes[j], rel=1e-6)
+                early += 1
+            elif i >= 50:  # long after: the learnt prior
+                assert n_hat == pytest.approx(under[T].hawkes[j], rel=1e-6)
+                moved += n_hat != pytest.approx(course[T].hawkes[j], rel=1e-3)
+                late += 1
+    assert early > 20 and late > 20 and moved > late / 2  # the prior changed most forecasts

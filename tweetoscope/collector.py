@@ -3,9 +3,17 @@
 Tweets are grouped into cascades per source and cut at the observation
 windows on event time (:mod:`streams.window`); malformed messages and events
 that cannot be placed go to ``tweets.dlq`` with the reason.
+
+When a cascade ends, besides its sizes, the collector sends the whole cascade as a
+*final* serie (``"final": true``, ``T_obs`` = its last event + ``terminated``, rounded
+up) when ``settings.empirical_prior`` is on: the estimator learns the prior on
+``(p, beta)`` from these complete cascades (:func:`tweetoscope.estimator.empirical_prior`).
 """
 
 from __future__ import annotations
+
+import math
+from functools import partial
 
 from streamz import Stream
 
@@ -15,7 +23,7 @@ from streams.window import CascadeEnded, Events, Rejected, WindowClosed
 from .config import Settings
 from .schemas import CASCADE_PROPERTIES, CASCADE_SERIES, TWEETS, Eos, SchemaError, Serie, Size, Tweet, dlq_record, encode
 
-__all__ = ["decode_tweets", "encode_outputs", "collector"]
+__all__ = ["decode_tweets", "encode_outputs", "final_T_obs", "collector"]
 
 
 def decode_tweets(batch: list[Record]) -> tuple[Events, list[Record]]:
@@ -45,8 +53,17 @@ def decode_tweets(batch: list[Record]) -> tuple[Events, list[Record]]:
     return Events(source, key, t, m, root, info, origin, eos), dead
 
 
-def encode_outputs(items: list) -> list[Record]:
-    """Records of the windower's outputs: series, sizes (one per emitted window) and dead letters."""
+def final_T_obs(t_end: float, terminated: float) -> int:
+    """``T_obs`` of a final serie: the cascade's last event (s after its start) plus ``terminated``, rounded up."""
+    return max(math.ceil(t_end + terminated), 1)
+
+
+def encode_outputs(items: list, terminated: float | None = None, min_size: int = 2) -> list[Record]:
+    """Records of the windower's outputs: series, sizes (one per emitted window) and dead letters.
+
+    With ``terminated`` (s), every ended cascade of at least ``min_size`` events is also sent
+    whole as a final serie.
+    """
     out = []
     for it in items:
         if type(it) is WindowClosed:
@@ -57,6 +74,11 @@ def encode_outputs(items: list) -> list[Record]:
             for T in it.windows:
                 value = Size(cid=it.key, n_tot=it.size, t_end=it.t_end, T_obs=T, source=it.source)
                 out.append(Record(CASCADE_PROPERTIES.name, encode(value), str(T).encode()))
+            if terminated is not None and it.size >= min_size:
+                value = Serie(cid=it.key, msg=it.info, T_obs=final_T_obs(it.t_end, terminated),
+                              tweets=list(zip(it.times.tolist(), it.marks.tolist())), source=it.source, start=it.start,
+                              final=True)
+                out.append(Record(CASCADE_SERIES.name, encode(value), it.key.encode()))
         elif type(it) is Rejected:
             out.append(dlq_record(it.origin, it.reason))
     return out
@@ -68,6 +90,7 @@ def collector(tweets: Stream, settings: Settings) -> Stream:
     windows = decoded.pluck(0).cascade_windows(
         settings.windows, settings.terminated, min_size=settings.min_cascade_size, stream_name="collector.windows"
     )
-    out = windows.map(encode_outputs)
+    final = settings.terminated if settings.empirical_prior and settings.kernel == "exp" else None
+    out = windows.map(partial(encode_outputs, terminated=final, min_size=max(settings.min_cascade_size, 2)))
     dead = decoded.pluck(1).filter(bool)
     return out.union(dead)

@@ -51,7 +51,9 @@ class Settings:
         ``windows``: observation windows T_obs; ``kernel``: ``"exp"`` or ``"powerlaw"``;
         ``alpha``, ``mu``: Pareto law of the marks; ``max_n_star``: bound on the fitted
         branching factor; ``prior_*``: course prior on (p, beta) (see
-        :class:`estimators.LogNormalPrior`).
+        :class:`estimators.LogNormalPrior`); ``empirical_prior``: fit under the prior learnt
+        from complete cascades (:mod:`estimators.prior`) once ``prior_min_cascades`` of
+        them are known, the course prior until then.
     Correction
         ``forest_trees``: trees per forest; ``seismic_n_star``: SEISMIC's mean-degree
         constant (the authors' 100 is calibrated on Twitter follower counts); ``cv_folds``: folds of
@@ -93,6 +95,8 @@ class Settings:
     prior_sd_p: float = 0.01
     prior_sd_beta: float = 1e-3
     prior_corr: float = -0.1
+    empirical_prior: bool = True
+    prior_min_cascades: int = 30
     forest_trees: int = 200
     seismic_n_star: float = 100.0
     cv_folds: int = 5
@@ -131,6 +135,8 @@ class Settings:
             raise ConfigError(f"windows must be strictly increasing, got {self.windows}")
         if self.kernel not in ("exp", "powerlaw"):
             raise ConfigError(f"kernel must be 'exp' or 'powerlaw', got {self.kernel!r}")
+        if self.prior_min_cascades < 3:
+            raise ConfigError(f"prior_min_cascades must be >= 3, got {self.prior_min_cascades}")
         if not 6 <= self.session_timeout <= 300:
             raise ConfigError(f"session_timeout must be within 6 and 300 s (the broker's bounds), got {self.session_timeout}")
         if self.alpha <= 2 or self.mu <= 0:

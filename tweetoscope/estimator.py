@@ -3,25 +3,37 @@
 Series are decoded here and fitted in chunks on the Dask cluster
 (:mod:`streams.dask`); a series that cannot be fitted goes to
 ``cascade_series.dlq`` with the reason.
+
+Window series are fitted by MAP. With ``settings.empirical_prior`` the prior is learnt
+from the collector's *final* series (whole cascades, fitted by maximum likelihood): once
+``prior_min_cascades`` of them are in, and again after every ``learner_every`` more, the
+prior becomes :func:`empirical_prior` of the last ``learner_max_samples``; until then it
+is the configured (course) prior. Final series produce no record.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from streamz import Stream
 
-from estimators import ConvergenceWarning, fit_cascade
+from estimators import ConvergenceWarning, LogNormalPrior, fit_cascade
+from estimators.prior import fit_prior
 import streams.dask  # noqa: F401  (registers the submit_batches node)
 from streams.records import Record
 
 from .config import Settings
 from .schemas import CASCADE_PROPERTIES, CASCADE_SERIES, Parameters, SchemaError, Serie, dlq_record, encode
 
-__all__ = ["FitTask", "PackedSeries", "PackedFits", "pack_series", "decode_series", "fit_chunk", "encode_results", "estimator"]
+__all__ = ["FitTask", "PackedSeries", "PackedFits", "pack_series", "decode_series", "fit_chunk", "encode_results",
+           "complete_fit_kwargs", "empirical_prior", "PriorLearner", "estimator"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -34,17 +46,22 @@ class FitTask:
     times: np.ndarray
     marks: np.ndarray
     source: str
+    final: bool = False
 
 
 @dataclass(slots=True)
 class PackedSeries:
     """A chunk of series as flat arrays (cheap to ship to a worker): series ``i`` has the events
-    ``offsets[i]:offsets[i+1]`` of ``times``/``marks`` and the window ``T_obs[i]``."""
+    ``offsets[i]:offsets[i+1]`` of ``times``/``marks``, the window ``T_obs[i]`` and ``final[i]``
+    (a whole cascade, fitted by maximum likelihood). ``prior``: the prior of the MAP fits
+    (``None``: the one in the fit settings)."""
 
     offsets: np.ndarray
     times: np.ndarray
     marks: np.ndarray
     T_obs: np.ndarray
+    final: np.ndarray
+    prior: LogNormalPrior | None = None
 
 
 @dataclass(slots=True)
@@ -59,12 +76,13 @@ class PackedFits:
     errors: dict[int, str]
 
 
-def pack_series(chunk: list[FitTask]) -> PackedSeries:
+def pack_series(chunk: list[FitTask], prior: LogNormalPrior | None = None) -> PackedSeries:
     sizes = [s.times.size for s in chunk]
     return PackedSeries(
         offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
         times=np.concatenate([s.times for s in chunk]), marks=np.concatenate([s.marks for s in chunk]),
-        T_obs=np.array([s.T_obs for s in chunk], dtype=np.float64),
+        T_obs=np.array([s.T_obs for s in chunk], dtype=np.float64), final=np.array([s.final for s in chunk], dtype=bool),
+        prior=prior,
     )
 
 
@@ -78,7 +96,7 @@ def decode_series(batch: list[Record]) -> tuple[list[FitTask], list[Record]]:
             continue
         ev = np.array(d.tweets, dtype=np.float64)
         series.append(FitTask(d.cid, d.msg, d.T_obs, np.ascontiguousarray(ev[:, 0]), np.ascontiguousarray(ev[:, 1]),
-                            d.source))
+                            d.source, d.final))
     return series, dead
 
 
@@ -91,11 +109,15 @@ def fit_chunk(chunk: PackedSeries, fit_kwargs: dict[str, Any]) -> PackedFits:
     converged = np.zeros(k, dtype=bool)
     errors: dict[int, str] = {}
     o = chunk.offsets
+    window_kw = fit_kwargs if chunk.prior is None or fit_kwargs.get("kernel", "exp") != "exp" else {
+        **fit_kwargs, "prior": chunk.prior}
+    final_kw = {**fit_kwargs, "kernel": "exp", "prior": None}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for i in range(k):
             try:
-                f = fit_cascade(chunk.times[o[i]:o[i + 1]], chunk.marks[o[i]:o[i + 1]], chunk.T_obs[i], **fit_kwargs)
+                f = fit_cascade(chunk.times[o[i]:o[i + 1]], chunk.marks[o[i]:o[i + 1]], chunk.T_obs[i],
+                                **(final_kw if chunk.final[i] else window_kw))
             except ValueError as exc:
                 errors[i] = str(exc)
                 continue
@@ -121,18 +143,89 @@ def encode_results(done: tuple[list[FitTask], PackedFits]) -> list[Record]:
     return out
 
 
+def complete_fit_kwargs(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments of :func:`estimators.fit_cascade` for a whole cascade: exponential kernel, no prior."""
+    return {**settings.fit_kwargs(), "kernel": "exp", "prior": None, "max_n_star": settings.max_n_star}
+
+
+def empirical_prior(p: np.ndarray, beta: np.ndarray, sizes: np.ndarray, settings: Settings) -> LogNormalPrior:
+    """The prior on ``(p, beta)`` learnt from complete cascades (:func:`estimators.prior.fit_prior`).
+
+    ``p``, ``beta``: maximum-likelihood estimates on whole cascades
+    (:func:`complete_fit_kwargs`), ``sizes``: their final sizes, shape (n,) each. The
+    smallest size is taken as the sample's selection threshold. The settings' prior
+    with fewer than ``prior_min_cascades`` usable estimates.
+    """
+    p, beta, sizes = (np.asarray(a, dtype=np.float64) for a in (p, beta, sizes))
+    ok = np.isfinite(p) & np.isfinite(beta)
+    if not settings.empirical_prior or ok.sum() < settings.prior_min_cascades:
+        return settings.prior
+    try:
+        return fit_prior(p[ok], beta[ok], alpha=settings.alpha, mu=settings.mu, max_n_star=settings.max_n_star,
+                         min_size=float(np.min(sizes[ok])))
+    except ValueError:  # too many estimates on the bounds
+        return settings.prior
+
+
+class PriorLearner:
+    """The estimator's state: the fits of whole cascades and the prior learnt from them.
+
+    ``pack`` binds the current prior to each chunk of series; ``encode`` turns fitted
+    chunks into records and keeps the final fits (``p``, ``beta``, size), at most
+    ``learner_max_samples``, refitting the prior after every ``learner_every`` new ones.
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.fits: deque[tuple[float, float, int]] = deque(maxlen=settings.learner_max_samples)
+        self.prior: LogNormalPrior = settings.prior
+        self.new = 0
+        self.updates = 0
+
+    def pack(self, chunk: list[FitTask]) -> PackedSeries:
+        return pack_series(chunk, self.prior if self.settings.empirical_prior else None)
+
+    def encode(self, done: tuple[list[FitTask], PackedFits]) -> list[Record]:
+        chunk, fits = done
+        finals = [i for i, s in enumerate(chunk) if s.final and i not in fits.errors]
+        for i in finals:
+            self.fits.append((float(fits.params[i, 0]), float(fits.params[i, 1]), chunk[i].times.size))
+        self.new += len(finals)
+        if finals and len(self.fits) >= self.settings.prior_min_cascades and (
+                self.updates == 0 or self.new >= self.settings.learner_every):
+            self.refit()
+        if not finals:
+            return encode_results(done)
+        keep = [i for i, s in enumerate(chunk) if not (s.final and i not in fits.errors)]
+        return encode_results(([chunk[i] for i in keep], _select(fits, keep)))
+
+    def refit(self) -> None:
+        a = np.array(self.fits, dtype=np.float64)
+        self.prior = empirical_prior(a[:, 0], a[:, 1], a[:, 2], self.settings)
+        self.new = 0
+        self.updates += 1
+        logger.info("prior on (p, beta) learnt from %d whole cascades: %s", len(self.fits), self.prior)
+
+
+def _select(fits: PackedFits, keep: list[int]) -> PackedFits:
+    where = {j: n for n, j in enumerate(keep)}
+    return PackedFits(fits.params[keep], fits.n_obs[keep], fits.n_supp[keep], fits.converged[keep],
+                      {where[i]: e for i, e in fits.errors.items() if i in where})
+
+
 def estimator(series: Stream, settings: Settings, client) -> tuple[Stream, Stream]:
     """The estimator's graph on a stream of ``cascade_series`` batches.
 
     Returns the output record stream and the Dask submission node (to drain it).
     """
     fit_kwargs = settings.fit_kwargs()
+    state = PriorLearner(settings)
     decoded = series.map(decode_series, stream_name="estimator.decode")
     submit = decoded.pluck(0).filter(bool).submit_batches(
-        client, _Fit(fit_kwargs), pack=pack_series, chunk_size=settings.fit_chunk, max_in_flight=settings.max_in_flight,
+        client, _Fit(fit_kwargs), pack=state.pack, chunk_size=settings.fit_chunk, max_in_flight=settings.max_in_flight,
         stream_name="estimator.fit",
     )
-    out = submit.map(encode_results)
+    out = submit.map(state.encode)
     return out.union(decoded.pluck(1).filter(bool)), submit
 
 

@@ -40,15 +40,19 @@ SELECT_EVERY = 10
 
 
 def train_model(X: np.ndarray, n_true: np.ndarray, n_obs: np.ndarray, n_estimators: int, seed: int,
-                choice: tuple[str, int] | None = None) -> tuple[bytes, tuple[str, int]]:
-    """Fit the correction of one window; its skops file and the ``(loss, leaf)`` used (runs on a Dask worker).
+                choice: tuple[str, int, str] | None = None, alpha: float = 2.4,
+                mu: float = 10.0) -> tuple[bytes, tuple[str, int, str]]:
+    """Fit the correction of one window; its skops file and the ``(loss, leaf, trend)`` used (runs on a Dask worker).
 
-    ``choice`` None selects among :data:`estimators.correction.CANDIDATES` by 3-fold inner
-    cross-validation on at most 500 of the samples; otherwise that candidate is fitted directly.
+    ``X`` = ``[beta, n_star, G1]`` (shape (n, 3)) of the samples, ``n_true`` and ``n_obs``
+    shape (n,). ``choice`` None selects among :data:`estimators.correction.CANDIDATES` by
+    3-fold inner cross-validation on at most 500 of the samples; otherwise that candidate
+    is fitted directly. ``alpha``, ``mu``: the marks' law of the model's own forecast.
     """
     kw = {} if choice is None else {"candidates": (choice,)}
-    model = fit_forest(X, n_true, n_obs, n_estimators=n_estimators, random_state=seed, cv=3, select_max=500, **kw)
-    return dump_model(model), (model.loss, model.min_samples_leaf)
+    model = fit_forest(np.column_stack([X, n_obs]), n_true, n_estimators=n_estimators, random_state=seed, cv=3,
+                       select_max=500, alpha=alpha, mu=mu, **kw)
+    return dump_model(model), (model.loss, model.min_samples_leaf, model.trend)
 
 
 @Stream.register_api()
@@ -63,7 +67,8 @@ class learn(Stream):
         self.trees = int(settings.learner_trees)
         self.last_fit: dict[int, float] = {}
         self.n_fits: dict[int, int] = {}
-        self.choice: dict[int, tuple[str, int]] = {}
+        self.choice: dict[int, tuple[str, int, str]] = {}
+        self.alpha, self.mu = float(settings.alpha), float(settings.mu)
         self.seen: dict[int, int] = {}
         self.seed = int(settings.seed)
         self.samples: dict[int, OrderedDict[str, tuple[list[float], int, int]]] = {}
@@ -124,8 +129,8 @@ class learn(Stream):
         self.last_fit[T_obs] = time.monotonic()
         n_fits = self.n_fits[T_obs] = self.n_fits.get(T_obs, 0) + 1
         choice = None if (n_fits - 1) % SELECT_EVERY == 0 else self.choice.get(T_obs)
-        future = self.client.submit(train_model, X, n_true, n_obs, self.trees, self.seed, choice, pure=False,
-                                    priority=-10)
+        future = self.client.submit(train_model, X, n_true, n_obs, self.trees, self.seed, choice, self.alpha,
+                                    self.mu, pure=False, priority=-10)
         self.fitting[T_obs] = asyncio.ensure_future(self._publish(T_obs, version, future))
 
     async def _publish(self, T_obs: int, version: int, future) -> None:

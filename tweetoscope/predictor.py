@@ -169,7 +169,7 @@ class predict_join(Stream):
         if model is None:
             omega = np.ones(len(items))
         else:
-            omega = predict_omega(model, params[:, 1:4])
+            omega = predict_omega(model, np.column_stack([params[:, 1:4], n_obs]))
         n_star, G1 = params[:, 2], params[:, 3]
         with np.errstate(divide="ignore"):
             forecast = np.where(n_star < 1, n_obs + omega * G1 / (1.0 - n_star), np.inf)

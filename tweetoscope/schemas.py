@@ -87,6 +87,7 @@ class Serie(msgspec.Struct, tag_field="type", tag="serie"):
     msg: str = ""
     source: str = ""
     start: float = 0.0
+    final: bool = False
 
 
 class Size(msgspec.Struct, tag_field="type", tag="size"):

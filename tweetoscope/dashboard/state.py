@@ -81,7 +81,7 @@ class DashboardState:
                 entry = self.samples[m.T_obs if m.T_obs is not None else 0]
                 entry[0] += 1
                 entry[1] = now
-            elif topic == "cascade_series":
+            elif topic == "cascade_series" and not m.final:  # final series (whole cascades) feed the prior only
                 held = self.series.get(m.cid)
                 if held is None or held[0] < m.T_obs:
                     self.series[m.cid] = (m.T_obs, np.array([t for t, _ in m.tweets]), m.msg)

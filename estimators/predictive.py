@@ -1,0 +1,186 @@
+"""The law of a cascade's remaining size, and the forecast that minimises the expected ARE.
+
+Under the marked exponential Hawkes model with Pareto(``alpha``, ``mu``) marks, the
+events observed before ``T_obs`` still have ``Poisson(G1)`` direct children to come;
+every future event has a Pareto mark ``m`` and ``Poisson(p m)`` children of its own,
+``p = n_star / E[m]``. Only counts matter, so the remaining size ``R`` is a compound
+Poisson sum of Galton-Watson total progenies:
+
+    R = T_1 + ... + T_K,   K ~ Poisson(G1),   T_i iid total progeny of one new event.
+
+Its law depends on ``(n_star, G1)`` alone (given the marks' law), not on ``beta``.
+
+The ARE ``|x - N| / N`` of a point forecast ``x`` of ``N = n_obs + R`` has its expected
+value minimised by the ``1/N``-weighted median of the law of ``N``. The heavy right
+tail of ``R`` puts that point well below the mean ``n_obs + G1 / (1 - n_star)``, which
+is what :func:`are_optimal_size` returns instead. ``min_size`` conditions the law on
+``N >= min_size`` (a dataset that only keeps cascades of at least that many events).
+
+Method (exact up to truncation, no Monte Carlo):
+
+* the offspring law ``P(xi = k) = E[Poisson(k; p m)]`` in closed form with upper
+  incomplete gamma functions;
+* the total progeny by the hitting-time theorem ``P(T = n) = P(S_n = n - 1) / n``
+  (``S_n`` a sum of ``n`` offspring counts), all ``n <= TOTAL_TERMS`` at once with one
+  batch of FFTs, on a grid of ``n_star`` (step :data:`N_STAR_STEP`, cached per
+  ``(alpha, mu)``, interpolated linearly between grid points);
+* the compound Poisson law of ``R`` by FFT, ``pgf_R = exp(G1 (pgf_T - 1))``, on a
+  length that grows with the expected remaining size.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+from scipy import special
+
+from ._validation import check_positive
+from .marks import pareto_mean
+
+__all__ = ["offspring_pmf", "progeny_pmf", "remaining_size_pmf", "are_optimal_size", "are_optimal_omega"]
+
+#: Grid step of n_star for the cached total-progeny laws.
+N_STAR_STEP = 0.01
+#: Largest total progeny of one event computed exactly; the rest of its mass is put at this size.
+TOTAL_TERMS = 1024
+#: Largest FFT length for the remaining size (beyond it, the tail mass is kept as one atom).
+MAX_LENGTH = 1 << 18
+
+
+def offspring_pmf(p: float, alpha: float, mu: float, size: int) -> np.ndarray:
+    """``P(xi = k)`` for ``k < size``: the number of children of one event, shape (size,).
+
+    ``xi ~ Poisson(p m)`` with ``m`` Pareto(``alpha``, ``mu``):
+    ``P(xi = k) = (alpha - 1) (p mu)**(alpha - 1) Gamma(k - alpha + 1, p mu) / k!``.
+    """
+    check_positive(p, "p")
+    a = alpha - 1.0
+    x = p * mu
+    k = np.arange(size, dtype=np.float64)
+    s = k - a
+    out = np.zeros(size)
+    # Gamma(s, x) / k! for s > 0 from the regularised function, in log space
+    pos = s > 0
+    with np.errstate(divide="ignore"):
+        out[pos] = np.exp(special.gammaln(s[pos]) - special.gammaln(k[pos] + 1.0)
+                          + np.log(special.gammaincc(s[pos], x)))
+    # s <= 0 (the first few k): Gamma(s, x) = (Gamma(s + 1, x) - x**s exp(-x)) / s, downwards
+    first = int(np.argmax(pos)) if pos.any() else size
+    if first > 0:
+        s0 = s[first] if first < size else s[first - 1] + 1.0
+        g = math.exp(special.gammaln(s0)) * special.gammaincc(s0, x) if s0 > 0 else float(special.exp1(x))
+        for j in range(first - 1, -1, -1):
+            sj = s[j]
+            g = float(special.exp1(x)) if sj == 0 else (g - x**sj * math.exp(-x)) / sj
+            out[j] = g / math.factorial(j)
+    return np.clip(a * x**a * out, 0.0, None)
+
+
+@lru_cache(maxsize=512)
+def _progeny_on_grid(i: int, alpha: float, mu: float) -> np.ndarray:
+    """``P(T = n)`` for ``n = 0 .. TOTAL_TERMS`` (the last entry holds the tail) at ``n_star = i * N_STAR_STEP``."""
+    M = TOTAL_TERMS
+    out = np.zeros(M + 1)
+    n_star = i * N_STAR_STEP
+    if n_star <= 0:
+        out[1] = 1.0
+        return out
+    L = 2 * M                  # S_n >= L would wrap around; for n <= M its mass there is negligible
+    f = offspring_pmf(n_star / pareto_mean(alpha, mu), alpha, mu, L)   # P(xi >= L) is negligible and dropped
+    phi = np.fft.fft(f)                                    # pgf of xi at the L-th roots of unity
+    powers = np.cumprod(np.broadcast_to(phi, (M, L)), axis=0)   # row n-1: pgf of S_n
+    S = np.fft.ifft(powers, axis=1).real                  # row n-1: pmf of S_n
+    n = np.arange(1, M + 1)
+    out[1:M + 1] = np.clip(S[n - 1, n - 1], 0.0, None) / n
+    out[M] += max(1.0 - out.sum(), 0.0)                   # mass beyond TOTAL_TERMS, kept as one atom
+    return out
+
+
+def progeny_pmf(n_star: float, alpha: float = 2.4, mu: float = 10.0) -> np.ndarray:
+    """Law of the total progeny ``T`` of one new event (itself included), shape (TOTAL_TERMS + 1,).
+
+    Entry ``n`` is ``P(T = n)``; the last entry also holds ``P(T > TOTAL_TERMS)``.
+    Interpolated between the cached grid laws at multiples of :data:`N_STAR_STEP`.
+    """
+    if not 0.0 <= n_star < 1.0:
+        raise ValueError(f"n_star must be in [0, 1), got {n_star}")
+    if alpha <= 2.0:
+        raise ValueError(f"alpha must be > 2 for a finite mean mark, got {alpha}")
+    x = n_star / N_STAR_STEP
+    lo = int(math.floor(x))
+    w = x - lo
+    f = _progeny_on_grid(lo, float(alpha), float(mu))
+    if w > 1e-12:
+        f = (1.0 - w) * f + w * _progeny_on_grid(lo + 1, float(alpha), float(mu))
+    return f
+
+
+def remaining_size_pmf(n_star: float, G1: float, alpha: float = 2.4, mu: float = 10.0,
+                       length: int | None = None) -> np.ndarray:
+    """Law of the number ``R`` of events still to come, ``P(R = r)`` for ``r < length``, shape (length,).
+
+    The mass of ``R >= length`` is what the entries leave of 1. ``length`` defaults to
+    a power of two well beyond the mean ``G1 / (1 - n_star)``.
+    """
+    if not (math.isfinite(G1) and G1 >= 0):
+        raise ValueError(f"G1 must be finite and >= 0, got {G1}")
+    fT = progeny_pmf(n_star, alpha, mu)
+    if length is None:
+        mean = G1 / (1.0 - n_star)
+        length = min(MAX_LENGTH, 1 << max(8, math.ceil(math.log2(16.0 * mean + 64.0 * math.sqrt(mean + 1.0) + 64.0))))
+    if G1 == 0:
+        out = np.zeros(length)
+        out[0] = 1.0
+        return out
+    L = 2 * length                          # sums that pass ``length`` land in [length, L), dropped after
+    folded = np.zeros(L)
+    m = min(fT.size, length)
+    folded[:m] = fT[:m]
+    folded[length] += fT[m:].sum()          # progenies of ``length`` or more: one atom at ``length``
+    pR = np.fft.irfft(np.exp(G1 * (np.fft.rfft(folded) - 1.0)), n=L)
+    return np.clip(pR[:length], 0.0, None)
+
+
+def are_optimal_size(n_obs: float, n_star: float, G1: float, *, alpha: float = 2.4, mu: float = 10.0,
+                     min_size: float = 1.0) -> float:
+    """The forecast of the final size ``N = n_obs + R`` with the least expected ARE.
+
+    The ``1/N``-weighted median of the law of ``N`` given ``N >= min_size``: the
+    smallest ``x`` with ``E[1{N <= x} / N] >= E[1 / N] / 2``. Returns ``inf`` if
+    ``n_star >= 1``; ``max(n_obs, min_size)`` if nothing is left to come (``G1 == 0``).
+    """
+    check_positive(n_obs, "n_obs")
+    if not math.isfinite(n_star) or n_star < 0:
+        raise ValueError(f"n_star must be finite and >= 0, got {n_star}")
+    if n_star >= 1.0:
+        return math.inf
+    if G1 <= 0:
+        return float(max(n_obs, min_size))
+    pR = remaining_size_pmf(n_star, G1, alpha, mu)
+    tail = max(1.0 - pR.sum(), 0.0)
+    N = n_obs + np.arange(pR.size, dtype=np.float64)
+    w = np.where(N >= min_size, pR / N, 0.0)
+    total = w.sum() + tail / (n_obs + pR.size)
+    if total <= 0:
+        return float(max(n_obs, min_size))
+    cw = np.cumsum(w)
+    j = int(np.searchsorted(cw, 0.5 * total, side="left"))
+    return float(N[j]) if j < N.size else float(n_obs + pR.size)
+
+
+def are_optimal_omega(n_obs: np.ndarray, n_star: np.ndarray, G1: np.ndarray, *, alpha: float = 2.4,
+                      mu: float = 10.0, min_size: float = 1.0) -> np.ndarray:
+    """:func:`are_optimal_size` as a correction ``omega`` (``(N - n_obs)(1 - n_star) / G1``), element-wise.
+
+    Shape of the broadcast inputs; 0 where ``G1 <= 0`` or ``n_star >= 1``.
+    """
+    n_obs, n_star, G1 = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (n_obs, n_star, G1)))
+    out = np.zeros(n_obs.shape)
+    for idx in np.ndindex(n_obs.shape):
+        g, ns = G1[idx], n_star[idx]
+        if g > 0 and ns < 1:
+            x = are_optimal_size(n_obs[idx], ns, g, alpha=alpha, mu=mu, min_size=min_size)
+            out[idx] = (x - n_obs[idx]) * (1.0 - ns) / g
+    return out

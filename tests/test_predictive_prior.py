@@ -1,0 +1,124 @@
+"""The law of the remaining size, the ARE-optimal forecast, and the empirical-Bayes prior."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from estimators import SIMULATION_PRIOR, draw_parameters, pareto_mean
+from estimators.predictive import are_optimal_omega, are_optimal_size, offspring_pmf, progeny_pmf, remaining_size_pmf
+from estimators.prior import fit_prior, prior_from_log_moments, selection_weights
+
+EM = pareto_mean(2.4, 10.0)
+
+
+def remaining_by_simulation(n_star: float, G1: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Independent Monte Carlo of the remaining size: Poisson(G1) children, then generation by generation."""
+    p = n_star / EM
+    out = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        k = rng.poisson(G1)
+        total = k
+        while k > 0:
+            marks = 10.0 * (1.0 + rng.pareto(1.4, size=k))
+            k = rng.poisson(p * marks.sum())
+            total += k
+        out[i] = total
+    return out
+
+
+def weighted_median(x: np.ndarray) -> float:
+    x = np.sort(x.astype(np.float64))
+    cw = np.cumsum(1.0 / x)
+    return float(x[np.searchsorted(cw, 0.5 * cw[-1])])
+
+
+def test_offspring_law_is_the_pareto_mixture_of_poissons():
+    rng = np.random.default_rng(0)
+    for n_star in (0.2, 0.8):
+        p = n_star / EM
+        f = offspring_pmf(p, 2.4, 10.0, 200_000)
+        assert f.sum() == pytest.approx(1.0, abs=1e-6)
+        assert (f * np.arange(f.size)).sum() == pytest.approx(n_star, rel=1e-2)  # the far tail is cut
+        draws = rng.poisson(p * 10.0 * (1.0 + rng.pareto(1.4, size=400_000)))
+        emp = np.bincount(draws, minlength=20)[:20] / draws.size
+        se = np.sqrt(f[:20] * (1 - f[:20]) / draws.size)
+        assert (np.abs(emp - f[:20]) <= 5 * se + 1e-5).all()
+
+
+def test_progeny_law():
+    for n_star in (0.0, 0.3, 0.6):
+        T = progeny_pmf(n_star)
+        assert T[0] == 0 and T.sum() == pytest.approx(1.0)
+        assert T[1] == pytest.approx(offspring_pmf(max(n_star, 1e-12) / EM, 2.4, 10.0, 4)[0])  # no child at all
+        # E[T] = 1 / (1 - n_star); the heavy tail beyond 1024 events, kept as an atom at 1024, holds a little of it
+        assert (T * np.arange(T.size)).sum() == pytest.approx(1 / (1 - n_star), rel=0.06)
+        assert (T * np.arange(T.size)).sum() <= 1 / (1 - n_star)
+    with pytest.raises(ValueError, match="n_star"):
+        progeny_pmf(1.0)
+    with pytest.raises(ValueError, match="alpha"):
+        progeny_pmf(0.5, alpha=2.0)
+
+
+@pytest.mark.parametrize("n_star,G1,n_obs", [(0.5, 3.0, 5), (0.8, 10.0, 20), (0.3, 0.5, 3)])
+def test_remaining_size_law_and_are_optimal_point_match_a_simulation(n_star, G1, n_obs):
+    rng = np.random.default_rng(1)
+    draws = remaining_by_simulation(n_star, G1, 100_000, rng)
+    pR = remaining_size_pmf(n_star, G1)
+    emp = np.bincount(draws, minlength=40)[:40] / draws.size
+    se = np.sqrt(pR[:40] * (1 - pR[:40]) / draws.size)
+    assert (np.abs(emp - pR[:40]) <= 5 * se + 1e-4).all()
+    x = are_optimal_size(n_obs, n_star, G1)
+    assert abs(x - weighted_median(n_obs + draws)) <= 1
+    assert n_obs <= x < n_obs + G1 / (1 - n_star)  # below the mean forecast: the tail is heavy
+    # conditioning on a minimum final size moves the point up, never below the minimum
+    assert are_optimal_size(n_obs, n_star, G1, min_size=n_obs + 30) >= n_obs + 30
+
+
+def test_are_optimal_edge_cases():
+    assert are_optimal_size(7, 0.5, 0.0) == 7
+    assert are_optimal_size(7, 0.5, 0.0, min_size=10) == 10
+    assert are_optimal_size(7, 1.0, 3.0) == np.inf
+    with pytest.raises(ValueError, match="n_obs"):
+        are_optimal_size(-1, 0.5, 3.0)
+    with pytest.raises(ValueError, match="G1"):
+        remaining_size_pmf(0.5, np.nan)
+    w = are_optimal_omega([7, 7, 7], [0.5, 0.5, 1.2], [3.0, 0.0, 3.0])
+    assert w[1] == 0 and w[2] == 0 and w[0] == pytest.approx((are_optimal_size(7, 0.5, 3.0) - 7) * 0.5 / 3.0)
+
+
+def test_fit_prior_recovers_a_truncated_log_normal():
+    theta = draw_parameters(4000, prior=SIMULATION_PRIOR, max_n_star=0.99, random_state=2)
+    fitted = fit_prior(theta[:, 0], theta[:, 1], max_n_star=0.99)
+    m, C = fitted.log_moments()
+    m0, C0 = SIMULATION_PRIOR.log_moments()
+    np.testing.assert_allclose(m, m0, atol=0.05)
+    np.testing.assert_allclose(np.sqrt(np.diag(C)), np.sqrt(np.diag(C0)), rtol=0.1)
+    # the plain sample mean of log beta is pulled inside the bound (1/600 s sits near the mode)
+    assert abs(np.log(theta[:, 1]).mean() - m0[1]) > 0.2
+
+
+def test_selection_weights_undo_a_selection_on_size():
+    rng = np.random.default_rng(3)
+    theta = draw_parameters(6000, prior=SIMULATION_PRIOR, max_n_star=0.99, random_state=4)
+    n_star = theta[:, 0] * EM
+    sizes = np.array([rng.choice(1025, p=progeny_pmf(ns) / progeny_pmf(ns).sum()) for ns in n_star])
+    kept = sizes >= 10  # a dataset that keeps cascades of 10 events or more
+    m0 = SIMULATION_PRIOR.log_moments()[0][0]
+    naive = fit_prior(theta[kept, 0], theta[kept, 1], max_n_star=0.99).log_moments()[0][0]
+    corrected = fit_prior(theta[kept, 0], theta[kept, 1], max_n_star=0.99, min_size=10).log_moments()[0][0]
+    assert naive - m0 > 0.15  # large p is over-represented among the kept cascades
+    assert abs(corrected - m0) < 0.08
+    w = selection_weights(np.array([0.1, 0.5, 0.9]), 10)
+    assert (np.diff(w) < 0).all() and (w >= 1).all()
+
+
+def test_fit_prior_errors_and_round_trip():
+    with pytest.raises(ValueError, match="at least 10"):
+        fit_prior(np.full(5, 0.02), np.full(5, 1e-3))
+    with pytest.raises(ValueError, match="same length"):
+        fit_prior(np.full(5, 0.02), np.full(4, 1e-3))
+    m, C = SIMULATION_PRIOR.log_moments()
+    m2, C2 = prior_from_log_moments(m, C).log_moments()
+    np.testing.assert_allclose(m2, m, rtol=1e-9)
+    np.testing.assert_allclose(C2, C, rtol=1e-9, atol=1e-12)
