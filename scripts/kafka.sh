@@ -21,6 +21,7 @@ KAFKA_JVM_PERFORMANCE_OPTS="${KAFKA_JVM_PERFORMANCE_OPTS:--XX:+UseG1GC -XX:MaxGC
 KAFKA_OPTS="${KAFKA_OPTS:-}"
 KAFKA_LOG_LEVEL="${KAFKA_LOG_LEVEL:-WARN}"
 KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
+KAFKA_SASL_USERS="${KAFKA_SASL_USERS:-tweetoscope:tweetoscope-secret}"
 KAFKA_STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
 TMP_ROOT="${TMPDIR:-/tmp}"
 TMP_ROOT="${TMP_ROOT%/}"
@@ -39,7 +40,7 @@ Usage: scripts/kafka.sh COMMAND [OPTIONS]
 Single-node Apache Kafka $KAFKA_VERSION (KRaft, combined broker+controller) for dev/tests.
 
 Commands:
-  start [--port P] [--controller-port P2] [--dir DIR]
+  start [--port P] [--controller-port P2] [--sasl-port P3] [--dir DIR]
         Fetch the jars if needed, format storage, start the broker in the
         background and wait until it answers a real admin request. Prints the
         bootstrap address (127.0.0.1:P) as the LAST line of stdout; everything
@@ -48,6 +49,8 @@ Commands:
         defaults to P+1 (or a free one). Without --dir a fresh temp dir under
         \${TMPDIR:-/tmp} is used and removed by 'stop'. If a broker started by
         this script already runs on that port/dir, says so and prints its address.
+        --sasl-port P3 also opens a SASL_PLAINTEXT listener (mechanism PLAIN) on
+        P3 (0: a free port, logged on stderr) for the users of \$KAFKA_SASL_USERS.
   stop [--port P] [--dir DIR]
         SIGTERM, wait up to \$KAFKA_STOP_TIMEOUT s ($KAFKA_STOP_TIMEOUT), then SIGKILL.
         Removes the state dir if 'start' created it. Without options: the broker
@@ -67,6 +70,8 @@ Environment:
   KAFKA_OPTS           extra JVM flags for the broker
   KAFKA_LOG_LEVEL      root log level of DIR/server.log (default WARN)
   KAFKA_EXTRA_CONFIG   extra server.properties lines (newline separated), appended last
+  KAFKA_SASL_USERS     users of the SASL listener, "name:password,..." (default
+                       tweetoscope:tweetoscope-secret)
   KAFKA_START_TIMEOUT  seconds to wait for readiness (default 90)
   KAFKA_STOP_TIMEOUT   seconds to wait after SIGTERM before SIGKILL (default 30)
 
@@ -212,11 +217,11 @@ write_configs() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
-listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$PORT
+listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT${SASL_PORT:+,SASL_PLAINTEXT://$HOST:$SASL_PORT}
+advertised.listeners=PLAINTEXT://$HOST:$PORT${SASL_PORT:+,SASL_PLAINTEXT://$HOST:$SASL_PORT}
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
 log.dirs=$DIR/data
 num.partitions=1
 default.replication.factor=1
@@ -234,6 +239,20 @@ background.threads=2
 num.recovery.threads.per.data.dir=1
 log.cleaner.threads=1
 EOF
+    if [[ -n "${SASL_PORT:-}" ]]; then
+        # SASL/PLAIN on its own listener; users "name:password,..." from KAFKA_SASL_USERS.
+        local users="" pair
+        local -a pairs
+        IFS=',' read -ra pairs <<<"$KAFKA_SASL_USERS"
+        for pair in "${pairs[@]}"; do
+            [[ "$pair" == *:* ]] || die "KAFKA_SASL_USERS: '$pair' is not name:password"
+            users+=" user_${pair%%:*}=\"${pair#*:}\""
+        done
+        printf '%s\n' "sasl.enabled.mechanisms=PLAIN" \
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required$users;" \
+            >>"$DIR/server.properties"
+        chmod 600 "$DIR/server.properties"
+    fi
     if [[ -n "${KAFKA_EXTRA_CONFIG:-}" ]]; then
         printf '# KAFKA_EXTRA_CONFIG\n%s\n' "$KAFKA_EXTRA_CONFIG" >>"$DIR/server.properties"
     fi
@@ -292,9 +311,11 @@ format_storage() {
 
 # ------------------------------------------------------------ commands ----
 cmd_start() {
-    local port="$DEFAULT_PORT" cport="" dir=""
+    local port="$DEFAULT_PORT" cport="" dir="" sport=""
     while (( $# )); do
         case "$1" in
+            --sasl-port) sport="${2:?--sasl-port needs a value}"; shift 2 ;;
+            --sasl-port=*) sport="${1#*=}"; shift ;;
             --port) port="${2:?--port needs a value}"; shift 2 ;;
             --port=*) port="${1#*=}"; shift ;;
             --controller-port) cport="${2:?--controller-port needs a value}"; shift 2 ;;
@@ -337,6 +358,13 @@ cmd_start() {
     fi
     [[ "$cport" != "$port" ]] || die "controller port must differ from port"
     port_open "$cport" && die "controller port $cport is already in use"
+    if [[ -n "$sport" ]]; then
+        [[ "$sport" =~ ^[0-9]+$ ]] || die "--sasl-port must be a number"
+        [[ "$sport" == 0 ]] && sport="$(free_port "$cport")"
+        port_open "$sport" && die "SASL port $sport is already in use"
+        log "SASL_PLAINTEXT (PLAIN) listener on $HOST:$sport"
+    fi
+    SASL_PORT="$sport"
 
     PORT="$port" CONTROLLER_PORT="$cport" TEMP_DIR=0
     if [[ -z "$dir" ]]; then

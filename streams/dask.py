@@ -17,6 +17,14 @@ Results are emitted as their tasks complete, ``(items, result)``, with the
 metadata of every input batch the items came from; the batches' refs are
 released only after the emission.
 
+Failures. A task lost with the infrastructure (the scheduler connection lost and
+re-established, a worker gone, a comm closed) is submitted again, with backoff,
+for up to ``retry_timeout`` seconds; a task that raises on the workers is tried
+``retries`` more times, then handed to ``on_error`` (which turns the chunk into
+outputs, e.g. dead letters, so that the stream goes on) or, without it, stops the
+node. A node that stops keeps the error in ``error`` and raises it from the next
+``update``: its source stops without committing and the stage exits non-zero.
+
 Needs an asynchronous ``distributed.Client`` running on the same event loop.
 """
 
@@ -30,9 +38,50 @@ from collections.abc import Callable, Sequence
 
 from streamz import Stream
 
-__all__ = ["submit_batches"]
+__all__ = ["submit_batches", "resilient_result", "DaskUnavailable"]
 
 logger = logging.getLogger(__name__)
+
+
+class DaskUnavailable(RuntimeError):
+    """The Dask cluster could not be reached for longer than the retry timeout."""
+
+
+async def resilient_result(client, future, resubmit: Callable[[], object], *, retries: int = 2,
+                           retry_timeout: float = 120.0):
+    """The result of ``future``, submitted again with ``resubmit()`` when it fails.
+
+    A future lost with the infrastructure (scheduler connection lost, comm closed, timeout)
+    is resubmitted with backoff once the client is connected again, for up to
+    ``retry_timeout`` seconds, then :class:`DaskUnavailable` is raised; an exception raised
+    by the task itself is retried ``retries`` times, then raised.
+    """
+    from distributed.client import FutureCancelledError
+
+    deadline = time.monotonic() + retry_timeout
+    attempts = 0
+    delay = 0.1
+    while True:
+        try:
+            return await future
+        except (FutureCancelledError, OSError, TimeoutError) as exc:  # the cluster, not the task
+            if time.monotonic() > deadline or client.status in ("closing", "closed"):
+                raise DaskUnavailable(f"Dask cluster unavailable for {retry_timeout:.0f} s "
+                                      f"(client {client.status}): {exc!r}") from exc
+            logger.warning("Dask task lost (%r); resubmitting in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 5.0)
+            while client.status != "running" and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)  # the client reconnects by itself
+        except Exception as exc:  # raised on a worker (or the worker died running it)
+            attempts += 1
+            if attempts > retries:
+                raise
+            logger.warning("Dask task raised %r; attempt %d of %d", exc, attempts + 1, retries + 1)
+        try:
+            future = resubmit()
+        except Exception as exc:
+            raise DaskUnavailable(f"cannot resubmit the task to Dask: {exc!r}") from exc
 
 
 @Stream.register_api()
@@ -53,13 +102,27 @@ class submit_batches(Stream):
         Most items per task.
     max_in_flight : int
         Tasks submitted and not yet emitted, at most.
+    retries : int
+        Further attempts of a task that raised on a worker.
+    retry_timeout : float
+        Seconds a task lost with the infrastructure is resubmitted for (the client
+        reconnecting to a restarted scheduler, say), after which the node stops.
+    on_error : callable, optional
+        ``on_error(chunk, exc) -> output`` for a task that still raises after ``retries``:
+        what to emit instead of ``(chunk, result)``.
     """
 
     def __init__(self, upstream, client, func: Callable, *, pack: Callable[[list], object] = list,
-                 chunk_size: int = 256, max_in_flight: int = 8, **kwargs):
-        if chunk_size < 1 or max_in_flight < 1:
-            raise ValueError("chunk_size and max_in_flight must be >= 1")
+                 chunk_size: int = 256, max_in_flight: int = 8, retries: int = 2, retry_timeout: float = 120.0,
+                 on_error: Callable[[list, BaseException], object] | None = None, **kwargs):
+        if chunk_size < 1 or max_in_flight < 1 or retries < 0:
+            raise ValueError("chunk_size and max_in_flight must be >= 1, retries >= 0")
         self.client = client
+        self.retries = int(retries)
+        self.retry_timeout = float(retry_timeout)
+        self.on_error = on_error
+        self.n_retried = 0
+        self.n_failed_chunks = 0
         self.func = func
         self.pack = pack
         self.chunk_size = int(chunk_size)
@@ -109,31 +172,51 @@ class submit_batches(Stream):
                 else:
                     entry[1] = stop
             self._queued -= len(chunk)
-            future = self.client.submit(self.func, self.pack(chunk), pure=False)
+            packed = self.pack(chunk)
+            future = self.client.submit(self.func, packed, pure=False)
             if self.in_flight == 0:
                 self._busy_since = time.perf_counter()
             self.in_flight += 1
             self.n_tasks += 1
-            task = asyncio.ensure_future(self._wait(future, chunk, metadata))
+            task = asyncio.ensure_future(self._wait(future, packed, chunk, metadata))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if self._queued < self.chunk_size:
             self._slot.set()
 
-    async def _wait(self, future, chunk: list, metadata) -> None:
+    async def _wait(self, future, packed, chunk: list, metadata) -> None:
         try:
-            result = await future
-        except BaseException as exc:  # a bug in func: stop, commit nothing more
-            logger.exception("Dask task failed")
+            output = await self._result(future, packed, chunk)
+        except Exception as exc:
+            logger.error("Dask task of %d items failed for good: %r; the node stops", len(chunk), exc)
             self.error = exc
             self._finished()
-            raise
+            return
         self.n_items += len(chunk)
         try:
-            self._emit((chunk, result), metadata=metadata)
+            self._emit(output, metadata=metadata)
         finally:
             self._release_refs(metadata)
             self._finished()
+
+    async def _result(self, future, packed, chunk: list):
+        """``(chunk, result)`` of the task, retried as the module says; ``on_error``'s output if it keeps failing."""
+        def resubmit():
+            self.n_retried += 1
+            return self.client.submit(self.func, packed, pure=False)
+
+        try:
+            return chunk, await resilient_result(self.client, future, resubmit, retries=self.retries,
+                                                 retry_timeout=self.retry_timeout)
+        except DaskUnavailable:
+            raise
+        except Exception as exc:
+            if self.on_error is None:
+                raise
+            self.n_failed_chunks += 1
+            logger.error("Dask task of %d items raised %r %d times; handed to on_error", len(chunk), exc,
+                         self.retries + 1)
+            return self.on_error(chunk, exc)
 
     def _finished(self) -> None:
         self.in_flight -= 1

@@ -1,4 +1,4 @@
-"""Event-time windowing of keyed cascades, per source, with bounded state.
+"""Event-time windowing of keyed cascades, per source, with bounded and checkpointed state.
 
 A cascade is a keyed series of events started by a root event (the original
 post). Each source has its own clock, the latest event time it has sent. For
@@ -6,7 +6,7 @@ every observation window ``T``, the window of a cascade closes when its
 source's clock reaches ``start + T``: the events with ``t < start + T`` are
 emitted as a :class:`WindowClosed`. The cascade ends when the clock reaches
 ``max(last event + terminated, start + max(windows))``: a :class:`CascadeEnded`
-gives its size, and nothing is kept for it afterwards.
+gives its size, and only a small marker is kept for it afterwards.
 
 Late and bad events (the policy):
 
@@ -16,15 +16,31 @@ Late and bad events (the policy):
   ``late_events`` (that window is not re-emitted);
 - an event of a cascade whose root was never seen, of a cascade that already
   ended, earlier than its own root, or a second root for an open cascade is
-  rejected (:class:`Rejected`, with the reason) for the dead-letter topic.
+  rejected (:class:`Rejected`, with the reason) for the dead-letter topic;
+- an event more than ``max_clock_jump`` seconds ahead of its source's clock is
+  held until the source's next event: if that one is also far ahead, within
+  ``max_clock_jump`` of it (a source that really was silent that long), both are
+  accepted and the clock jumps; otherwise the held event is rejected ("ahead of
+  its source's clock"). So one far-future timestamp cannot end every open cascade
+  of its source, and nothing valid is lost;
+- a cascade keeps at most ``max_events`` events: later ones count in its final
+  size but are not kept, and its windows that close after that are not emitted
+  (counted in ``truncated_windows``): memory and message sizes stay bounded.
 
 An end-of-stream marker for a source (``eos``) moves its clock to infinity:
-every window closes and every cascade of that source ends.
+every window closes and every cascade of that source ends; the source then
+starts afresh.
 
-Ref-counted checkpoints (streamz metadata): a cascade retains the refs of
-every input batch that brought it an event and releases them once its
-:class:`CascadeEnded` has been emitted, so that an input offset is committed
-only after every output derived from it has been delivered.
+State and checkpoints. The node emits each batch's outputs with the batch's
+metadata and keeps no refs: its state is checkpointed instead. Sources live in
+the input partition their events came from (``Events.partition``); the node is a
+:class:`streams.state.StateStore`: per partition, one changelog entry per source
+(its clock) and per cascade (its events and the windows already emitted, or, once
+ended, a marker). Every event carries its input ``offset``; a cascade records the
+offset of the last event applied to it, so that a replayed event (offset not
+greater) changes nothing (see :mod:`streams.state`). Events with a negative offset
+(not from Kafka, e.g. the embedded replay) are always applied and never
+checkpointed.
 
 This module knows nothing about Hawkes processes.
 """
@@ -33,15 +49,21 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
+import msgspec
 import numpy as np
 from streamz import Stream
 
-__all__ = ["Events", "WindowClosed", "CascadeEnded", "Rejected", "cascade_windows"]
+from .state import Change
+
+__all__ = ["Events", "WindowClosed", "CascadeEnded", "Rejected", "HeldOrigin", "cascade_windows"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -50,9 +72,10 @@ class Events:
 
     ``source``: source id; ``key``: cascade id; ``t``: event time (s, on the
     source's clock); ``m``: mark; ``root``: whether the event starts its cascade;
-    ``info``: payload of root events (e.g. the message text), ignored otherwise;
-    ``origin``: anything identifying the input (returned in :class:`Rejected`).
-    ``eos``: sources whose stream ends after this batch.
+    ``info``: payload of root events (a string, e.g. the message text), ignored otherwise;
+    ``origin``: anything identifying the input (returned in :class:`Rejected`);
+    ``partition``, ``offset``: where the event was read (empty: -1, not from Kafka).
+    ``eos``: sources whose stream ends after this batch, with ``eos_partition`` theirs.
     """
 
     source: Sequence[str]
@@ -63,6 +86,9 @@ class Events:
     info: Sequence[object]
     origin: Sequence[object]
     eos: Sequence[str] = ()
+    partition: Sequence[int] = ()
+    offset: Sequence[int] = ()
+    eos_partition: Sequence[int] = ()
 
     def __len__(self) -> int:
         return len(self.t)
@@ -86,7 +112,8 @@ class CascadeEnded:
     """A cascade is over: ``size`` events in all, the last at ``t_end`` s after its start.
 
     ``windows`` lists the observation windows for which a :class:`WindowClosed` was emitted;
-    ``times`` (relative to ``start``, s, sorted) and ``marks`` are all its events, shape (size,).
+    ``times`` (relative to ``start``, s, sorted) and ``marks`` are the events kept (all of
+    them unless the cascade went beyond ``max_events``), shape (min(size, max_events),).
     """
 
     source: str
@@ -101,6 +128,14 @@ class CascadeEnded:
 
 
 @dataclass(slots=True)
+class HeldOrigin:
+    """The origin of an event held (too far ahead of its clock) across a restart: where it was read."""
+
+    partition: int
+    offset: int
+
+
+@dataclass(slots=True)
 class Rejected:
     """An event that cannot be placed, with the reason."""
 
@@ -109,30 +144,77 @@ class Rejected:
 
 
 class _Cascade:
-    __slots__ = ("start", "info", "times", "marks", "last", "next_window", "emitted", "refs", "batch_id", "in_order")
+    __slots__ = ("start", "info", "times", "marks", "size", "last", "next_window", "emitted", "in_order", "offset")
 
-    def __init__(self, start: float, info: object, m: float):
+    def __init__(self, start: float, info: object, m: float, offset: int):
         self.start = start
         self.info = info
         self.times = [start]
         self.marks = [m]
+        self.size = 1  # events in all, kept or not
         self.last = start
         self.in_order = True
         self.next_window = 0
         self.emitted: list[int] = []
-        self.refs: list[dict] = []
-        self.batch_id = -1
+        self.offset = offset  # input offset of the last event applied (-1: not from Kafka)
+
+    def sorted_events(self) -> tuple[np.ndarray, np.ndarray]:
+        """Times and marks as arrays, sorted by time (and kept sorted)."""
+        times, marks = np.asarray(self.times), np.asarray(self.marks)
+        if not self.in_order:
+            order = np.argsort(times, kind="stable")
+            times, marks = times[order], marks[order]
+            self.times, self.marks = times.tolist(), marks.tolist()
+            self.in_order = True
+        return times, marks
 
 
 class _Source:
-    __slots__ = ("clock", "cascades", "windows", "ends", "ended")
+    __slots__ = ("clock", "cascades", "windows", "ends", "ended", "partition", "held")
 
-    def __init__(self) -> None:
+    def __init__(self, partition: int = -1) -> None:
         self.clock = -math.inf
         self.cascades: dict[str, _Cascade] = {}
         self.windows: list[tuple[float, int, str]] = []  # (deadline, seq, key) of each cascade's next window
         self.ends: list[tuple[float, int, str]] = []  # (deadline, seq, key), re-queued if the cascade moved on
-        self.ended: OrderedDict[str, None] = OrderedDict()  # recently ended keys, to explain rejections
+        self.ended: OrderedDict[str, int] = OrderedDict()  # recently ended keys -> offset of their last event
+        self.partition = partition
+        # an event too far ahead of the clock, waiting for the next one to confirm the jump:
+        # (key, t, m, root, info, origin, offset)
+        self.held: tuple | None = None
+
+
+# ------------------------------------------------------------------ checkpoint records
+
+
+class _SourceEntry(msgspec.Struct, array_like=True, tag="s"):
+    clock: float
+    held: tuple[str, float, float, bool, str, int] | None = None  # key, t, m, root, info, offset
+
+
+class _CascadeEntry(msgspec.Struct, array_like=True, tag="c"):
+    offset: int
+    start: float
+    info: str
+    times: bytes  # float64, absolute times, sorted
+    marks: bytes
+    size: int
+    last: float
+    next_window: int
+    emitted: list[int]
+
+
+class _EndedEntry(msgspec.Struct, array_like=True, tag="e"):
+    offset: int
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_entry = msgspec.msgpack.Decoder(_SourceEntry | _CascadeEntry | _EndedEntry).decode
+_decode_key = msgspec.msgpack.Decoder(tuple[str, ...]).decode
+
+
+def _key(source: str, key: str | None = None) -> bytes:
+    return _encode((source,) if key is None else (source, key))
 
 
 @Stream.register_api()
@@ -148,24 +230,36 @@ class cascade_windows(Stream):
     min_size : int
         A window is emitted only if it holds at least this many events.
     remember_ended : int
-        How many ended cascade keys per source are remembered to explain late events.
+        How many ended cascade keys per source are remembered (to explain late events, and to
+        ignore replayed ones).
+    max_events : int
+        Most events kept per cascade (see the module's policy).
+    max_clock_jump : float
+        Most seconds a source's clock moves forward on one unconfirmed event (``inf``: no bound).
     """
 
     def __init__(self, upstream, windows: Sequence[int], terminated: float, min_size: int = 1,
-                 remember_ended: int = 100_000, **kwargs):
+                 remember_ended: int = 100_000, max_events: int = 20_000, max_clock_jump: float = math.inf,
+                 **kwargs):
         self.windows = tuple(int(w) for w in windows)
         if not self.windows or list(self.windows) != sorted(set(self.windows)) or self.windows[0] <= 0:
             raise ValueError(f"windows must be positive and increasing, got {windows}")
         if terminated <= 0:
             raise ValueError(f"terminated must be > 0 s, got {terminated}")
+        if max_events < 1 or not max_clock_jump > 0:
+            raise ValueError(f"max_events must be >= 1 and max_clock_jump > 0, got {max_events}, {max_clock_jump}")
         self.terminated = float(terminated)
         self.min_size = int(min_size)
         self.remember_ended = int(remember_ended)
+        self.max_events = int(max_events)
+        self.max_clock_jump = float(max_clock_jump)
         self.sources: dict[str, _Source] = {}
         self.late_events = 0
         self.rejected_events = 0
+        self.replayed_events = 0  # events already in the state (read again after a restart)
+        self.truncated_windows = 0
         self._seq = itertools.count()
-        self._batch = itertools.count()
+        self._dirty: dict[int, dict[tuple[str, str | None], None]] = {}  # partition -> keys changed since snapshot
         Stream.__init__(self, upstream, **kwargs)
 
     # ------------------------------------------------------------------ state
@@ -175,77 +269,118 @@ class cascade_windows(Stream):
         """Cascades currently held in memory, all sources together."""
         return sum(len(s.cascades) for s in self.sources.values())
 
-    def _source(self, name: str) -> _Source:
+    @property
+    def events_held(self) -> int:
+        """Events kept in memory by the open cascades."""
+        return sum(len(c.times) for s in self.sources.values() for c in s.cascades.values())
+
+    def _source(self, name: str, partition: int) -> _Source:
         src = self.sources.get(name)
         if src is None:
-            src = self.sources[name] = _Source()
+            src = self.sources[name] = _Source(partition)
         return src
+
+    def _touch(self, src: _Source, name: str, key: str | None) -> None:
+        if src.partition >= 0:
+            self._dirty.setdefault(src.partition, {})[(name, key)] = None
 
     # ------------------------------------------------------------------ update
 
     def update(self, x: Events, who=None, metadata=None):
         out: list = []
-        batch_id = next(self._batch)
         touched: dict[str, _Source] = {}
-        refs_out: dict[int, dict] = {}
-        windows = self.windows
-        t_max = windows[-1]
-        term = self.terminated
-        seq = self._seq
-        for source, key, t, m, root, info, origin in zip(x.source, x.key, x.t, x.m, x.root, x.info, x.origin):
+        jump = self.max_clock_jump
+        n = len(x)
+        partitions = x.partition if len(x.partition) == n else itertools.repeat(-1)
+        offsets = x.offset if len(x.offset) == n else itertools.repeat(-1)
+        apply = self._apply
+        for source, key, t, m, root, info, origin, part, off in zip(x.source, x.key, x.t, x.m, x.root, x.info,
+                                                                   x.origin, partitions, offsets):
             src = touched.get(source)
             if src is None:
-                src = touched[source] = self._source(source)
-            c = src.cascades.get(key)
-            if root:
-                if c is not None:
-                    out.append(Rejected(origin, f"a second original post for open cascade {key!r}"))
+                src = touched[source] = self._source(source, part)
+            if off >= 0:
+                c = src.cascades.get(key)
+                if (c is not None and off <= c.offset) or (c is None and src.ended.get(key, -1) >= off) or (
+                        src.held is not None and src.held[6] == off):
+                    self.replayed_events += 1  # applied before the restart that read it again
+                    if t > src.clock and t - src.clock <= jump:
+                        src.clock = t
                     continue
-                c = src.cascades[key] = _Cascade(t, info, m)
-                heapq.heappush(src.windows, (t + windows[0], next(seq), key))
-                heapq.heappush(src.ends, (t + max(term, t_max), next(seq), key))
-            else:
-                if c is None:
-                    why = "already ended" if key in src.ended else "unknown (its original post was not seen)"
-                    out.append(Rejected(origin, f"cascade {key!r} is {why}"))
-                    continue
-                if t < c.start:
-                    out.append(Rejected(origin, f"event at t={t} is before its original post (t={c.start})"))
-                    continue
-                c.times.append(t)
-                c.marks.append(m)
-                if c.next_window and t < c.start + windows[c.next_window - 1]:
-                    self.late_events += 1
-                if t >= c.last:
-                    c.last = t
+            held = src.held
+            if t - src.clock > jump and src.clock > -math.inf:
+                if held is not None and abs(t - held[1]) <= jump:  # a second event confirms the jump
+                    src.held = None
+                    apply(src, source, *held, out)
                 else:
-                    c.in_order = False
-            if c.batch_id != batch_id and metadata:
-                c.batch_id = batch_id
-                c.refs.extend(metadata)
-                self._retain_refs(metadata)
-            if t > src.clock:
-                src.clock = t
-        for name in x.eos:
-            touched.setdefault(name, self._source(name)).clock = math.inf
-        ended: list[_Cascade] = []
+                    if held is not None:
+                        out.append(Rejected(held[5], self._ahead_reason(src, held[1])))
+                    src.held = (key, t, m, root, info, origin, off)  # wait for the next event to tell
+                    self._touch(src, source, None)
+                    continue
+            elif held is not None and (off < 0 or off > held[6]):
+                src.held = None
+                out.append(Rejected(held[5], self._ahead_reason(src, held[1])))
+            apply(src, source, key, t, m, root, info, origin, off, out)
+        eos_parts = x.eos_partition if len(x.eos_partition) == len(x.eos) else itertools.repeat(-1)
+        for name, part in zip(x.eos, eos_parts):
+            src = touched.setdefault(name, self._source(name, part))
+            src.clock = math.inf
         for name, src in touched.items():
-            self._close(name, src, out, refs_out, ended)
+            self._close(name, src, out)
+            if src.partition >= 0:
+                self._touch(src, name, None)
         self.rejected_events += sum(isinstance(r, Rejected) for r in out)
         if not out:
             return None
-        for r in metadata or ():
-            refs_out.setdefault(id(r), r)
-        for c in ended:
-            for r in c.refs:
-                refs_out.setdefault(id(r), r)
-        result = self._emit(out, metadata=list(refs_out.values()))
-        for c in ended:
-            self._release_refs(c.refs)
-            c.refs = []
-        return result
+        return self._emit(out, metadata=metadata)
 
-    def _close(self, name: str, src: _Source, out: list, refs_out: dict, ended: list) -> None:
+    def _apply(self, src: _Source, source: str, key: str, t: float, m: float, root: bool, info: object,
+               origin: object, off: int, out: list) -> None:
+        """Add one event to its cascade (or reject it), and move its source's clock."""
+        c = src.cascades.get(key)
+        windows = self.windows
+        if root:
+            if c is not None:
+                out.append(Rejected(origin, f"a second original post for open cascade {key!r}"))
+                return
+            c = src.cascades[key] = _Cascade(t, info, m, off)
+            src.ended.pop(key, None)
+            heapq.heappush(src.windows, (t + windows[0], next(self._seq), key))
+            heapq.heappush(src.ends, (t + max(self.terminated, windows[-1]), next(self._seq), key))
+        else:
+            if c is None:
+                why = "already ended" if key in src.ended else "unknown (its original post was not seen)"
+                out.append(Rejected(origin, f"cascade {key!r} is {why}"))
+                return
+            if t < c.start:
+                out.append(Rejected(origin, f"event at t={t} is before its original post (t={c.start})"))
+                return
+            c.size += 1
+            c.offset = off
+            cap = self.max_events
+            if len(c.times) < cap:
+                c.times.append(t)
+                c.marks.append(m)
+            elif c.size == cap + 1:
+                logger.warning("cascade %r holds max_events = %d events: later ones count in its size but are "
+                               "not kept, and its later windows are not emitted", key, cap)
+            if c.next_window and t < c.start + windows[c.next_window - 1]:
+                self.late_events += 1
+            if t >= c.last:
+                c.last = t
+            else:
+                c.in_order = False
+        if off >= 0:
+            self._touch(src, source, key)
+        if t > src.clock:
+            src.clock = t
+
+    def _ahead_reason(self, src: _Source, t: float) -> str:
+        return (f"event at t={t} is {t - src.clock:.0f} s ahead of its source's clock (t={src.clock}), more than "
+                f"max_clock_jump = {self.max_clock_jump:g} s, and the next event did not confirm the jump")
+
+    def _close(self, name: str, src: _Source, out: list) -> None:
         clock = src.clock
         windows = self.windows
         while src.windows and src.windows[0][0] <= clock:
@@ -255,19 +390,15 @@ class cascade_windows(Stream):
             c.next_window += 1
             if c.next_window < len(windows):
                 heapq.heappush(src.windows, (c.start + windows[c.next_window], next(self._seq), key))
-            times = np.asarray(c.times)
-            marks = np.asarray(c.marks)
-            if not c.in_order:  # out-of-order arrivals: sort once, keep sorted
-                order = np.argsort(times, kind="stable")
-                times, marks = times[order], marks[order]
-                c.times, c.marks = times.tolist(), marks.tolist()
-                c.in_order = True
+            self._touch(src, name, key)
+            times, marks = c.sorted_events()
             n = int(np.searchsorted(times, c.start + T, side="left"))
+            if c.size > len(c.times) and n == len(c.times):  # events before start + T were not all kept
+                self.truncated_windows += 1
+                continue
             if n >= self.min_size:
                 c.emitted.append(T)
                 out.append(WindowClosed(name, key, c.info, T, c.start, times[:n] - c.start, marks[:n]))
-                for r in c.refs:
-                    refs_out.setdefault(id(r), r)
         term, t_max = self.terminated, windows[-1]
         while src.ends and src.ends[0][0] <= clock:
             _, _, key = heapq.heappop(src.ends)
@@ -277,15 +408,104 @@ class cascade_windows(Stream):
                 heapq.heappush(src.ends, (deadline, next(self._seq), key))
                 continue
             del src.cascades[key]
-            src.ended[key] = None
-            if len(src.ended) > self.remember_ended:
-                src.ended.popitem(last=False)
-            times, marks = np.asarray(c.times), np.asarray(c.marks)
-            if not c.in_order:
-                order = np.argsort(times, kind="stable")
-                times, marks = times[order], marks[order]
-            out.append(CascadeEnded(name, key, c.info, c.start, len(c.times), c.last - c.start, tuple(c.emitted),
+            self._remember_ended(src, name, key, c.offset)
+            times, marks = c.sorted_events()
+            out.append(CascadeEnded(name, key, c.info, c.start, c.size, c.last - c.start, tuple(c.emitted),
                                     times - c.start, marks))
-            ended.append(c)
         if clock == math.inf:  # end of stream: the source may start afresh
             src.clock = -math.inf
+            if src.held is not None:
+                out.append(Rejected(src.held[5], "event far ahead of its source's clock, not confirmed before "
+                                                 "the end of its stream"))
+                src.held = None
+
+    def _remember_ended(self, src: _Source, name: str, key: str, offset: int) -> None:
+        src.ended[key] = offset
+        self._touch(src, name, key)
+        while len(src.ended) > self.remember_ended:
+            old, _ = src.ended.popitem(last=False)
+            self._touch(src, name, old)  # written as a deletion
+
+    # ------------------------------------------------------------- StateStore
+
+    def snapshot(self, partitions: Collection[int] | None = None) -> list[Change]:
+        """Changelog records of what changed since the last snapshot (see :mod:`streams.state`)."""
+        out: list[Change] = []
+        for p in list(self._dirty) if partitions is None else partitions:
+            for name, key in self._dirty.pop(p, {}):
+                src = self.sources.get(name)
+                if src is None:
+                    continue
+                if key is None:
+                    h = src.held
+                    held = None if h is None else (h[0], float(h[1]), float(h[2]), bool(h[3]), str(h[4] or ""), h[6])
+                    out.append((p, _key(name), _encode(_SourceEntry(float(src.clock), held))))
+                elif (c := src.cascades.get(key)) is not None:
+                    times, marks = c.sorted_events()
+                    out.append((p, _key(name, key), _encode(_CascadeEntry(
+                        c.offset, float(c.start), str(c.info or ""), times.astype(np.float64).tobytes(),
+                        marks.astype(np.float64).tobytes(), c.size, float(c.last), c.next_window, c.emitted))))
+                elif key in src.ended:
+                    out.append((p, _key(name, key), _encode(_EndedEntry(src.ended[key]))))
+                else:
+                    out.append((p, _key(name, key), None))
+        return out
+
+    def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
+        """Rebuild the sources of ``partition`` from its changelog records (greatest offset per key wins)."""
+        latest: dict[bytes, object] = {}
+        for key, value in records:
+            if value is None:
+                latest.pop(key, None)
+                continue
+            entry = _decode_entry(value)
+            old = latest.get(key)
+            if old is None or isinstance(entry, _SourceEntry) or entry.offset >= old.offset:
+                latest[key] = entry
+        windows, term = self.windows, self.terminated
+        t_max = windows[-1]
+        ended: list[tuple[int, str, str]] = []
+        for raw, entry in latest.items():
+            path = _decode_key(raw)
+            src = self._source(path[0], partition)
+            src.partition = partition
+            if isinstance(entry, _SourceEntry):
+                src.clock = entry.clock
+                if entry.held is not None:
+                    k, t, m, root, info, off = entry.held
+                    src.held = (k, t, m, root, info, HeldOrigin(partition, off), off)
+            elif isinstance(entry, _EndedEntry):
+                ended.append((entry.offset, path[0], path[1]))
+            else:
+                c = _Cascade(entry.start, entry.info, 0.0, entry.offset)
+                c.times = np.frombuffer(entry.times).tolist()
+                c.marks = np.frombuffer(entry.marks).tolist()
+                c.size, c.last, c.next_window, c.emitted = entry.size, entry.last, entry.next_window, entry.emitted
+                src.cascades[path[1]] = c
+        for offset, name, key in sorted(ended):
+            src = self.sources[name]
+            if key not in src.cascades:
+                src.ended[key] = offset
+        live = 0
+        for src in self.sources.values():
+            if src.partition != partition:
+                continue
+            src.windows = [(c.start + windows[c.next_window], next(self._seq), k)
+                           for k, c in src.cascades.items() if c.next_window < len(windows)]
+            src.ends = [(max(c.last + term, c.start + t_max), next(self._seq), k) for k, c in src.cascades.items()]
+            heapq.heapify(src.windows)
+            heapq.heapify(src.ends)
+            live += len(src.cascades)
+        return live
+
+    def drop(self, partitions: Collection[int]) -> None:
+        """Forget every source of ``partitions`` (and their pending changes)."""
+        parts = set(partitions)
+        for name in [n for n, s in self.sources.items() if s.partition in parts]:
+            del self.sources[name]
+        for p in parts:
+            self._dirty.pop(p, None)
+
+    def committed(self, partition: int, offset: int) -> None:
+        """Nothing to prune: ended markers are bounded by ``remember_ended``."""
+

@@ -38,7 +38,7 @@ def kafka_topic_factory(kafka_bootstrap: str, request: pytest.FixtureRequest) ->
 
     def make(partitions: int = 1, config: dict[str, str] | None = None) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-        create_topics(kafka_bootstrap, {name: partitions}, config=config)
+        create_topics(kafka_bootstrap, {name: partitions}, topic_config=config)
         return name
 
     return make

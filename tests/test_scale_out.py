@@ -21,6 +21,7 @@ from streams.datasets import load_dataset, write_jsonl
 from tweetoscope.alerts import read_topic
 from tweetoscope.backtest import fit_window
 from tweetoscope.config import Settings
+from tweetoscope.kafka_mode import group_id
 from tweetoscope.pipeline import start_dask
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +110,7 @@ def test_two_collectors_two_predictors_share_the_work_exactly_once(kafka_bootstr
         members: dict = {}
 
         def two_collectors() -> bool:
-            members.update(group_members(s.kafka, s.group_prefix + "-collector"))
+            members.update(group_members(s.kafka, group_id(s, "collector")))
             return len(members) == 2 and all(members.values())
 
         wait_until(two_collectors, 60, "two collectors with partitions", every=0.3)
@@ -143,7 +144,7 @@ def test_a_stopped_instance_hands_its_partitions_over(kafka_bootstrap, scheduler
         def collector_1_has_all() -> bool:
             # static members (ids "<instance>-<stage>-<topic>") do not leave on a clean stop: the
             # coordinator hands their partitions over after the session timeout (6 s here)
-            members = group_members(s.kafka, s.group_prefix + "-collector")
+            members = group_members(s.kafka, group_id(s, "collector"))
             return len(members) == 1 and all(m.startswith("collector-1-") and
                                              {p for t, p in parts if t == tweets} == {0, 1, 2, 3}
                                              for m, parts in members.items())

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import sys
-import time
-
 from typing import TYPE_CHECKING
-
-import confluent_kafka as ck
 
 from .config import Settings
 from .schemas import ALERTS, SchemaError
@@ -24,52 +20,16 @@ def read_topic(settings: Settings, name: str = ALERTS.name, *, follow: bool = Fa
     Messages that do not decode are skipped. Duplicates (a stage replayed after a crash)
     are not filtered here; see :func:`print_alerts`.
     """
+    from streams.kafka import read_topic as read_messages
+
     from .schemas import TOPICS
 
     decode = TOPICS[name].decode
-    consumer = ck.Consumer({"bootstrap.servers": settings.kafka, "group.id": "tweetoscope-reader",
-                            "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-    topic = settings.topic_prefix + name
-    try:
-        meta = consumer.list_topics(topic, timeout=10)
-        parts = meta.topics[topic].partitions if topic in meta.topics else {}
-        consumer.assign([ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in parts])
-        ends = {p: _high_watermark(consumer, ck.TopicPartition(topic, p)) for p in parts}
-        done = {p for p, end in ends.items() if end == 0}
-        while follow or len(done) < len(ends):
-            msg = consumer.poll(timeout)
-            if msg is None:
-                continue
-            if msg.error():
-                if msg.error().code() == ck.KafkaError._PARTITION_EOF:
-                    continue
-                raise ck.KafkaException(msg.error())
-            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                done.add(msg.partition())
-            try:
-                yield decode(msg.value())
-            except SchemaError:
-                continue
-    finally:
-        consumer.close()
-
-
-def _high_watermark(consumer: ck.Consumer, tp: ck.TopicPartition, timeout: float = 10.0) -> int:
-    """The end offset of ``tp``, retrying retriable errors (a topic just created has no leader yet) for ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
+    for msg in read_messages(settings.kafka_config(), settings.topic_prefix + name, follow=follow, timeout=timeout):
         try:
-            return consumer.get_watermark_offsets(tp, timeout=max(0.1, deadline - time.monotonic()))[1]
-        except ck.KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            retriable = isinstance(error, ck.KafkaError) and (error.retriable() or error.code() in _NOT_READY)
-            if not retriable or time.monotonic() >= deadline:
-                raise
-            time.sleep(0.1)
-
-
-_NOT_READY = (ck.KafkaError.NOT_LEADER_FOR_PARTITION, ck.KafkaError.LEADER_NOT_AVAILABLE,
-              ck.KafkaError.UNKNOWN_TOPIC_OR_PART)
+            yield decode(msg.value() or b"")
+        except SchemaError:
+            continue
 
 
 def top_table(latest: dict[tuple[str, int], "Alert"], k: int = 20):

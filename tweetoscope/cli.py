@@ -187,7 +187,19 @@ def _add_kafka_flags(p: argparse.ArgumentParser, *, required: bool = False) -> N
     g.add_argument("--instance-id", dest="instance_id",
                    help="stable id of this instance (static group membership), e.g. the pod name")
     g.add_argument("--health-port", dest="health_port", type=int,
-                   help="serve GET /healthz (alive) and /readyz (in its consumer group) on this port (default: none)")
+                   help="serve GET /healthz (alive: can make progress) and /readyz (consuming: in its group, state "
+                   "restored, Dask connected) on this port (default: none)")
+    g.add_argument("--checkpoint-interval", dest="checkpoint_interval", type=float,
+                   help=f"seconds between two checkpoints of a stage's state, each followed by a commit "
+                   f"(default {DEFAULTS.checkpoint_interval:g})")
+    g.add_argument("--security-protocol", dest="kafka_security_protocol",
+                   choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"), help="Kafka security protocol "
+                   "(default PLAINTEXT); the SASL password comes from env TWEETOSCOPE_KAFKA_SECRET or the config "
+                   "file, never from the command line")
+    g.add_argument("--sasl-mechanism", dest="kafka_sasl_mechanism", choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+                   help="SASL mechanism")
+    g.add_argument("--kafka-user", dest="kafka_user", help="SASL user name")
+    g.add_argument("--ca-file", dest="kafka_ca_file", help="CA certificate (PEM) of the brokers, for SSL")
 
 
 def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:

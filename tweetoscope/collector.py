@@ -27,9 +27,10 @@ __all__ = ["decode_tweets", "encode_outputs", "final_T_obs", "collector"]
 
 
 def decode_tweets(batch: list[Record]) -> tuple[Events, list[Record]]:
-    """Validated events of a ``tweets`` batch, and the dead letters of the invalid ones."""
+    """Validated events of a ``tweets`` batch (with where each was read), and the dead letters of the invalid ones."""
     decode = TWEETS.decode
     source, key, t, m, root, info, origin, eos, dead = [], [], [], [], [], [], [], [], []
+    partition, offset, eos_partition = [], [], []
     for r in batch:
         if r.key is None:
             dead.append(dlq_record(r, "missing key: the source id"))
@@ -42,6 +43,7 @@ def decode_tweets(batch: list[Record]) -> tuple[Events, list[Record]]:
         src = r.key.decode("utf-8", "replace")
         if type(d) is Eos:
             eos.append(src)
+            eos_partition.append(r.partition)
             continue
         source.append(src)
         key.append(str(d.tweet_id))
@@ -50,7 +52,9 @@ def decode_tweets(batch: list[Record]) -> tuple[Events, list[Record]]:
         root.append(type(d) is Tweet)
         info.append(d.msg)
         origin.append(r)
-    return Events(source, key, t, m, root, info, origin, eos), dead
+        partition.append(r.partition)
+        offset.append(r.offset)
+    return Events(source, key, t, m, root, info, origin, eos, partition, offset, eos_partition), dead
 
 
 def final_T_obs(t_end: float, terminated: float) -> int:
@@ -80,7 +84,10 @@ def encode_outputs(items: list, terminated: float | None = None, min_size: int =
                               final=True)
                 out.append(Record(CASCADE_SERIES.name, encode(value), it.key.encode()))
         elif type(it) is Rejected:
-            out.append(dlq_record(it.origin, it.reason))
+            origin = it.origin
+            if not isinstance(origin, Record):  # held across a restart: only where it was read is known
+                origin = Record(TWEETS.name, b"", partition=origin.partition, offset=origin.offset)
+            out.append(dlq_record(origin, it.reason))
     return out
 
 
@@ -88,7 +95,9 @@ def collector(tweets: Stream, settings: Settings) -> Stream:
     """The collector's graph on a stream of ``tweets`` batches; returns the stream of output record batches."""
     decoded = tweets.map(decode_tweets, stream_name="collector.decode")
     windows = decoded.pluck(0).cascade_windows(
-        settings.windows, settings.terminated, min_size=settings.min_cascade_size, stream_name="collector.windows"
+        settings.windows, settings.terminated, min_size=settings.min_cascade_size,
+        max_events=settings.max_cascade_events, max_clock_jump=settings.max_clock_jump,
+        stream_name="collector.windows",
     )
     final = settings.terminated if settings.empirical_prior and settings.kernel == "exp" else None
     out = windows.map(partial(encode_outputs, terminated=final, min_size=max(settings.min_cascade_size, 2)))

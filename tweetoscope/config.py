@@ -18,25 +18,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Settings", "load_settings", "ENV_PREFIX", "ENV_VARS", "ConfigError", "KAFKA_PRODUCER_DEFAULTS",
-           "KAFKA_CONSUMER_DEFAULTS"]
+__all__ = ["Settings", "load_settings", "ENV_PREFIX", "ENV_VARS", "ConfigError", "SECRETS"]
 
 ENV_PREFIX = "TWEETOSCOPE_"
+#: Settings that are never printed or logged.
+SECRETS = ("kafka_secret", "model_key")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
-
-#: Safe producer defaults, merged beneath user overrides (at-least-once, no reordering on retry).
-KAFKA_PRODUCER_DEFAULTS: dict[str, Any] = {
-    "acks": "all",
-    "enable.idempotence": True,
-    "linger.ms": 5,
-    "compression.type": "lz4",
-}
-#: Consumer defaults: offsets are committed by the stages only after their outputs are delivered.
-KAFKA_CONSUMER_DEFAULTS: dict[str, Any] = {
-    "enable.auto.commit": False,
-    "enable.auto.offset.store": False,
-    "auto.offset.reset": "earliest",
-}
 
 
 class ConfigError(ValueError):
@@ -80,6 +68,20 @@ class Settings:
         a stage's ``/healthz`` (alive) and ``/readyz`` (joined its consumer group) HTTP endpoints (0: none);
         ``session_timeout``: seconds after which the group hands the partitions of a silent (or,
         with ``instance_id``, stopped) instance to the others (the broker allows 6 to 300).
+    Reliability
+        ``checkpoint_interval``: seconds between two checkpoints of a stage's state to its
+        changelog topic, each followed by a commit (a restart re-reads about this much);
+        ``dask_timeout``: seconds a stage waits for a lost Dask cluster (resubmitting its tasks)
+        before it exits non-zero; ``stall_timeout``: seconds without progress, with work in
+        flight, after which a stage is not live (``/healthz`` 503) and exits non-zero;
+        ``max_cascade_events``: events kept per cascade (later ones count in its size only);
+        ``max_clock_jump``: seconds a source's clock may jump forward on one unconfirmed event.
+    Security
+        ``kafka_security_protocol`` (``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT``, ``SASL_SSL``),
+        ``kafka_sasl_mechanism`` (``PLAIN``, ``SCRAM-SHA-256``, ``SCRAM-SHA-512``), ``kafka_user``,
+        ``kafka_secret`` (its password), ``kafka_ca_file`` (CA certificate, PEM): given to every Kafka
+        client; ``model_key``: HMAC key signing the ``models`` topic (the learner signs, the
+        predictors refuse unsigned or badly signed files). Secrets are masked in repr and logs.
     Replay
         ``sources``: sources the replayed cascades are spread over; ``stagger``: seconds
         between the starts of cascades that have no start time of their own.
@@ -126,7 +128,17 @@ class Settings:
     instance_id: str | None = None
     health_port: int = 0
     session_timeout: float = 45.0
+    checkpoint_interval: float = 2.0
+    dask_timeout: float = 120.0
+    stall_timeout: float = 300.0
+    max_cascade_events: int = 20_000
+    max_clock_jump: float = 86_400.0
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_user: str | None = None
     kafka_secret: str | None = field(default=None, repr=False)
+    kafka_ca_file: str | None = None
+    model_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.windows or any(w <= 0 for w in self.windows):
@@ -151,9 +163,19 @@ class Settings:
             raise ConfigError(f"dask_min_workers ({self.dask_min_workers}) must be <= dask_workers ({self.dask_workers})")
         if self.terminated <= 0:
             raise ConfigError(f"terminated must be > 0 seconds, got {self.terminated}")
+        if self.kafka_security_protocol.upper() not in SECURITY_PROTOCOLS:
+            raise ConfigError(f"kafka_security_protocol must be one of {', '.join(SECURITY_PROTOCOLS)}, "
+                              f"got {self.kafka_security_protocol!r}")
+        if self.kafka_security_protocol.upper().startswith("SASL") and not (
+                self.kafka_sasl_mechanism and self.kafka_user and self.kafka_secret):
+            raise ConfigError(f"kafka_security_protocol {self.kafka_security_protocol} needs kafka_sasl_mechanism, "
+                              "kafka_user and kafka_secret")
+        for name in ("checkpoint_interval", "dask_timeout", "stall_timeout", "max_clock_jump"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
         for name in ("fit_chunk", "max_in_flight", "join_capacity", "learner_every", "learner_max_samples",
                      "learner_trees", "batch_size", "sources", "dask_workers", "dask_min_workers", "partitions",
-                     "replication"):
+                     "replication", "max_cascade_events"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -172,10 +194,24 @@ class Settings:
             kw.update(prior=self.prior, max_n_star=self.max_n_star)
         return kw
 
+    def kafka_config(self) -> dict[str, Any]:
+        """The librdkafka connection settings of every client: bootstrap servers and security."""
+        if not self.kafka:
+            raise ConfigError("a Kafka bootstrap address is needed (--kafka HOST:PORT)")
+        config: dict[str, Any] = {"bootstrap.servers": self.kafka,
+                                  "security.protocol": self.kafka_security_protocol.upper()}
+        if self.kafka_sasl_mechanism:
+            config.update({"sasl.mechanism": self.kafka_sasl_mechanism, "sasl.username": self.kafka_user or "",
+                           "sasl.password": self.kafka_secret or ""})
+        if self.kafka_ca_file:
+            config["ssl.ca.location"] = self.kafka_ca_file
+        return config
+
     def as_dict(self, *, mask_secrets: bool = True) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        if mask_secrets and d.get("kafka_secret"):
-            d["kafka_secret"] = "***"
+        for name in SECRETS:
+            if mask_secrets and d.get(name):
+                d[name] = "***"
         return d
 
     def replace(self, **changes: Any) -> Settings:

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections import deque
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 from streamz import Stream
 
@@ -47,6 +48,7 @@ class FitTask:
     marks: np.ndarray
     source: str
     final: bool = False
+    partition: int = -1  # input partition of cascade_series (-1: not from Kafka)
 
 
 @dataclass(slots=True)
@@ -96,7 +98,7 @@ def decode_series(batch: list[Record]) -> tuple[list[FitTask], list[Record]]:
             continue
         ev = np.array(d.tweets, dtype=np.float64)
         series.append(FitTask(d.cid, d.msg, d.T_obs, np.ascontiguousarray(ev[:, 0]), np.ascontiguousarray(ev[:, 1]),
-                            d.source, d.final))
+                            d.source, d.final, r.partition))
     return series, dead
 
 
@@ -118,29 +120,45 @@ def fit_chunk(chunk: PackedSeries, fit_kwargs: dict[str, Any]) -> PackedFits:
             try:
                 f = fit_cascade(chunk.times[o[i]:o[i + 1]], chunk.marks[o[i]:o[i + 1]], chunk.T_obs[i],
                                 **(final_kw if chunk.final[i] else window_kw))
-            except ValueError as exc:
-                errors[i] = str(exc)
+            except Exception as exc:  # noqa: BLE001 - whatever a hostile series makes the fit raise
+                errors[i] = str(exc) if isinstance(exc, ValueError) else f"fit failed: {type(exc).__name__}: {exc}"
                 continue
             params[i] = (f.p if f.kernel == "exp" else f.kappa, f.beta, f.n_star, f.G1)
             n_obs[i], n_supp[i], converged[i] = f.n_obs, f.final_size - f.n_obs, f.converged
     return PackedFits(params, n_obs, n_supp, converged, errors)
 
 
+#: Largest value a parameter, ``n_obs`` or ``n_supp`` may take on ``cascade_properties`` (the schema's bound).
+_BOUND = 1e15
+
+
 def encode_results(done: tuple[list[FitTask], PackedFits]) -> list[Record]:
-    """``parameters`` records of a fitted chunk; the series that could not be fitted go to the DLQ."""
+    """``parameters`` records of a fitted chunk; the series that could not be fitted (or whose fit is
+    not finite) go to the DLQ with the reason."""
     chunk, fits = done
     out = []
     for i, s in enumerate(chunk):
         error = fits.errors.get(i)
+        params = fits.params[i]
+        if error is None and not (np.all(np.isfinite(params)) and np.all(np.abs(params) <= _BOUND)
+                                  and np.all(params >= 0) and params[1] > 0):
+            error = f"fit gave parameters out of range: {params.tolist()}"
         if error is not None:
-            value = Serie(cid=s.cid, msg=s.msg, T_obs=s.T_obs, tweets=list(zip(s.times.tolist(), s.marks.tolist())),
-                          source=s.source)
-            out.append(dlq_record(Record(CASCADE_SERIES.name, encode(value), s.cid.encode()), error))
+            out.append(dead_series(s, error))
             continue
-        value = Parameters(cid=s.cid, msg=s.msg, n_obs=int(fits.n_obs[i]), n_supp=float(fits.n_supp[i]),
-                           params=tuple(fits.params[i].tolist()), T_obs=s.T_obs, converged=bool(fits.converged[i]))
+        n_supp = float(fits.n_supp[i])
+        value = Parameters(cid=s.cid, msg=s.msg, n_obs=int(fits.n_obs[i]),
+                           n_supp=n_supp if abs(n_supp) <= _BOUND else None,
+                           params=tuple(params.tolist()), T_obs=s.T_obs, converged=bool(fits.converged[i]))
         out.append(Record(CASCADE_PROPERTIES.name, encode(value), str(s.T_obs).encode()))
     return out
+
+
+def dead_series(s: FitTask, reason: str) -> Record:
+    """The ``cascade_series.dlq`` record of a series that could not be fitted."""
+    value = Serie(cid=s.cid, msg=s.msg, T_obs=s.T_obs, tweets=list(zip(s.times.tolist(), s.marks.tolist())),
+                  source=s.source, final=s.final)
+    return dlq_record(Record(CASCADE_SERIES.name, encode(value), s.cid.encode(), partition=s.partition), reason)
 
 
 def complete_fit_kwargs(settings: Settings) -> dict[str, Any]:
@@ -171,27 +189,46 @@ class PriorLearner:
     """The estimator's state: the fits of whole cascades and the prior learnt from them.
 
     ``pack`` binds the current prior to each chunk of series; ``encode`` turns fitted
-    chunks into records and keeps the final fits (``p``, ``beta``, size), at most
-    ``learner_max_samples``, refitting the prior after every ``learner_every`` new ones.
+    chunks into records and keeps the final fits (``p``, ``beta``, size) by cascade id
+    (a replayed final serie replaces its twin), at most ``learner_max_samples`` per input
+    partition, refitting the prior after every ``learner_every`` new ones.
+
+    It is a :class:`streams.state.StateStore` (without a barrier: it only accumulates
+    statistics): each partition's fits are checkpointed to the estimator's changelog, so
+    that a restarted estimator, or the one that takes a partition over, starts from the
+    prior learnt so far instead of the course prior. A crash may lose the final fits of
+    the last checkpoint interval from the prior's sample, never an output.
     """
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.fits: deque[tuple[float, float, int]] = deque(maxlen=settings.learner_max_samples)
+        self.fits: dict[int, OrderedDict[str, tuple[float, float, int]]] = {}
         self.prior: LogNormalPrior = settings.prior
         self.new = 0
         self.updates = 0
+        self._dirty: set[int] = set()
 
     def pack(self, chunk: list[FitTask]) -> PackedSeries:
         return pack_series(chunk, self.prior if self.settings.empirical_prior else None)
+
+    @property
+    def n_fits(self) -> int:
+        return sum(len(f) for f in self.fits.values())
 
     def encode(self, done: tuple[list[FitTask], PackedFits]) -> list[Record]:
         chunk, fits = done
         finals = [i for i, s in enumerate(chunk) if s.final and i not in fits.errors]
         for i in finals:
-            self.fits.append((float(fits.params[i, 0]), float(fits.params[i, 1]), chunk[i].times.size))
+            s = chunk[i]
+            store = self.fits.setdefault(s.partition, OrderedDict())
+            store.pop(s.cid, None)
+            store[s.cid] = (float(fits.params[i, 0]), float(fits.params[i, 1]), s.times.size)
+            while len(store) > self.settings.learner_max_samples:
+                store.popitem(last=False)
+            if s.partition >= 0:
+                self._dirty.add(s.partition)
         self.new += len(finals)
-        if finals and len(self.fits) >= self.settings.prior_min_cascades and (
+        if finals and self.n_fits >= self.settings.prior_min_cascades and (
                 self.updates == 0 or self.new >= self.settings.learner_every):
             self.refit()
         if not finals:
@@ -200,11 +237,42 @@ class PriorLearner:
         return encode_results(([chunk[i] for i in keep], _select(fits, keep)))
 
     def refit(self) -> None:
-        a = np.array(self.fits, dtype=np.float64)
+        a = np.array([v for store in self.fits.values() for v in store.values()], dtype=np.float64)
         self.prior = empirical_prior(a[:, 0], a[:, 1], a[:, 2], self.settings)
         self.new = 0
         self.updates += 1
-        logger.info("prior on (p, beta) learnt from %d whole cascades: %s", len(self.fits), self.prior)
+        logger.info("prior on (p, beta) learnt from %d whole cascades: %s", len(a), self.prior)
+
+    # ------------------------------------------------------------- StateStore
+
+    def snapshot(self, partitions=None) -> list:
+        parts = set(self._dirty) if partitions is None else set(partitions) & self._dirty
+        self._dirty -= parts
+        return [(p, b"fits", _encode_fits([(cid, *v) for cid, v in self.fits.get(p, {}).items()])) for p in parts]
+
+    def restore(self, partition: int, records) -> int:
+        value = None
+        for key, v in records:
+            if key == b"fits":
+                value = v
+        store = self.fits[partition] = OrderedDict()
+        for cid, p, beta, size in (_decode_fits(value) if value else ()):
+            store[cid] = (p, beta, size)
+        if self.n_fits >= self.settings.prior_min_cascades:
+            self.refit()
+        return len(store)
+
+    def drop(self, partitions) -> None:
+        for p in partitions:
+            self.fits.pop(p, None)
+            self._dirty.discard(p)
+
+    def committed(self, partition: int, offset: int) -> None:
+        pass
+
+
+_encode_fits = msgspec.msgpack.Encoder().encode
+_decode_fits = msgspec.msgpack.Decoder(list[tuple[str, float, float, int]]).decode
 
 
 def _select(fits: PackedFits, keep: list[int]) -> PackedFits:
@@ -223,10 +291,16 @@ def estimator(series: Stream, settings: Settings, client) -> tuple[Stream, Strea
     decoded = series.map(decode_series, stream_name="estimator.decode")
     submit = decoded.pluck(0).filter(bool).submit_batches(
         client, _Fit(fit_kwargs), pack=state.pack, chunk_size=settings.fit_chunk, max_in_flight=settings.max_in_flight,
-        stream_name="estimator.fit",
+        retry_timeout=settings.dask_timeout, on_error=_dead_chunk, stream_name="estimator.fit",
     )
-    out = submit.map(state.encode)
+    submit.state = state
+    out = submit.map(lambda done: done if isinstance(done, list) else state.encode(done))
     return out.union(decoded.pluck(1).filter(bool)), submit
+
+
+def _dead_chunk(chunk: list[FitTask], exc: BaseException) -> list[Record]:
+    """Dead letters of every series of a chunk whose task kept failing on the workers."""
+    return [dead_series(s, f"fit task failed: {type(exc).__name__}: {exc}") for s in chunk]
 
 
 class _Fit:

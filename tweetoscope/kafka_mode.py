@@ -1,14 +1,20 @@
 """The stages wired through Apache Kafka topics.
 
-Each stage reads its input topics as a member of the consumer group
-``<group_prefix>-<stage>`` (several instances of a stage share the work) and
-writes its outputs with an idempotent ``acks=all`` producer; offsets are
-committed only after the outputs derived from them are acknowledged
-(:mod:`streams.kafka`). The ``models`` topic is read in full by every predictor
-and the ``samples`` topic by the learner (state rebuilt on restart).
+Each stage reads its input topic as a member of the consumer group
+``<group_prefix>-<topic_prefix><stage>`` (several instances of a stage share the work;
+two pipelines with different topic prefixes never share a group) and writes its
+outputs with an idempotent ``acks=all`` producer. A stateful stage (collector,
+estimator, predictor, learner) checkpoints its state to its compacted changelog topic
+``<topic_prefix><stage>.changelog`` every ``checkpoint_interval`` seconds and commits
+its input offsets once the checkpoint is acknowledged (:mod:`streams.kafka`); on
+assignment it restores its partitions' state before it consumes them. The ``models``
+topic (compacted: the latest model per window) is read in full by every predictor.
 
-SIGTERM or SIGINT only request a stop: sources stop, in-flight batches drain
-(Dask work included), sinks flush, offsets are committed, the process exits 0.
+A stage exits non-zero when it cannot go on: a source or sink failed, its Dask cluster
+was lost for longer than ``dask_timeout``, or it made no progress for ``stall_timeout``
+with work in flight. SIGTERM or SIGINT only request a stop: sources stop, in-flight
+batches drain (Dask work included), sinks flush, state is checkpointed, offsets are
+committed, the process exits 0.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from streamz import Stream
 from tornado.ioloop import IOLoop
 
 from streams.datasets import Dataset
-from streams.kafka import KafkaSink, KafkaSource, create_topics, wait_for_broker
+from streams.kafka import CHANGELOG_MAX_BYTES, KafkaSink, KafkaSource, create_topics, end_offsets, wait_for_broker
 from streams.replay import ReplaySchedule
 
 from .config import Settings
@@ -32,7 +38,7 @@ from .models import MAX_MODEL_BYTES
 from .pipeline import ALL_TOPICS, Stages, build_stages, start_dask
 from .schemas import MODELS
 
-__all__ = ["CONSUMERS", "KafkaBus", "run_kafka"]
+__all__ = ["CONSUMERS", "KafkaBus", "run_kafka", "group_id", "changelog_topic", "TOPIC_CONFIG"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,57 +49,83 @@ CONSUMERS: dict[str, tuple[str, bool]] = {
     "cascade_series": ("estimator", True),
     "cascade_properties": ("predictor", True),
     "models": ("predictor", False),
-    "samples": ("learner", False),
+    "samples": ("learner", True),
 }
+
+#: Topic settings beyond the broker's defaults (time retention, ``retention.ms``, for the others;
+#: see docs/reliability.md). ``models`` keeps the latest file per window; changelogs the latest
+#: state per key.
+TOPIC_CONFIG: dict[str, dict[str, str]] = {
+    "models": {"cleanup.policy": "compact", "max.message.bytes": str(MAX_MODEL_BYTES + 2**20)},
+    "changelog": {"cleanup.policy": "compact", "max.message.bytes": str(CHANGELOG_MAX_BYTES + 2**20),
+                  "min.compaction.lag.ms": "60000"},
+}
+
+
+def group_id(settings: Settings, stage: str) -> str:
+    """The consumer group of ``stage``: ``<group_prefix>-<topic_prefix><stage>``."""
+    return f"{settings.group_prefix}-{settings.topic_prefix}{stage}"
+
+
+def changelog_topic(settings: Settings, stage: str) -> str:
+    """The changelog topic of ``stage``'s state (full name, prefix included)."""
+    return f"{settings.topic_prefix}{stage}.changelog"
 
 
 class KafkaBus:
     """Topic streams and publishers on a Kafka cluster; topic names get ``settings.topic_prefix``."""
 
     def __init__(self, settings: Settings, loop: IOLoop):
-        if not settings.kafka:
-            raise ValueError("a Kafka bootstrap address is needed (--kafka HOST:PORT)")
         self.settings = settings
+        self.config = settings.kafka_config()
         self.loop = loop
         self.prefix = settings.topic_prefix
         self.sources: list[KafkaSource] = []
+        self.by_topic: dict[str, KafkaSource] = {}
         self.sinks: list[KafkaSink] = []
 
     def name(self, topic: str) -> str:
         return self.prefix + topic
 
     def create_topics(self) -> None:
-        """Create every topic of the pipeline (existing ones are kept)."""
+        """Create every topic of the pipeline, the changelogs included (existing ones are kept)."""
         s = self.settings
-        wait_for_broker(s.kafka, timeout=30)
+        wait_for_broker(self.config, timeout=30)
         topics = {self.name(t): (s.partitions if "." not in t else 1) for t in ALL_TOPICS if t != MODELS.name}
-        create_topics(s.kafka, topics, replication=s.replication)
-        create_topics(s.kafka, {self.name(MODELS.name): s.partitions}, replication=s.replication,
-                      config={"max.message.bytes": str(MAX_MODEL_BYTES + 2**20)})
+        create_topics(self.config, topics, replication=s.replication)
+        create_topics(self.config, {self.name(MODELS.name): s.partitions}, replication=s.replication,
+                      topic_config=TOPIC_CONFIG["models"])
+        changelogs = {changelog_topic(s, stage): s.partitions for stage, grouped in CONSUMERS.values() if grouped}
+        create_topics(self.config, changelogs, replication=s.replication, topic_config=TOPIC_CONFIG["changelog"])
 
     def topic(self, topic: str) -> Stream:
         """The batches of ``topic`` for the stage that consumes it (see :data:`CONSUMERS`)."""
         stage, group = CONSUMERS[topic]
         s = self.settings
-        config = {"bootstrap.servers": s.kafka, "group.id": f"{s.group_prefix}-{stage}",
-                  "session.timeout.ms": int(s.session_timeout * 1000)}
+        config = {**self.config, "group.id": group_id(s, stage), "session.timeout.ms": int(s.session_timeout * 1000)}
         if group and s.instance_id:
             config["group.instance.id"] = f"{s.instance_id}-{stage}-{topic}"
         source = Stream.from_kafka_group(self.name(topic), config, batch_size=s.batch_size, group=group,
-                                         poll_timeout=s.poll_timeout, loop=self.loop, stream_name=f"kafka:{topic}")
+                                         poll_timeout=s.poll_timeout, checkpoint_interval=s.checkpoint_interval,
+                                         loop=self.loop, stream_name=f"kafka:{topic}")
         self.sources.append(source)
+        self.by_topic[topic] = source
         if not self.prefix:
             return source
         cut = len(self.prefix)
         return source.map(lambda batch: [dataclasses.replace(r, topic=r.topic[cut:]) for r in batch])
+
+    def use_stores(self, stages: Stages) -> None:
+        """Checkpoint each stateful stage's state through the source of its input topic."""
+        for topic, (stage, store, barrier) in stages.stores().items():
+            self.by_topic[topic].use_store(store, changelog_topic(self.settings, stage), barrier=barrier)
 
     def publish(self, stream: Stream) -> KafkaSink:
         """Produce the record batches of ``stream`` (each record to its own topic)."""
         if self.prefix:
             prefix = self.prefix
             stream = stream.map(lambda batch: [dataclasses.replace(r, topic=prefix + r.topic) for r in batch])
-        sink = stream.to_kafka_group({"bootstrap.servers": self.settings.kafka,
-                                      "message.max.bytes": MAX_MODEL_BYTES + 2**20}, loop=self.loop)
+        sink = stream.to_kafka_group({**self.config, "message.max.bytes": MAX_MODEL_BYTES + 2**20}, loop=self.loop)
         self.sinks.append(sink)
         return sink
 
@@ -101,27 +133,27 @@ class KafkaBus:
         for source in self.sources:
             source.start()
 
-    def end_offsets(self) -> dict[tuple[str, int], int]:
-        """High watermark of every partition of the consumed topics (a broker call: run in an executor)."""
-        import confluent_kafka as ck
-
-        consumer = ck.Consumer({"bootstrap.servers": self.settings.kafka, "group.id": "tweetoscope-probe"})
-        try:
-            out = {}
-            for source in self.sources:
-                for topic in source.topics:
-                    meta = consumer.list_topics(topic, timeout=10).topics[topic]
-                    for p in meta.partitions:
-                        out[(topic, p)] = consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=10)[1]
-            return out
-        finally:
-            consumer.close()
+    def failure(self, stages: Stages) -> str | None:
+        """Why this process cannot make progress any more, if it cannot."""
+        for source in self.sources:
+            if source.error is not None:
+                return f"the Kafka source on {source.topics} failed: {source.error!r}"
+            if source.stalled(self.settings.stall_timeout):
+                return (f"the Kafka source on {source.topics} has {source.n_inflight} batch(es) in flight and none "
+                        f"done for {self.settings.stall_timeout:.0f} s")
+        for sink in self.sinks:
+            if sink.error is not None:
+                return f"a Kafka sink failed: {sink.error!r}"
+        if stages.error is not None:
+            return f"a stage stopped: {stages.error!r}"
+        return None
 
     async def quiet(self) -> bool:
         """Every group source committed everything its topics hold; no batch is in flight anywhere."""
         if any(s.n_inflight for s in self.sources):
             return False
-        ends = await asyncio.get_running_loop().run_in_executor(None, self.end_offsets)
+        topics = [t for source in self.sources for t in source.topics]
+        ends = await asyncio.get_running_loop().run_in_executor(None, end_offsets, self.config, topics)
         for source in self.sources:
             for topic in source.topics:
                 parts = {k: v for k, v in ends.items() if k[0] == topic}
@@ -134,16 +166,12 @@ class KafkaBus:
         return True
 
     async def drain(self, timeout: float) -> bool:
-        """Flush the sinks, then commit what is done and close every source; True if all went through.
-
-        Batches still held by stage state (open cascades, pending joins) stay uncommitted
-        and are consumed again by the next instance: at-least-once, nothing lost.
-        """
+        """Flush the sinks, then checkpoint, commit what is done and close every source; True if all went through."""
         for sink in self.sinks:
             await sink.flush(timeout)
         ok = True
         for source in self.sources:
-            ok &= await source.drain(min(timeout, 5.0), sinks=self.sinks, require_idle=False)
+            ok &= await source.drain(min(timeout, 30.0), sinks=self.sinks, require_idle=False)
         return ok
 
 
@@ -159,8 +187,9 @@ async def run_kafka(
     """Run ``stages`` (and a generator replaying ``dataset``) on the Kafka cluster ``settings.kafka``.
 
     Runs until SIGTERM/SIGINT, or, with ``until_done``, until the replay has been fully
-    processed (every topic consumed, every batch done). Returns the exit code: 0 when
-    everything consumed was delivered and committed.
+    processed (every topic consumed, every batch done), or until the process cannot go on
+    (:meth:`KafkaBus.failure`). Returns the exit code: 0 when everything consumed was
+    delivered and committed, 1 after a failure or an incomplete drain.
     """
     loop = IOLoop.current()
     bus = KafkaBus(settings, loop)
@@ -172,6 +201,7 @@ async def run_kafka(
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     staged: Stages = build_stages(bus.topic, bus.publish, settings, client, stages=tuple(stages))
+    bus.use_stores(staged)
     replay = None
     gen_sink = None
     if dataset is not None:
@@ -180,22 +210,32 @@ async def run_kafka(
                                     stream_name="replay")
         gen_sink = bus.publish(generator(replay, dataset))
     bus.start()
-    health = _serve_health(settings.health_port, bus) if settings.health_port else None
+    health = _serve_health(settings.health_port, bus, staged, client) if settings.health_port else None
     if replay is not None:
         replay.start()
+    failed: list[str] = []
+    watch = asyncio.ensure_future(_watch(bus, staged, stop, failed))
+    ok = False
     try:
         if until_done:
             await _until_done(bus, staged, replay, gen_sink, stop)
         else:
             await stop.wait()
+        if failed:
+            logger.error("stopping: %s", failed[0])
         logger.info("stopping: draining in-flight work, flushing, committing")
         if replay is not None:
             replay.stop()
         for source in bus.sources:
-            source.stop_polling()  # drained (committed, closed) below
-        await staged.drain()  # Dask work in flight: its results reach the sinks
-        ok = await bus.drain(drain_timeout)
+            source.stop_polling()  # drained (checkpointed, committed, closed) below
+        if not failed:
+            await staged.drain()  # Dask work in flight: its results reach the sinks
+        ok = await bus.drain(drain_timeout if not failed else 10.0)
+    except Exception:
+        logger.exception("stopping after an error")
+        ok = False
     finally:
+        watch.cancel()
         if health is not None:
             health.stop()
         for sink in bus.sinks:
@@ -204,26 +244,48 @@ async def run_kafka(
             await client.close()
         if cluster is not None:
             await cluster.close()
-    return 0 if ok else 1
+    return 0 if ok and not failed else 1
 
 
-def _serve_health(port: int, bus: KafkaBus):
-    """``GET /healthz``: 200 while the event loop answers; ``GET /readyz``: 200 while every source
-    is consuming (joined its group, not failed), else 503 with the reason. Returns the HTTP server."""
+async def _watch(bus: KafkaBus, stages: Stages, stop: asyncio.Event, failed: list[str]) -> None:
+    """Request a stop (with a failure) as soon as the process cannot make progress."""
+    while not stop.is_set():
+        why = bus.failure(stages)
+        if why is not None:
+            failed.append(why)
+            stop.set()
+            return
+        await asyncio.sleep(0.5)
+
+
+def _serve_health(port: int, bus: KafkaBus, stages: Stages, client) -> object:
+    """``GET /healthz`` (live): 200 while the stage can make progress, 503 with the reason once it cannot
+    (it then exits non-zero); ``GET /readyz``: 200 while every source consumes (in its group, its state
+    restored, no error) and the Dask cluster, if any, is connected, else 503 with the reason.
+    Returns the HTTP server."""
     from tornado.httpserver import HTTPServer
     from tornado.web import Application, RequestHandler
 
     class Alive(RequestHandler):
         def get(self) -> None:
-            self.write("ok\n")
+            why = bus.failure(stages)
+            if why is not None:
+                self.set_status(503)
+                self.write(f"stuck: {why}\n")
+            else:
+                self.write("ok\n")
 
     class Ready(RequestHandler):
         def get(self) -> None:
-            failed = [s.topics for s in bus.sources if s.error is not None]
-            idle = [s.topics for s in bus.sources if s.consumer is None or not s.joined]
-            if failed or idle:
+            reasons = [f"{s.topics} {'restoring state' if s.restoring else 'not consuming'}"
+                       for s in bus.sources if not s.ready]
+            if client is not None and client.status != "running":
+                reasons.append(f"Dask client {client.status}")
+            if (why := bus.failure(stages)) is not None:
+                reasons.append(why)
+            if reasons:
                 self.set_status(503)
-                self.write(f"failed: {failed}; not consuming: {idle}\n")
+                self.write("not ready: " + "; ".join(reasons) + "\n")
             else:
                 self.write("ready\n")
 
@@ -242,5 +304,11 @@ async def _until_done(bus: KafkaBus, stages: Stages, replay, gen_sink: KafkaSink
     quiet = 0
     while quiet < 2 and not stop.is_set():
         await asyncio.sleep(0.3)
-        quiet = quiet + 1 if stages.idle and await bus.quiet() else 0
-
+        if stages.idle and await bus.quiet():
+            quiet += 1
+            if quiet == 1:
+                for source in bus.sources:  # checkpoint (and so commit) now rather than in an interval
+                    if source.store is not None:
+                        source.request_checkpoint()
+        else:
+            quiet = 0

@@ -1,14 +1,26 @@
 """Learner stage: ``samples`` in, ``models`` out; one correction model per window, refitted on Dask.
 
-Samples are kept per window, keyed by cascade (idempotent on ``(cid, T_obs)``:
-a duplicate replaces its twin), the latest ``learner_max_samples`` per window.
-Once a window has ``learner_every`` new samples and its last refit started at
-least ``learner_interval`` seconds ago, its model is refitted on the Dask
-cluster (one fit at a time, at low priority, so that fits of cascades keep the
-rest of the cluster; ``learner_trees`` trees, and the forest's loss and leaf
-size chosen by inner cross-validation only every :data:`SELECT_EVERY` refits,
-keep a refit under a second on 2,000 samples) and published to
-``models`` as a skops file whose version counts the samples seen so far.
+Samples are kept per window, keyed by cascade (idempotent on ``(cid, T_obs)``: a
+duplicate replaces its twin), the latest ``learner_max_samples`` per window. Every
+``learner_every`` distinct samples of a window (a *boundary*), the training set is
+taken as it stands and queued for a refit whose model version is the number of
+distinct samples seen so far: a version's model depends only on the samples up to it,
+so a restarted or rebalanced learner publishes the same model for the same version.
+Refits run on the Dask cluster one at a time (at low priority, so that fits of
+cascades keep the rest of the cluster), no sooner than ``learner_interval`` seconds
+after the previous refit of the same window; at most :data:`MAX_PENDING` refits wait
+per window (beyond, the oldest waiting one is skipped). The forest's loss and leaf
+size are chosen by inner cross-validation at every :data:`SELECT_EVERY`-th boundary;
+the others reuse that choice (10x cheaper). Models go to ``models`` as skops files
+(signed with ``model_key`` when it is set).
+
+On Kafka the learner is a consumer-group member of ``samples`` (keyed by window, so
+windows spread over learners) and its state — the samples, the counts, the choice and
+the refits not yet published — is a :class:`streams.state.StateStore` checkpointed to
+its changelog: a restart does not re-read the ``samples`` topic, and a refit queued
+before a crash is published after it. A refit that raises is logged and dead-lettered
+to ``samples.dlq`` (that version is skipped); a Dask cluster lost for longer than
+``dask_timeout`` stops the stage.
 """
 
 from __future__ import annotations
@@ -17,26 +29,33 @@ import asyncio
 import logging
 import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
 
+import msgspec
 import numpy as np
 from streamz import Stream
 
 from estimators.correction import fit_forest
+from streams.dask import DaskUnavailable, resilient_result
 from streams.records import Record
+from streams.state import Change
 
 from .config import Settings
-from .models import dump_model, model_record
-from .schemas import SAMPLES, SchemaError, dlq_record
+from .models import dump_model, model_record, model_signature
+from .schemas import SAMPLES, Sample, SchemaError, dlq_record
 
-__all__ = ["learn", "train_model"]
+__all__ = ["learn", "train_model", "SELECT_EVERY", "MAX_PENDING"]
 
 logger = logging.getLogger(__name__)
 
 
-#: A refit selects the forest's loss and leaf size by inner cross-validation every this many
-#: refits of a window (the first included); the others reuse the last choice (10x cheaper).
+#: Every this many boundaries of a window (the first included), a refit selects the forest's
+#: loss and leaf size by inner cross-validation; the others reuse the last choice.
 SELECT_EVERY = 10
+#: Refits waiting per window, at most.
+MAX_PENDING = 4
 
 
 def train_model(X: np.ndarray, n_true: np.ndarray, n_obs: np.ndarray, n_estimators: int, seed: int,
@@ -55,9 +74,40 @@ def train_model(X: np.ndarray, n_true: np.ndarray, n_obs: np.ndarray, n_estimato
     return dump_model(model), (model.loss, model.min_samples_leaf, model.trend)
 
 
+class _Refit(msgspec.Struct, array_like=True):
+    """A refit taken at a boundary: the model ``version`` and its training set (rows of X, n_obs, n_tot)."""
+
+    version: int
+    select: bool
+    rows: list[tuple[float, float, float, int, int]]
+
+
+class _WindowRecord(msgspec.Struct, array_like=True):
+    offset: int
+    seen: int
+    choice: tuple[str, int, str] | None
+    samples: list[tuple[str, float, float, float, int, int]]
+    pending: list[_Refit]
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(_WindowRecord).decode
+
+
+@dataclass(eq=False)
+class _Window:
+    partition: int = -1
+    offset: int = -1
+    seen: int = 0  # distinct samples seen: the version of the model of the next boundary
+    choice: tuple[str, int, str] | None = None
+    samples: OrderedDict[str, tuple[float, float, float, int, int]] = field(default_factory=OrderedDict)
+    pending: deque[_Refit] = field(default_factory=deque)
+    last_fit: float = -math.inf  # time.monotonic() of the last refit started
+
+
 @Stream.register_api()
 class learn(Stream):
-    """Streamz node: ``samples`` record batches in, ``models`` record batches out."""
+    """Streamz node: ``samples`` record batches in, ``models`` (and dead-letter) record batches out."""
 
     def __init__(self, upstream, settings: Settings, client, **kwargs):
         self.client = client
@@ -65,24 +115,25 @@ class learn(Stream):
         self.max_samples = int(settings.learner_max_samples)
         self.interval = float(settings.learner_interval)
         self.trees = int(settings.learner_trees)
-        self.last_fit: dict[int, float] = {}
-        self.n_fits: dict[int, int] = {}
-        self.choice: dict[int, tuple[str, int, str]] = {}
         self.alpha, self.mu = float(settings.alpha), float(settings.mu)
-        self.seen: dict[int, int] = {}
         self.seed = int(settings.seed)
-        self.samples: dict[int, OrderedDict[str, tuple[list[float], int, int]]] = {}
-        self.new: dict[int, int] = {}
-        self.versions: dict[int, int] = {}
-        self.fitting: dict[int, asyncio.Task] = {}
-        self.timers: dict[int, object] = {}
+        self.retry_timeout = float(settings.dask_timeout)
+        self.model_key = settings.model_key.encode() if settings.model_key else None
+        self.windows: dict[int, _Window] = {}
+        self.versions: dict[int, int] = {}  # last version published per window
+        self.fitting: asyncio.Task | None = None
+        self.timer: object | None = None
         self.draining = False
         self.error: BaseException | None = None
+        self.n_failed = 0
+        self._dirty: dict[int, set[int]] = {}
         Stream.__init__(self, upstream, ensure_io_loop=True, **kwargs)
+
+    # ----------------------------------------------------------------- samples
 
     def update(self, x: list[Record], who=None, metadata=None):
         if self.error is not None:
-            raise RuntimeError("a model fit failed earlier") from self.error
+            raise RuntimeError("the learner stopped: the Dask cluster is unavailable") from self.error
         dead = []
         for r in x:
             try:
@@ -93,72 +144,151 @@ class learn(Stream):
             except (SchemaError, ValueError) as exc:
                 dead.append(dlq_record(r, f"unusable sample: {exc}"))
                 continue
-            store = self.samples.setdefault(T_obs, OrderedDict())
-            if store.pop(d.cid, None) is None:
-                self.seen[T_obs] = self.seen.get(T_obs, 0) + 1
-            store[d.cid] = (d.X, d.n_obs, d.n_tot)
-            if len(store) > self.max_samples:
-                store.popitem(last=False)
-            self.new[T_obs] = self.new.get(T_obs, 0) + 1
-        for T_obs in list(self.new):
-            self._maybe_refit(T_obs)
+            self._add(T_obs, d, r)
+        self._maybe_refit()
         return self._emit(dead, metadata=metadata) if dead else None
 
-    def _maybe_refit(self, T_obs: int) -> None:
-        if self.draining:
+    def _add(self, T_obs: int, d: Sample, r: Record) -> None:
+        w = self.windows.get(T_obs)
+        if w is None:
+            w = self.windows[T_obs] = _Window(partition=r.partition)
+        if 0 <= r.offset <= w.offset:
+            return  # read again after a restart: already in the state
+        w.offset = max(w.offset, r.offset)
+        new = w.samples.pop(d.cid, None) is None
+        w.samples[d.cid] = (*d.X, d.n_obs, d.n_tot)
+        if len(w.samples) > self.max_samples:
+            w.samples.popitem(last=False)
+        if new:
+            w.seen += 1
+            if w.seen % self.every == 0 and len(w.samples) >= 2:
+                boundary = w.seen // self.every
+                w.pending.append(_Refit(w.seen, (boundary - 1) % SELECT_EVERY == 0, list(w.samples.values())))
+                while len(w.pending) > MAX_PENDING:
+                    skipped = w.pending.popleft()
+                    logger.warning("learner behind: refit of T_obs=%d version %d skipped", T_obs, skipped.version)
+        if w.partition >= 0:
+            self._dirty.setdefault(w.partition, set()).add(T_obs)
+
+    # ------------------------------------------------------------------ refits
+
+    def _maybe_refit(self) -> None:
+        """Start the next refit: one at a time, the window refitted longest ago first, each window at most
+        every ``learner_interval`` seconds."""
+        if self.draining or self.fitting is not None or self.error is not None:
             return
-        if self.fitting or self.new.get(T_obs, 0) < self.every or len(self.samples[T_obs]) < 2:
-            return  # one refit at a time, all windows together: the fits keep the rest of the cluster
-        if time.monotonic() - self.last_fit.get(T_obs, -math.inf) >= self.interval:
-            self._refit(T_obs)
-        elif T_obs not in self.timers:
-            wait = self.interval - (time.monotonic() - self.last_fit[T_obs])
-            self.timers[T_obs] = self.loop.call_later(wait, self._timer, T_obs)
+        waiting = [(w.last_fit, T) for T, w in self.windows.items() if w.pending]
+        if not waiting:
+            return
+        last, T_obs = min(waiting)
+        wait = last + self.interval - time.monotonic()
+        if wait > 0:
+            if self.timer is None:
+                self.timer = self.loop.call_later(wait, self._on_timer)
+            return
+        w = self.windows[T_obs]
+        refit = w.pending[0]
+        w.last_fit = time.monotonic()
+        self.fitting = asyncio.ensure_future(self._fit(T_obs, w, refit))
 
-    def _timer(self, T_obs: int) -> None:
-        self.timers.pop(T_obs, None)
-        self._maybe_refit(T_obs)
+    def _on_timer(self) -> None:
+        self.timer = None
+        self._maybe_refit()
 
-    def _refit(self, T_obs: int) -> None:
-        store = self.samples[T_obs]
-        X = np.array([v[0] for v in store.values()], dtype=np.float64)
-        n_obs = np.array([v[1] for v in store.values()], dtype=np.float64)
-        n_true = np.array([v[2] for v in store.values()], dtype=np.float64)
-        version = self.seen[T_obs]
-        self.new[T_obs] = 0
-        self.last_fit[T_obs] = time.monotonic()
-        n_fits = self.n_fits[T_obs] = self.n_fits.get(T_obs, 0) + 1
-        choice = None if (n_fits - 1) % SELECT_EVERY == 0 else self.choice.get(T_obs)
-        future = self.client.submit(train_model, X, n_true, n_obs, self.trees, self.seed, choice, self.alpha,
-                                    self.mu, pure=False, priority=-10)
-        self.fitting[T_obs] = asyncio.ensure_future(self._publish(T_obs, version, future))
+    async def _fit(self, T_obs: int, w: _Window, refit: _Refit) -> None:
+        a = np.array(refit.rows, dtype=np.float64)
+        choice = None if refit.select or w.choice is None else w.choice
+        args = (train_model, a[:, :3], a[:, 4], a[:, 3], self.trees, self.seed, choice, self.alpha, self.mu)
 
-    async def _publish(self, T_obs: int, version: int, future) -> None:
+        def submit():
+            return self.client.submit(*args, pure=False, priority=-10)
+
         try:
-            data, self.choice[T_obs] = await future
-        except BaseException as exc:
-            logger.exception("model fit for T_obs=%d failed", T_obs)
+            data, used = await resilient_result(self.client, submit(), submit, retries=1,
+                                                retry_timeout=self.retry_timeout)
+        except DaskUnavailable as exc:
+            logger.error("learner: %s; stopping", exc)
             self.error = exc
-            raise
+            return
+        except Exception as exc:  # noqa: BLE001 - a refit that fails is skipped, the stage goes on
+            self.n_failed += 1
+            logger.exception("refit of T_obs=%d version %d failed; skipped", T_obs, refit.version)
+            data = None
+            reason = f"refit of T_obs={T_obs} at version {refit.version} failed: {type(exc).__name__}: {exc}"
+            value = f'{{"T_obs": {T_obs}, "version": {refit.version}}}'.encode()
+            self._emit([dlq_record(Record(SAMPLES.name, value, str(T_obs).encode()), reason)])
         finally:
-            self.fitting.pop(T_obs, None)
+            self.fitting = None
+        if self.windows.get(T_obs) is w and w.pending and w.pending[0] is refit:  # still ours
+            w.pending.popleft()
+            if data is not None:
+                if refit.select or w.choice is None:
+                    w.choice = tuple(used)
+                self._publish(T_obs, refit.version, data)
+            if w.partition >= 0:
+                self._dirty.setdefault(w.partition, set()).add(T_obs)
+        self._maybe_refit()
+
+    def _publish(self, T_obs: int, version: int, data: bytes) -> None:
         self.versions[T_obs] = version
         logger.info("model for T_obs=%d: version %d (%d bytes)", T_obs, version, len(data))
-        self._emit([model_record(T_obs, version, data)])
-        for other in sorted(self.new, key=lambda w: self.last_fit.get(w, -math.inf)):
-            self._maybe_refit(other)
+        record = model_record(T_obs, version, data)
+        if self.model_key is not None:
+            record.headers["signature"] = model_signature(self.model_key, data)
+        self._emit([record])
 
     @property
     def idle(self) -> bool:
-        return not self.fitting and not self.timers
+        return self.fitting is None and (self.draining or not any(w.pending for w in self.windows.values()))
 
     async def drain(self) -> None:
-        """Cancel the refits waiting for their interval and wait for the fits in progress (no new ones)."""
+        """Wait for the refit in progress; start no new one (those waiting stay in the state)."""
         self.draining = True
-        for handle in self.timers.values():
-            self.loop.remove_timeout(handle)
-        self.timers.clear()
-        while self.fitting:
-            await asyncio.gather(*list(self.fitting.values()), return_exceptions=True)
+        if self.timer is not None:
+            self.loop.remove_timeout(self.timer)
+            self.timer = None
+        while self.fitting is not None:
+            await asyncio.gather(self.fitting, return_exceptions=True)
         if self.error is not None:
-            raise RuntimeError("a model fit failed") from self.error
+            raise RuntimeError("the learner stopped: the Dask cluster is unavailable") from self.error
+
+    # ------------------------------------------------------------- StateStore
+
+    def snapshot(self, partitions: Collection[int] | None = None) -> list[Change]:
+        out: list[Change] = []
+        for p in list(self._dirty) if partitions is None else partitions:
+            for T_obs in self._dirty.pop(p, set()):
+                w = self.windows.get(T_obs)
+                if w is None:
+                    continue
+                value = _WindowRecord(w.offset, w.seen, w.choice, [(cid, *v) for cid, v in w.samples.items()],
+                                      list(w.pending))
+                out.append((p, str(T_obs).encode(), _encode(value)))
+        return out
+
+    def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
+        latest: dict[bytes, _WindowRecord] = {}
+        for key, value in records:
+            if value is None:
+                latest.pop(key, None)
+                continue
+            rec = _decode(value)
+            if key not in latest or rec.offset >= latest[key].offset:
+                latest[key] = rec
+        for key, rec in latest.items():
+            w = self.windows[int(key)] = _Window(partition=partition, offset=rec.offset, seen=rec.seen,
+                                                 choice=tuple(rec.choice) if rec.choice else None)
+            w.samples = OrderedDict((s[0], tuple(s[1:])) for s in rec.samples)
+            w.pending = deque(rec.pending)
+        self.loop.add_callback(self._maybe_refit)  # refits queued before the restart
+        return len(latest)
+
+    def drop(self, partitions: Collection[int]) -> None:
+        parts = set(partitions)
+        for T_obs in [T for T, w in self.windows.items() if w.partition in parts]:
+            del self.windows[T_obs]
+        for p in parts:
+            self._dirty.pop(p, None)
+
+    def committed(self, partition: int, offset: int) -> None:
+        pass

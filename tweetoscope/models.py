@@ -3,13 +3,19 @@
 A model travels on the ``models`` topic as the bytes of a skops file, keyed by
 ``str(T_obs)``, with a ``version`` header (the number of samples it was trained
 on: it only grows, and a restarted learner computes the same versions).
-Loading checks that every type in the file is one we trust.
+Loading checks that every type in the file is one we trust; :func:`check_model` also
+checks the file's HMAC signature when the pipeline has a ``model_key``, and that the model
+predicts a finite correction for a valid cascade (a file holding, say, a plain dict is
+refused before it is swapped in).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import zipfile
 
+import numpy as np
 import skops.io as sio
 
 from streams.memory import BINARY
@@ -17,7 +23,8 @@ from streams.records import Record
 
 from .schemas import MODELS, SchemaError
 
-__all__ = ["TRUSTED_TYPES", "MAX_MODEL_BYTES", "dump_model", "load_model", "model_record"]
+__all__ = ["TRUSTED_TYPES", "MAX_MODEL_BYTES", "dump_model", "load_model", "model_record", "model_signature",
+           "check_model"]
 
 #: Types a model file may hold beyond skops' defaults (numpy, builtins, scikit-learn estimators).
 TRUSTED_TYPES = frozenset({
@@ -50,10 +57,41 @@ def load_model(data: bytes) -> object:
     unknown = untrusted - TRUSTED_TYPES
     if unknown:
         raise SchemaError(f"model file holds untrusted types: {sorted(unknown)}")
-    return sio.loads(data, trusted=sorted(untrusted))
+    try:
+        return sio.loads(data, trusted=sorted(untrusted))
+    except Exception as exc:  # noqa: BLE001 - a damaged or hostile file
+        raise SchemaError(f"cannot load the model file: {type(exc).__name__}: {exc}") from None
 
 
 def model_record(T_obs: int, version: int, data: bytes) -> Record:
     """The ``models`` record of a model file for window ``T_obs``."""
     return Record(topic=MODELS.name, value=data, key=str(T_obs).encode(),
                   headers={"version": str(version), **BINARY})
+
+
+#: A row of features every usable model must predict a finite, non-negative correction for.
+_PROBE = np.array([[1e-3, 0.5, 10.0, 20.0]])
+
+
+def model_signature(key: bytes, data: bytes) -> str:
+    """The HMAC-SHA256 of a model file under ``key``, in hex (the ``signature`` header of ``models``)."""
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def check_model(data: bytes, headers: dict[str, str], key: bytes | None) -> object:
+    """The model of a ``models`` record, verified: signature (when ``key`` is set), trusted types, and a
+    trial prediction. Raises :class:`SchemaError` saying what is wrong."""
+    if key is not None:
+        given = headers.get("signature", "")
+        if not given or not hmac.compare_digest(given, model_signature(key, data)):
+            raise SchemaError("bad or missing signature (the models topic is signed)")
+    from estimators.correction import predict_omega
+
+    model = load_model(data)
+    try:
+        omega = predict_omega(model, _PROBE)
+    except Exception as exc:  # noqa: BLE001 - any object skops trusts may come out of a file
+        raise SchemaError(f"not a usable correction model ({type(model).__name__}): {exc}") from None
+    if omega.shape != (1,) or not np.isfinite(omega).all():
+        raise SchemaError(f"the model predicts {omega!r} for a valid cascade")
+    return model

@@ -59,6 +59,25 @@ class Stages:
     def idle(self) -> bool:
         return all(s is None or s.idle for s in (self.estimator, self.learner))
 
+    @property
+    def error(self) -> BaseException | None:
+        """Why a stage stopped for good (its Dask work failed), if one did."""
+        return next((s.error for s in (self.estimator, self.learner) if s is not None and s.error is not None), None)
+
+    def stores(self) -> dict[str, tuple[str, object, bool]]:
+        """``{input topic: (stage, state store, barrier)}`` of the stateful stages built (see
+        :class:`streams.kafka.KafkaSource`: the estimator's store only accumulates statistics)."""
+        out = {}
+        if self.windows is not None:
+            out["tweets"] = ("collector", self.windows, True)
+        if self.estimator is not None:
+            out["cascade_series"] = ("estimator", self.estimator.state, False)
+        if self.predictor is not None:
+            out["cascade_properties"] = ("predictor", self.predictor, True)
+        if self.learner is not None:
+            out["samples"] = ("learner", self.learner, True)
+        return out
+
     async def drain(self) -> None:
         """Wait until no Dask work is left in any stage (results emitted, refits published)."""
         while not self.idle:

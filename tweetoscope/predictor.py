@@ -6,13 +6,20 @@
   not when the cascade ends.
 - ``size`` for ``(cid, T_obs)`` once the parameters are known: a ``stat`` (the ARE of
   that forecast) and a ``sample`` for the learner.
-- ``models``: the newest version per window is swapped in; alerts carry the version.
+- ``models``: the newest version per window is swapped in (after its signature, when a
+  key is set, and a trial prediction were checked); alerts carry the version. A model
+  file that cannot be used goes to ``models.dlq`` and the current model stays.
 
 The join state is bounded: beyond ``capacity`` entries the oldest is dropped to
-``cascade_properties.dlq`` ("join timed out") and its offsets released. An
-entry keeps the refs of the input batches it came from until its outputs have
-been emitted (at-least-once). Duplicates of a key still in the state are
-ignored; consumers are idempotent on ``(cid, T_obs)`` for the rest.
+``cascade_properties.dlq`` ("join timed out"). Finished joins leave a marker (the
+latest ``capacity`` of them), so that a duplicate of a finished join is ignored
+rather than waiting for a twin that never comes.
+
+The join state is a :class:`streams.state.StateStore`: on Kafka it is checkpointed to
+the predictor's changelog (pending entries and markers, by input partition, each with
+the offset of the last record applied to it), and a record read again after a restart
+is recognised by its offset and ignored. A record whose forecast is not a finite number
+(an overflowing feature) goes to the DLQ with the reason.
 """
 
 from __future__ import annotations
@@ -20,33 +27,55 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict, defaultdict
+from collections.abc import Collection, Iterable
 
+import msgspec
 import numpy as np
 from streamz import Stream
 
 from estimators.correction import predict_omega
 from streams.records import Record
+from streams.state import Change
 
 from .config import Settings
-from .models import load_model
+from .models import check_model
 from .schemas import (ALERTS, CASCADE_PROPERTIES, FORECASTS, SAMPLES, STATS, Alert, Forecast, Parameters, Sample,
-                      SchemaError, Stat, dlq_record)
+                      SchemaError, Size, Stat, dlq_record)
 
 __all__ = ["predict_join"]
 
 logger = logging.getLogger(__name__)
 
+JoinKey = tuple[str, int]
+
 
 class _Entry:
-    __slots__ = ("params", "size", "refs", "forecast", "version")
+    __slots__ = ("params", "size", "forecast", "version", "offset", "partition")
 
-    def __init__(self) -> None:
+    def __init__(self, partition: int = -1) -> None:
         self.params: Parameters | None = None
-        self.size: object | None = None
-        self.refs: list[dict] = []
+        self.size: Size | None = None
         self.forecast = 0.0
         self.version = 0
+        self.offset = -1  # input offset of the last record applied (-1: not from Kafka)
+        self.partition = partition
 
+
+class _EntryRecord(msgspec.Struct, array_like=True, tag="j"):
+    offset: int
+    params: Parameters | None
+    size: Size | None
+    forecast: float
+    version: int
+
+
+class _DoneRecord(msgspec.Struct, array_like=True, tag="d"):
+    offset: int
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_record = msgspec.msgpack.Decoder(_EntryRecord | _DoneRecord).decode
+_decode_key = msgspec.msgpack.Decoder(tuple[str, int]).decode
 
 @Stream.register_api()
 class predict_join(Stream):
@@ -60,10 +89,13 @@ class predict_join(Stream):
         self.threshold = float(settings.alert_threshold)
         self.capacity = int(settings.join_capacity)
         self.windows = set(settings.windows)
+        self.model_key = settings.model_key.encode() if settings.model_key else None
         self.models: dict[int, tuple[int, object]] = {}
-        self.state: OrderedDict[tuple[str, int], _Entry] = OrderedDict()
+        self.state: OrderedDict[JoinKey, _Entry] = OrderedDict()
+        self.done: OrderedDict[JoinKey, tuple[int, int]] = OrderedDict()  # finished joins: (partition, offset)
         self.properties = properties
-        self.n_alerts = self.n_stats = self.n_evicted = 0
+        self.n_alerts = self.n_stats = self.n_evicted = self.n_duplicates = 0
+        self._dirty: dict[int, dict[JoinKey, None]] = {}
         Stream.__init__(self, upstreams=[properties, models], **kwargs)
 
     # --------------------------------------------------------------- models
@@ -78,8 +110,8 @@ class predict_join(Stream):
         return True
 
     def _on_models(self, batch: list[Record], metadata) -> list:
-        """Load each model file in a worker thread (a forest takes a while to load; the loop must not
-        stall), then swap it in. The batch's refs are held until every file of it is loaded."""
+        """Check and load each model file in a worker thread (a forest takes a while to load; the loop
+        must not stall), then swap it in. The batch's refs are held until every file of it is done."""
         self._retain_refs(metadata)
         return [asyncio.ensure_future(self._load(batch, metadata))]
 
@@ -93,10 +125,14 @@ class predict_join(Stream):
                         raise SchemaError("missing key: the window T_obs")
                     T_obs = int(r.key.decode())
                     version = int(r.headers.get("version", ""))
-                    model = await loop.run_in_executor(None, load_model, r.value)
+                    if version < 1:
+                        raise SchemaError(f"version must be >= 1, got {version}")
+                    model = await loop.run_in_executor(None, check_model, r.value, r.headers, self.model_key)
                     self.swap_model(T_obs, version, model)
-                except (SchemaError, ValueError) as exc:
-                    dead.append(dlq_record(Record(r.topic, b"<model file>", r.key), f"unusable model: {exc}"))
+                except (SchemaError, ValueError, UnicodeDecodeError) as exc:
+                    logger.warning("models record %d:%d refused: %s", r.partition, r.offset, exc)
+                    dead.append(dlq_record(Record(r.topic, b"<model file>", r.key, partition=r.partition,
+                                                  offset=r.offset), f"unusable model: {exc}"))
             if dead:
                 self._emit(dead, metadata=metadata)
         finally:
@@ -108,9 +144,8 @@ class predict_join(Stream):
         if who is not self.properties:
             return self._on_models(x, metadata)
         out: list[Record] = []
-        finished: list[_Entry] = []
-        fresh: dict[int, list[tuple[tuple[str, int], _Entry]]] = defaultdict(list)
-        touched: dict[tuple[str, int], None] = {}
+        fresh: dict[int, list[tuple[JoinKey, _Entry]]] = defaultdict(list)
+        touched: dict[JoinKey, None] = {}
         for r in x:
             try:
                 d = CASCADE_PROPERTIES.decode(r.value)
@@ -119,48 +154,60 @@ class predict_join(Stream):
                 out.append(dlq_record(r, str(exc)))
                 continue
             key = (d.cid, T_obs)
-            touched[key] = None
+            off = r.offset
             entry = self.state.get(key)
             if entry is None:
-                entry = self.state[key] = _Entry()
+                done = self.done.get(key)
+                if done is not None:  # a finished join: a replay (or a duplicate) of one of its records
+                    self.n_duplicates += 1
+                    continue
+                entry = self.state[key] = _Entry(r.partition)
+            elif 0 <= off <= entry.offset:
+                self.n_duplicates += 1
+                continue  # read again after a restart: already applied
             if type(d) is Parameters:
                 if entry.params is not None:
-                    continue  # duplicate
+                    self.n_duplicates += 1
+                    continue
                 entry.params = d
                 fresh[T_obs].append((key, entry))
             else:
                 if entry.size is not None:
-                    continue  # duplicate
+                    self.n_duplicates += 1
+                    continue
                 entry.size = d
-            if metadata and (not entry.refs or entry.refs[-1] is not metadata[-1]):
-                entry.refs.extend(metadata)
-                self._retain_refs(metadata)
+            entry.offset = max(entry.offset, off)
+            touched[key] = None
         for T_obs, items in fresh.items():
             self._forecast(T_obs, items, out)
         for key in touched:
             entry = self.state.get(key)
-            if entry is not None and entry.params is not None and entry.size is not None:
+            if entry is None:
+                continue
+            if entry.params is not None and entry.size is not None:
                 del self.state[key]
                 self._finish(key, entry, out)
-                finished.append(entry)
+                self._mark_done(key, entry)
+            self._touch(key, entry.partition)
         while len(self.state) > self.capacity:
             key, entry = self.state.popitem(last=False)
             self.n_evicted += 1
             missing = "parameters" if entry.params is None else "size"
             value = entry.size if entry.size is not None else entry.params
             out.append(dlq_record(CASCADE_PROPERTIES.record(value), f"join timed out: no {missing} for {key}"))
-            finished.append(entry)
-        result = None
-        if out:
-            refs = {id(m): m for m in metadata or ()}
-            for e in finished:
-                for m in e.refs:
-                    refs.setdefault(id(m), m)
-            result = self._emit(out, metadata=list(refs.values()))
-        for e in finished:
-            self._release_refs(e.refs)
-            e.refs = []
-        return result
+            self._mark_done(key, entry)
+        return self._emit(out, metadata=metadata) if out else None
+
+    def _mark_done(self, key: JoinKey, entry: _Entry) -> None:
+        self.done[key] = (entry.partition, entry.offset)
+        self._touch(key, entry.partition)
+        while len(self.done) > self.capacity:
+            old, (part, _) = self.done.popitem(last=False)
+            self._touch(old, part)  # written as a deletion
+
+    def _touch(self, key: JoinKey, partition: int) -> None:
+        if partition >= 0:
+            self._dirty.setdefault(partition, {})[key] = None
 
     def _forecast(self, T_obs: int, items: list, out: list[Record]) -> None:
         params = np.array([e.params.params for _, e in items], dtype=np.float64)  # p, beta, n_star, G1
@@ -171,9 +218,17 @@ class predict_join(Stream):
         else:
             omega = predict_omega(model, np.column_stack([params[:, 1:4], n_obs]))
         n_star, G1 = params[:, 2], params[:, 3]
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
             forecast = np.where(n_star < 1, n_obs + omega * G1 / (1.0 - n_star), np.inf)
-        for (key, e), n_hat, n, ns, g1 in zip(items, forecast.tolist(), n_obs.tolist(), n_star.tolist(), G1.tolist()):
+        bad = ~(np.isfinite(forecast) | (n_star >= 1))
+        for (key, e), n_hat, n, ns, g1, b in zip(items, forecast.tolist(), n_obs.tolist(), n_star.tolist(),
+                                                G1.tolist(), bad.tolist()):
+            if b:  # an overflowing feature or correction: the record cannot be used
+                del self.state[key]
+                out.append(dlq_record(CASCADE_PROPERTIES.record(e.params),
+                                      f"forecast is not a finite number (n_obs={n}, G1={g1}, n*={ns})"))
+                self._mark_done(key, e)
+                continue
             e.forecast, e.version = n_hat, version
             alert = n_hat >= self.threshold
             if alert:
@@ -184,7 +239,7 @@ class predict_join(Stream):
                                                  n_obs=int(n), n_star=ns, G1=g1, model_version=version, alert=alert,
                                                  msg=e.params.msg)))
 
-    def _finish(self, key: tuple[str, int], e: _Entry, out: list[Record]) -> None:
+    def _finish(self, key: JoinKey, e: _Entry, out: list[Record]) -> None:
         cid, T_obs = key
         n_tot = e.size.n_tot
         p, beta, n_star, G1 = e.params.params
@@ -194,5 +249,54 @@ class predict_join(Stream):
                                      n_tot=n_tot, model_version=e.version)))
         if G1 > 0 and n_star < 1:
             omega = (n_tot - n_obs) * (1.0 - n_star) / G1  # the learner's target (estimators.correction.omega_target)
-            out.append(SAMPLES.record(Sample(cid=cid, X=(beta, n_star, G1), W=omega, T_obs=T_obs, n_obs=n_obs,
-                                             n_tot=n_tot)))
+            if np.isfinite(omega) and abs(omega) <= 1e15:
+                out.append(SAMPLES.record(Sample(cid=cid, X=(beta, n_star, G1), W=omega, T_obs=T_obs, n_obs=n_obs,
+                                                 n_tot=n_tot)))
+
+    # ------------------------------------------------------------- StateStore
+
+    def snapshot(self, partitions: Collection[int] | None = None) -> list[Change]:
+        out: list[Change] = []
+        for p in list(self._dirty) if partitions is None else partitions:
+            for key in self._dirty.pop(p, {}):
+                entry = self.state.get(key)
+                if entry is not None:
+                    value = _encode(_EntryRecord(entry.offset, entry.params, entry.size, entry.forecast, entry.version))
+                elif (done := self.done.get(key)) is not None:
+                    value = _encode(_DoneRecord(done[1]))
+                else:
+                    value = None
+                out.append((p, _encode(key), value))
+        return out
+
+    def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
+        latest: dict[bytes, object] = {}
+        for key, value in records:
+            if value is None:
+                latest.pop(key, None)
+                continue
+            rec = _decode_record(value)
+            old = latest.get(key)
+            if old is None or rec.offset >= old.offset:
+                latest[key] = rec
+        for raw, rec in sorted(latest.items(), key=lambda kv: kv[1].offset):
+            key = _decode_key(raw)
+            if isinstance(rec, _DoneRecord):
+                self.done[key] = (partition, rec.offset)
+                continue
+            entry = self.state[key] = _Entry(partition)
+            entry.offset, entry.params, entry.size = rec.offset, rec.params, rec.size
+            entry.forecast, entry.version = rec.forecast, rec.version
+        return sum(1 for e in self.state.values() if e.partition == partition)
+
+    def drop(self, partitions: Collection[int]) -> None:
+        parts = set(partitions)
+        for key in [k for k, e in self.state.items() if e.partition in parts]:
+            del self.state[key]
+        for key in [k for k, (p, _) in self.done.items() if p in parts]:
+            del self.done[key]
+        for p in parts:
+            self._dirty.pop(p, None)
+
+    def committed(self, partition: int, offset: int) -> None:
+        """Markers are bounded by ``join_capacity``: nothing to prune."""

@@ -46,13 +46,22 @@ from streams.records import Record, dlq_topic
 __all__ = [
     "SchemaError", "Topic", "Tweet", "Retweet", "Eos", "Serie", "Size", "Parameters", "Alert", "Stat", "Sample",
     "DeadLetter", "TWEETS", "CASCADE_SERIES", "CASCADE_PROPERTIES", "ALERTS", "STATS", "SAMPLES", "MODELS",
-    "TOPICS", "encode", "dlq_record",
+    "TOPICS", "encode", "dlq_record", "MAX_MESSAGE_BYTES",
 ]
 
 Seconds = Annotated[float, Meta(ge=0, le=1e15)]
 Count = Annotated[float, Meta(ge=0, le=1e15)]
-Window = Annotated[int, Meta(ge=1)]
+Window = Annotated[int, Meta(ge=1, le=10**9)]
 Id = Annotated[int, Meta(ge=0)]
+Positive = Annotated[float, Meta(gt=0, le=1e15)]
+PositiveInt = Annotated[int, Meta(ge=1, le=10**15)]
+Real = Annotated[float, Meta(ge=-1e15, le=1e15)]
+
+#: Largest message value a stage decodes (bytes): Kafka's default largest message. Bigger ones
+#: go to the dead-letter topic unread.
+MAX_MESSAGE_BYTES = 2**20
+#: Most bytes of a bad record's value kept in its dead letter.
+MAX_DEAD_VALUE_BYTES = 64 * 2**10
 
 
 class SchemaError(ValueError):
@@ -83,7 +92,7 @@ class Eos(msgspec.Struct, tag_field="type", tag="eos"):
 class Serie(msgspec.Struct, tag_field="type", tag="serie"):
     cid: str
     T_obs: Window
-    tweets: Annotated[list[tuple[float, float]], Meta(min_length=1)]
+    tweets: Annotated[list[tuple[Seconds, Count]], Meta(min_length=1)]
     msg: str = ""
     source: str = ""
     start: float = 0.0
@@ -92,7 +101,7 @@ class Serie(msgspec.Struct, tag_field="type", tag="serie"):
 
 class Size(msgspec.Struct, tag_field="type", tag="size"):
     cid: str
-    n_tot: Annotated[int, Meta(ge=1)]
+    n_tot: PositiveInt
     t_end: Seconds
     T_obs: Window | None = None
     source: str = ""
@@ -100,9 +109,9 @@ class Size(msgspec.Struct, tag_field="type", tag="size"):
 
 class Parameters(msgspec.Struct, tag_field="type", tag="parameters"):
     cid: str
-    n_obs: Annotated[int, Meta(ge=1)]
-    n_supp: float
-    params: tuple[float, float, float, float]
+    n_obs: PositiveInt
+    n_supp: Real | None
+    params: tuple[Count, Positive, Count, Count]
     msg: str = ""
     T_obs: Window | None = None
     converged: bool = True
@@ -147,11 +156,11 @@ class Stat(msgspec.Struct, tag_field="type", tag="stat"):
 
 class Sample(msgspec.Struct, tag_field="type", tag="sample"):
     cid: str
-    X: tuple[float, float, float]
-    W: float
+    X: tuple[Positive, Count, Count]
+    W: Real
     T_obs: Window | None = None
-    n_obs: int | None = None
-    n_tot: int | None = None
+    n_obs: PositiveInt | None = None
+    n_tot: PositiveInt | None = None
 
 
 class DeadLetter(msgspec.Struct):
@@ -171,10 +180,17 @@ def _decoder(kind: Any) -> Callable[[bytes], Any]:
     dec = msgspec.json.Decoder(kind)
 
     def decode(raw: bytes) -> Any:
+        """The message of ``raw``; :class:`SchemaError` for anything a hostile record can raise."""
+        if len(raw) > MAX_MESSAGE_BYTES:
+            raise SchemaError(f"message of {len(raw):,} bytes exceeds the {MAX_MESSAGE_BYTES:,} bytes a stage reads")
         try:
             return dec.decode(raw)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise SchemaError(str(exc)) from None
+        except RecursionError:
+            raise SchemaError("JSON nested too deeply") from None
+        except Exception as exc:  # e.g. MemoryError-like failures of a hostile record
+            raise SchemaError(f"cannot decode: {type(exc).__name__}: {exc}") from None
 
     return decode
 
@@ -215,10 +231,19 @@ TOPICS: dict[str, Topic] = {t.name: t for t in (TWEETS, CASCADE_SERIES, CASCADE_
 
 
 def dlq_record(record: Record, reason: str) -> Record:
-    """The dead-letter record of a bad ``record``: where it came from, its raw value and the reason."""
+    """The dead-letter record of a bad ``record``: where it came from, its raw value and the reason.
+
+    Values longer than :data:`MAX_DEAD_VALUE_BYTES` are cut (the reason says so); bytes that
+    are not UTF-8 are replaced.
+    """
+    raw = record.value
+    if len(raw) > MAX_DEAD_VALUE_BYTES:
+        reason = f"{reason} (value of {len(raw):,} bytes cut to its first {MAX_DEAD_VALUE_BYTES:,})"
+        raw = raw[:MAX_DEAD_VALUE_BYTES]
+    key = record.key[:MAX_DEAD_VALUE_BYTES] if record.key is not None else None
     value = DeadLetter(
         reason=reason, topic=record.topic, partition=record.partition, offset=record.offset,
-        key=record.key.decode("utf-8", "replace") if record.key is not None else None,
-        value=record.value.decode("utf-8", "replace"),
+        key=key.decode("utf-8", "replace") if key is not None else None,
+        value=raw.decode("utf-8", "replace"),
     )
     return Record(topic=dlq_topic(record.topic), value=encode(value), key=record.key)

@@ -111,7 +111,7 @@ class KafkaFeed:
         self.prefix = settings.topic_prefix
         self.source = f"Kafka at {settings.kafka}"
         self.status: str | None = None
-        self.consumer = ck.Consumer({"bootstrap.servers": settings.kafka, "group.id": "tweetoscope-dashboard",
+        self.consumer = ck.Consumer({**settings.kafka_config(), "group.id": "tweetoscope-dashboard",
                                      "enable.auto.commit": False, "auto.offset.reset": "earliest",
                                      "enable.partition.eof": False})
         self.assigned: set[str] = set()
@@ -179,17 +179,17 @@ class KafkaFeed:
 
     def _measure_lag(self) -> dict[str, int]:
         """High watermark minus committed offset of each consumed topic's stage group, summed over partitions."""
-        from ..kafka_mode import CONSUMERS
+        from ..kafka_mode import CONSUMERS, group_id
 
         lag = {}
         for topic, (stage, grouped) in CONSUMERS.items():
-            if not grouped:
+            if not grouped or topic == "samples":
                 continue
-            group = f"{self.settings.group_prefix}-{stage}"
+            group = group_id(self.settings, stage)
             consumer = self.group_consumers.get(group)
             if consumer is None:
                 consumer = self.group_consumers[group] = self.ck.Consumer(
-                    {"bootstrap.servers": self.settings.kafka, "group.id": group, "enable.auto.commit": False})
+                    {**self.settings.kafka_config(), "group.id": group, "enable.auto.commit": False})
             high = self._high(topic)
             if not high:
                 continue

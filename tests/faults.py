@@ -1,0 +1,416 @@
+"""Fault injection on real processes: the pipeline's stages as separate processes on a real broker.
+
+A :class:`Pipeline` starts ``tweetoscope collector|estimator|predictor|learner`` processes
+(each with its health port, its log in a file) and a paced ``tweetoscope generate``, kills
+and restarts them, and reads every output topic back. :func:`compare` checks the outputs
+*by value* against a reference, an uninterrupted embedded run of the same input
+(:func:`reference`): nothing lost, every value equal, forecasts equal to the reference
+parameters corrected by the very model version each forecast says it used, and every
+duplicate first written within one checkpoint interval (plus slack) before a fault.
+
+Used by ``tests/test_faults.py`` (one seed of each case in ``make test``) and by
+``make chaos`` (more seeds, longer runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import skops.io as sio
+
+from helpers import free_port, wait_until
+from streams.datasets import load_dataset
+from streams.kafka import TopicReader, committed_offsets
+from streams.memory import read_jsonl_topic
+from tweetoscope.config import Settings
+from tweetoscope.kafka_mode import group_id
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("collector", "estimator", "predictor", "learner")
+#: Seconds added to the checkpoint interval in the duplicate bound: the commit after a checkpoint,
+#: the producer's linger and the poll that feeds the last batch.
+SLACK = 1.5
+
+
+def fault_settings(bootstrap: str, scheduler: str, **kw: Any) -> Settings:
+    """Settings of a fault run: own topics and groups, every window alerts, models learnt on the way."""
+    prefix = f"f{uuid.uuid4().hex[:8]}-"
+    base = dict(kafka=bootstrap, scheduler=scheduler, topic_prefix=prefix, group_prefix="faults",
+                windows=(600, 1200), terminated=3600.0, alert_threshold=0.0, partitions=2, sources=4,
+                stagger=300.0, empirical_prior=False, learner_every=15, learner_interval=0.0, learner_trees=10,
+                checkpoint_interval=1.0, session_timeout=6.0, batch_size=500)
+    base.update(kw)
+    return Settings(**base)
+
+
+def stage_env(s: Settings) -> dict[str, str]:
+    """The environment that gives a stage process the settings ``s`` (besides its flags)."""
+    names = ("group_prefix", "terminated", "alert_threshold", "partitions", "sources", "stagger",
+             "empirical_prior", "learner_every", "learner_interval", "learner_trees", "checkpoint_interval",
+             "session_timeout", "batch_size", "stall_timeout", "dask_timeout", "max_clock_jump", "model_key",
+             "kafka_security_protocol", "kafka_sasl_mechanism", "kafka_user", "kafka_secret")
+    env = {**os.environ, "TWEETOSCOPE_WINDOWS": ",".join(map(str, s.windows)), "PYTHONUNBUFFERED": "1"}
+    for name in names:
+        value = getattr(s, name)
+        if value is not None:
+            env[f"TWEETOSCOPE_{name.upper()}"] = str(value)
+    return env
+
+
+@dataclass
+class Proc:
+    """One stage (or generator) process; its stderr goes to ``log``."""
+
+    name: str
+    stage: str
+    proc: subprocess.Popen
+    log: Path
+    port: int | None = None
+    should_run: bool = True
+
+    def get(self, path: str) -> int:
+        """HTTP status of the health endpoint ``path`` (0 if it does not answer)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
+                return r.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return 0
+
+    def tail(self, n: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-n:]
+
+
+@dataclass
+class Pipeline:
+    """The stages of one pipeline as processes; kills, restarts and faults are recorded in ``events``."""
+
+    s: Settings
+    dir: Path
+    procs: dict[str, Proc] = field(default_factory=dict)
+    faults: list[tuple[float, str]] = field(default_factory=list)  # (time.time(), what)
+    runs: Counter = field(default_factory=Counter)
+
+    def start(self, stage: str, instance: int = 1, *extra: str) -> Proc:
+        name = f"{stage}-{instance}"
+        self.runs[name] += 1
+        log = self.dir / f"{name}.{self.runs[name]}.log"
+        cmd = [sys.executable, "-m", "tweetoscope", stage, "--kafka", self.s.kafka, "--topic-prefix",
+               self.s.topic_prefix, *extra]
+        port = None
+        if stage in STAGES:
+            port = free_port()
+            cmd += ["--instance-id", name, "--health-port", str(port)]
+            if stage in ("estimator", "learner"):
+                cmd += ["--scheduler", self.s.scheduler]
+        with open(log, "wb") as err:
+            proc = subprocess.Popen(cmd, env=stage_env(self.s), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        p = self.procs[name] = Proc(name, stage, proc, log, port)
+        return p
+
+    def start_all(self, instances: int = 1) -> None:
+        for stage in STAGES:
+            for i in range(1, instances + 1):
+                self.start(stage, i)
+        for p in list(self.procs.values()):
+            self.wait_ready(p)
+
+    def wait_ready(self, p: Proc, timeout: float = 120) -> None:
+        wait_until(lambda: p.get("/readyz") == 200 or p.proc.poll() is not None, timeout, f"{p.name} ready",
+                   every=0.2)
+        assert p.proc.poll() is None, f"{p.name} exited {p.proc.returncode}:\n{p.tail()}"
+
+    def generate(self, data: Path, speed: float) -> Proc:
+        name = "generator"
+        log = self.dir / "generator.log"
+        cmd = [sys.executable, "-m", "tweetoscope", "generate", str(data), "--kafka", self.s.kafka, "--topic-prefix",
+               self.s.topic_prefix, "--speed", str(speed), "--sources", str(self.s.sources)]
+        with open(log, "wb") as err:
+            proc = subprocess.Popen(cmd, env=stage_env(self.s), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        p = self.procs[name] = Proc(name, "generate", proc, log)
+        return p
+
+    def kill(self, name: str) -> None:
+        """``kill -9``: no drain, no commit."""
+        p = self.procs[name]
+        self.faults.append((time.time(), f"kill -9 {name}"))
+        p.should_run = False
+        p.proc.kill()
+        p.proc.wait(30)
+
+    def stop(self, name: str, timeout: float = 90) -> int | None:
+        """SIGTERM; the exit code (None if it had to be killed)."""
+        p = self.procs[name]
+        p.should_run = False
+        if p.proc.poll() is None:
+            p.proc.send_signal(signal.SIGTERM)
+        try:
+            return p.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.proc.kill()
+            p.proc.wait(10)
+            return None
+
+    def check_alive(self) -> None:
+        """Fail at once (with its log) if a process that should run has exited."""
+        for p in self.procs.values():
+            if p.should_run and p.stage in STAGES and p.proc.poll() is not None:
+                raise AssertionError(f"{p.name} exited {p.proc.returncode}:\n{p.tail()}")
+
+    def close(self) -> dict[str, int | None]:
+        """SIGTERM every process still running; their exit codes."""
+        codes = {}
+        for name, p in self.procs.items():
+            if p.proc.poll() is None:
+                codes[name] = self.stop(name)
+        return codes
+
+    # ----------------------------------------------------------- reading back
+
+    def read(self, topic: str) -> list[Any]:
+        """Every message of ``topic`` (prefix added) as read by the project's one topic reader."""
+        with TopicReader(self.s.kafka_config(), self.s.topic_prefix + topic) as reader:
+            return reader.read_to_end(timeout=120)
+
+    def committed(self, stage: str, topic: str) -> dict[int, int]:
+        return committed_offsets(self.s.kafka_config(), group_id(self.s, stage), self.s.topic_prefix + topic)
+
+    def done(self, ref: Reference) -> bool:
+        """Every reference (cascade, window) has its stat, and every model version the reference has."""
+        self.check_alive()
+        stats = {(m["cid"], m["T_obs"]) for m in values(self.read("stats"))}
+        if not stats >= set(ref.stats):
+            return False
+        versions = {(int(m.key()), int(dict(m.headers())["version"])) for m in self.read("models")}
+        return versions >= ref.final_versions
+
+    def wait_done(self, ref: Reference, timeout: float = 240) -> None:
+        wait_until(lambda: self.done(ref), timeout, "every stat and model of the reference", every=1.0)
+
+
+def values(messages: list) -> list[dict]:
+    return [orjson.loads(m.value()) for m in messages if m.value()]
+
+
+# ------------------------------------------------------------------ reference
+
+
+@dataclass
+class Reference:
+    """The outputs of an uninterrupted embedded run of the same input, by key."""
+
+    series: dict[tuple[str, int, bool], list]
+    sizes: dict[tuple[str, int], tuple[int, float]]
+    params: dict[tuple[str, int], dict]
+    samples: dict[tuple[str, int], tuple]
+    stats: dict[tuple[str, int], int]
+    dead: Counter
+    final_versions: set[tuple[int, int]]
+
+
+def reference(data: Path, s: Settings, out_dir: Path) -> Reference:
+    """Run the same input through the stages wired in memory, without faults (and without models: they
+    depend on timing; forecasts are checked against each model version separately)."""
+    from tweetoscope.pipeline import run_embedded
+
+    settings = s.replace(kafka=None, learner_every=10**9)
+    asyncio.run(run_embedded(load_dataset(data), settings, out_dir))
+    topic = {name: [r["value"] for r in read_jsonl_topic(out_dir / f"{name}.jsonl")]
+             for name in ("cascade_series", "cascade_properties", "samples", "stats", "tweets.dlq")}
+    series = {(v["cid"], v["T_obs"], v.get("final", False)): v["tweets"] for v in topic["cascade_series"]}
+    sizes = {(v["cid"], v["T_obs"]): (v["n_tot"], v["t_end"]) for v in topic["cascade_properties"]
+             if v["type"] == "size"}
+    params = {(v["cid"], v["T_obs"]): v for v in topic["cascade_properties"] if v["type"] == "parameters"}
+    samples = {(v["cid"], v["T_obs"]): _sample(v) for v in topic["samples"]}
+    stats = {(v["cid"], v["T_obs"]): v["n_tot"] for v in topic["stats"]}
+    per_window = Counter(T for _, T in samples)
+    final = {(T, n // s.learner_every * s.learner_every) for T, n in per_window.items() if n >= s.learner_every}
+    dead = Counter(v["reason"] for v in topic["tweets.dlq"])
+    return Reference(series, sizes, params, samples, stats, dead, final)
+
+
+def _sample(v: dict) -> tuple:
+    return (tuple(v["X"]), v["W"], v["n_obs"], v["n_tot"])
+
+
+# ------------------------------------------------------------------ comparison
+
+
+@dataclass
+class Report:
+    """What a faulty run wrote compared with the reference: counts per topic."""
+
+    lost: dict[str, int] = field(default_factory=dict)
+    wrong: dict[str, list] = field(default_factory=dict)
+    duplicates: dict[str, int] = field(default_factory=dict)
+    unbounded: dict[str, list] = field(default_factory=dict)  # duplicates first written long before any fault
+    records: dict[str, int] = field(default_factory=dict)
+
+    def assert_ok(self) -> None:
+        assert not any(self.lost.values()), f"lost: {self.lost}"
+        assert not any(self.wrong.values()), f"wrong values: { {k: v[:5] for k, v in self.wrong.items() if v} }"
+        assert not any(self.unbounded.values()), \
+            f"duplicates beyond the bound: { {k: v[:5] for k, v in self.unbounded.items() if v} }"
+
+    def line(self) -> str:
+        dups = ", ".join(f"{t} {n}/{self.records.get(t, 0)}" for t, n in self.duplicates.items() if n)
+        return f"duplicates: {dups or 'none'}"
+
+
+def compare(run: Pipeline, ref: Reference, *, bound: float | None = None) -> Report:
+    """Every output topic of ``run`` against ``ref``, by value (see the module)."""
+    rep = Report()
+    bound = run.s.checkpoint_interval + SLACK if bound is None else bound
+    fault_times = [t for t, _ in run.faults]
+
+    def check_dups(topic: str, first_seen: dict, counts: Counter) -> None:
+        rep.duplicates[topic] = sum(n - 1 for n in counts.values())
+        rep.records[topic] = sum(counts.values())
+        late = []
+        for key, n in counts.items():
+            if n > 1:
+                t = first_seen[key]
+                if not any(0 <= f - t <= bound for f in fault_times):
+                    late.append((key, round(min((f - t for f in fault_times), default=float("nan")), 2)))
+        rep.unbounded[topic] = late
+
+    def ts(m) -> float:
+        return m.timestamp()[1] / 1000.0
+
+    # collector: series (windows and final series) and sizes
+    counts, first, wrong = Counter(), {}, []
+    for m in run.read("cascade_series"):
+        v = orjson.loads(m.value())
+        key = (v["cid"], v["T_obs"], v.get("final", False))
+        counts[key] += 1
+        first.setdefault(key, ts(m))
+        if ref.series.get(key) != v["tweets"]:
+            wrong.append(key)
+    rep.lost["cascade_series"] = len(set(ref.series) - set(counts))
+    rep.wrong["cascade_series"] = wrong
+    check_dups("cascade_series", first, counts)
+
+    props = [(m, orjson.loads(m.value())) for m in run.read("cascade_properties")]
+    counts, first, wrong = Counter(), {}, []
+    for m, v in props:
+        if v["type"] == "size":
+            key = (v["cid"], v["T_obs"])
+            counts[key] += 1
+            first.setdefault(key, ts(m))
+            if ref.sizes.get(key) != (v["n_tot"], v["t_end"]):
+                wrong.append((key, v["n_tot"], ref.sizes.get(key)))
+    rep.lost["sizes"], rep.wrong["sizes"] = len(set(ref.sizes) - set(counts)), wrong
+    check_dups("sizes", first, counts)
+
+    # estimator: parameters
+    counts, first, wrong = Counter(), {}, []
+    for m, v in props:
+        if v["type"] == "parameters":
+            key = (v["cid"], v["T_obs"])
+            counts[key] += 1
+            first.setdefault(key, ts(m))
+            r = ref.params.get(key)
+            if r is None or not np.allclose(v["params"], r["params"], rtol=1e-9) or v["n_obs"] != r["n_obs"]:
+                wrong.append(key)
+    rep.lost["parameters"], rep.wrong["parameters"] = len(set(ref.params) - set(counts)), wrong
+    check_dups("parameters", first, counts)
+
+    # learner: models, one per version; the forecasts use them
+    models = {}
+    for m in run.read("models"):
+        T, version = int(m.key()), int(dict(m.headers())["version"])
+        models.setdefault((T, version), sio.loads(m.value(), trusted=sio.get_untrusted_types(data=m.value())))
+    rep.lost["models"] = len(ref.final_versions - set(models))
+    rep.wrong["models"] = [k for k in models if k[1] % run.s.learner_every]
+
+    # predictor: forecasts and alerts equal the reference parameters corrected by the model version they name
+    def expected(key: tuple[str, int], version: int) -> float | None:
+        r = ref.params.get(key)
+        if r is None:
+            return None
+        p, beta, n_star, G1 = r["params"]
+        omega = 1.0
+        if version:
+            model = models.get((key[1], version))
+            if model is None:
+                return None
+            omega = max(float(model.predict(np.array([[beta, n_star, G1, r["n_obs"]]]))[0]), 0.0)
+        return r["n_obs"] + omega * G1 / (1 - n_star) if n_star < 1 else None
+
+    for topic in ("forecasts", "alerts"):
+        counts, first, wrong = Counter(), {}, []
+        for m in run.read(topic):
+            v = orjson.loads(m.value())
+            key = (v["cid"], v["T_obs"])
+            counts[key] += 1
+            first.setdefault(key, ts(m))
+            want = expected(key, v["model_version"])
+            if want is None or v["n_tot"] is None or abs(v["n_tot"] - want) > 1e-6 * max(1.0, want):
+                wrong.append((key, v["model_version"], v["n_tot"], want))
+        rep.lost[topic] = len(set(ref.params) - set(counts))
+        rep.wrong[topic] = wrong
+        check_dups(topic, first, counts)
+
+    counts, first, wrong = Counter(), {}, []
+    for m in run.read("stats"):
+        v = orjson.loads(m.value())
+        key = (v["cid"], v["T_obs"])
+        counts[key] += 1
+        first.setdefault(key, ts(m))
+        want = expected(key, v["model_version"])
+        if ref.stats.get(key) != v["n_tot"] or want is None or abs(v["n_hat"] - want) > 1e-6 * max(1.0, want):
+            wrong.append(key)
+    rep.lost["stats"], rep.wrong["stats"] = len(set(ref.stats) - set(counts)), wrong
+    check_dups("stats", first, counts)
+
+    counts, first, wrong = Counter(), {}, []
+    for m in run.read("samples"):
+        v = orjson.loads(m.value())
+        key = (v["cid"], v["T_obs"])
+        counts[key] += 1
+        first.setdefault(key, ts(m))
+        if ref.samples.get(key) != _sample(v):
+            wrong.append(key)
+    rep.lost["samples"], rep.wrong["samples"] = len(set(ref.samples) - set(counts)), wrong
+    check_dups("samples", first, counts)
+
+    # dead letters: the reference's (late events), and nothing else
+    dead = Counter(v["reason"] for v in values(run.read("tweets.dlq")))
+    rep.wrong["tweets.dlq"] = sorted(set(dead) - set(ref.dead))
+    rep.lost["tweets.dlq"] = len(set(ref.dead) - set(dead))
+    for topic in ("cascade_series.dlq", "cascade_properties.dlq", "samples.dlq", "models.dlq"):
+        rep.wrong[topic] = [v["reason"] for v in values(run.read(topic))]
+    return rep
+
+
+def models_by_version(run: Pipeline) -> dict[tuple[int, int], bytes]:
+    """The model files of ``run`` by (window, version), first copy of each."""
+    out: dict[tuple[int, int], bytes] = {}
+    for m in run.read("models"):
+        out.setdefault((int(m.key()), int(dict(m.headers())["version"])), m.value())
+    return out
+
+
+def samples_in_log_order(run: Pipeline) -> list:
+    """The ``samples`` records as a learner reads them (per partition, in log order)."""
+    from streams.kafka.source import _to_record
+
+    by_partition: dict[int, list] = defaultdict(list)
+    for m in run.read("samples"):
+        by_partition[m.partition()].append(_to_record(m))
+    return [r for p in sorted(by_partition) for r in by_partition[p]]
