@@ -17,12 +17,14 @@ Late and bad events (the policy):
 - an event of a cascade whose root was never seen, of a cascade that already
   ended, earlier than its own root, or a second root for an open cascade is
   rejected (:class:`Rejected`, with the reason) for the dead-letter topic;
-- an event more than ``max_clock_jump`` seconds ahead of its source's clock is
-  held until the source's next event: if that one is also far ahead, within
-  ``max_clock_jump`` of it (a source that really was silent that long), both are
-  accepted and the clock jumps; otherwise the held event is rejected ("ahead of
-  its source's clock"). So one far-future timestamp cannot end every open cascade
-  of its source, and nothing valid is lost;
+- an event more than ``max_clock_jump`` seconds ahead of its source's clock, and
+  the first event of a source (which sets its clock), is held until the source's
+  next event: if that one lies within ``max_clock_jump`` of it (a source that
+  really was silent that long, or a normal start), both are accepted and the clock
+  moves; otherwise the held event is rejected ("ahead of its source's clock").
+  So one far-future timestamp cannot end every open cascade of its source, nor set
+  a new source's clock, and nothing valid is lost (a source's lone event is
+  accepted at its end of stream);
 - a cascade keeps at most ``max_events`` events: later ones count in its final
   size but are not kept, and its windows that close after that are not emitted
   (counted in ``truncated_windows``): memory and message sizes stay bounded.
@@ -305,10 +307,10 @@ class cascade_windows(Stream):
                         src.held is not None and src.held[6] == off):
                     self.replayed_events += 1  # applied before the restart that read it again
                     if t > src.clock and t - src.clock <= jump:
-                        src.clock = t
+                        self._advance(source, src, t, out)
                     continue
             held = src.held
-            if t - src.clock > jump and src.clock > -math.inf:
+            if t - src.clock > jump or src.clock == -math.inf:  # a jump, or a source's first event
                 if held is not None and abs(t - held[1]) <= jump:  # a second event confirms the jump
                     src.held = None
                     apply(src, source, *held, out)
@@ -325,6 +327,9 @@ class cascade_windows(Stream):
         eos_parts = x.eos_partition if len(x.eos_partition) == len(x.eos) else itertools.repeat(-1)
         for name, part in zip(x.eos, eos_parts):
             src = touched.setdefault(name, self._source(name, part))
+            if src.held is not None and src.clock == -math.inf:  # its only event: nothing to protect
+                held, src.held = src.held, None
+                apply(src, name, *held, out)
             src.clock = math.inf
         for name, src in touched.items():
             self._close(name, src, out)
@@ -337,7 +342,9 @@ class cascade_windows(Stream):
 
     def _apply(self, src: _Source, source: str, key: str, t: float, m: float, root: bool, info: object,
                origin: object, off: int, out: list) -> None:
-        """Add one event to its cascade (or reject it), and move its source's clock."""
+        """Move its source's clock, then add one event to its cascade (or reject it)."""
+        if t > src.clock:
+            self._advance(source, src, t, out)
         c = src.cascades.get(key)
         windows = self.windows
         if root:
@@ -373,8 +380,13 @@ class cascade_windows(Stream):
                 c.in_order = False
         if off >= 0:
             self._touch(src, source, key)
-        if t > src.clock:
-            src.clock = t
+
+    def _advance(self, name: str, src: _Source, t: float, out: list) -> None:
+        """Move the clock of ``src`` to ``t``, closing what falls due: windows and ends are decided
+        event by event, so that the outputs do not depend on how the input was cut into batches."""
+        src.clock = t
+        if (src.windows and src.windows[0][0] <= t) or (src.ends and src.ends[0][0] <= t):
+            self._close(name, src, out)
 
     def _ahead_reason(self, src: _Source, t: float) -> str:
         return (f"event at t={t} is {t - src.clock:.0f} s ahead of its source's clock (t={src.clock}), more than "
@@ -429,9 +441,16 @@ class cascade_windows(Stream):
     # ------------------------------------------------------------- StateStore
 
     def snapshot(self, partitions: Collection[int] | None = None) -> list[Change]:
-        """Changelog records of what changed since the last snapshot (see :mod:`streams.state`)."""
+        """Changelog records of what changed since the last snapshot (see :mod:`streams.state`).
+
+        Per partition the cascades come first and the sources (their clocks) last: a checkpoint
+        cut short by a crash may leave cascades ahead of the input's committed offset (their
+        replayed events are then ignored), but never a clock ahead of a cascade it would end
+        before its replayed events are back.
+        """
         out: list[Change] = []
         for p in list(self._dirty) if partitions is None else partitions:
+            clocks: list[Change] = []
             for name, key in self._dirty.pop(p, {}):
                 src = self.sources.get(name)
                 if src is None:
@@ -439,7 +458,7 @@ class cascade_windows(Stream):
                 if key is None:
                     h = src.held
                     held = None if h is None else (h[0], float(h[1]), float(h[2]), bool(h[3]), str(h[4] or ""), h[6])
-                    out.append((p, _key(name), _encode(_SourceEntry(float(src.clock), held))))
+                    clocks.append((p, _key(name), _encode(_SourceEntry(float(src.clock), held))))
                 elif (c := src.cascades.get(key)) is not None:
                     times, marks = c.sorted_events()
                     out.append((p, _key(name, key), _encode(_CascadeEntry(
@@ -449,6 +468,7 @@ class cascade_windows(Stream):
                     out.append((p, _key(name, key), _encode(_EndedEntry(src.ended[key]))))
                 else:
                     out.append((p, _key(name, key), None))
+            out += clocks
         return out
 
     def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:

@@ -194,13 +194,17 @@ class Pipeline:
         """Every reference (cascade, window) has its stat, and every model version the reference has."""
         self.check_alive()
         stats = {(m["cid"], m["T_obs"]) for m in values(self.read("stats"))}
-        if not stats >= set(ref.stats):
-            return False
         versions = {(int(m.key()), int(dict(m.headers())["version"])) for m in self.read("models")}
-        return versions >= ref.final_versions
+        self.missing = (sorted(set(ref.stats) - stats)[:10], sorted(ref.final_versions - versions))
+        return stats >= set(ref.stats) and versions >= ref.final_versions
+
+    missing: tuple = ()
 
     def wait_done(self, ref: Reference, timeout: float = 240) -> None:
-        wait_until(lambda: self.done(ref), timeout, "every stat and model of the reference", every=1.0)
+        try:
+            wait_until(lambda: self.done(ref), timeout, "every stat and model of the reference", every=1.0)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; missing (stats, model versions): {self.missing}") from None
 
 
 def values(messages: list) -> list[dict]:
@@ -272,9 +276,50 @@ class Report:
         return f"duplicates: {dups or 'none'}"
 
 
-def compare(run: Pipeline, ref: Reference, *, bound: float | None = None) -> Report:
-    """Every output topic of ``run`` against ``ref``, by value (see the module)."""
+#: Records no stage can use, for every input topic (key, value): they must all end in ``<topic>.dlq``.
+HOSTILE: dict[str, list[tuple[bytes | None, bytes]]] = {
+    "tweets": [(b"s0", b"\xff\xfe not JSON"), (None, b'{"type": "tweet", "msg": "a", "t": 1, "m": 1, "tweet_id": 9}'),
+               (b"s1", b'{"type": "tweet", "x": ' + b"[" * 3000 + b"]" * 3000 + b"}"), (b"s2", b""),
+               (b"s3", b'{"type": "tweet", "msg": "a", "t": NaN, "m": 1, "tweet_id": 9}'),
+               (b"s0", b'{"type": "retweet", "t": 1e400, "m": 1, "tweet_id": 1}'),
+               (b"s1", b'{"type": "tweet", "msg": "far", "t": 1e12, "m": 1, "tweet_id": 999999}')],
+    "cascade_series": [(b"x", b'{"type": "serie", "cid": "x", "T_obs": 600, "tweets": [[0, 1e160], [1, 1e200]]}'),
+                       (b"y", b"[" * 5000), (b"z", b'{"type": "serie"}'), (b"w", b"")],
+    "cascade_properties": [(b"600", b'{"type": "parameters", "cid": "q", "n_obs": 5, "n_supp": 1, '
+                                     b'"params": [0.1, 0.001, 0.5, 1e308]}'),
+                           (b"600", b'{"type": "size", "cid": "q", "n_tot": 0, "t_end": 1}'), (b"1200", b"\x00")],
+    "samples": [(b"600", b'{"type": "sample", "cid": "q", "X": [0.001, 0.5, 3], "W": 1, "n_obs": 3, "n_tot": 0}'),
+                (b"600", b'{"type": "sample", "cid": "q", "X": "no", "W": 1}'), (b"1200", b"{" * 4000)],
+    "models": [(b"600", b"not a skops file"), (b"1200", b"")],
+}
+
+
+def inject_hostile(run: Pipeline) -> dict[str, set[tuple[int, int]]]:
+    """Produce :data:`HOSTILE` to the pipeline's input topics; where each landed, by topic."""
+    import confluent_kafka as ck
+
+    producer = ck.Producer(run.s.kafka_config())
+    landed: dict[str, set[tuple[int, int]]] = defaultdict(set)
+    for topic, records in HOSTILE.items():
+        for key, value in records:
+            headers = {"version": "3"} if topic == "models" else None
+            producer.produce(run.s.topic_prefix + topic, value, key, headers=headers,
+                             on_delivery=lambda err, m, topic=topic: landed[topic].add((m.partition(), m.offset())))
+    assert producer.flush(30) == 0
+    run.faults.append((time.time(), "hostile records"))
+    return dict(landed)
+
+
+def compare(run: Pipeline, ref: Reference, *, bound: float | None = None,
+            injected: dict[str, set[tuple[int, int]]] | None = None) -> Report:
+    """Every output topic of ``run`` against ``ref``, by value (see the module). ``injected``: the
+    hostile records written to each input topic, which must all be in its dead-letter topic."""
     rep = Report()
+    injected = injected or {}
+
+    def read(topic: str) -> list:
+        skip = injected.get(topic, set())
+        return [m for m in run.read(topic) if (m.partition(), m.offset()) not in skip]
     bound = run.s.checkpoint_interval + SLACK if bound is None else bound
     fault_times = [t for t, _ in run.faults]
 
@@ -294,7 +339,7 @@ def compare(run: Pipeline, ref: Reference, *, bound: float | None = None) -> Rep
 
     # collector: series (windows and final series) and sizes
     counts, first, wrong = Counter(), {}, []
-    for m in run.read("cascade_series"):
+    for m in read("cascade_series"):
         v = orjson.loads(m.value())
         key = (v["cid"], v["T_obs"], v.get("final", False))
         counts[key] += 1
@@ -305,7 +350,7 @@ def compare(run: Pipeline, ref: Reference, *, bound: float | None = None) -> Rep
     rep.wrong["cascade_series"] = wrong
     check_dups("cascade_series", first, counts)
 
-    props = [(m, orjson.loads(m.value())) for m in run.read("cascade_properties")]
+    props = [(m, orjson.loads(m.value())) for m in read("cascade_properties")]
     counts, first, wrong = Counter(), {}, []
     for m, v in props:
         if v["type"] == "size":
@@ -332,7 +377,7 @@ def compare(run: Pipeline, ref: Reference, *, bound: float | None = None) -> Rep
 
     # learner: models, one per version; the forecasts use them
     models = {}
-    for m in run.read("models"):
+    for m in read("models"):
         T, version = int(m.key()), int(dict(m.headers())["version"])
         models.setdefault((T, version), sio.loads(m.value(), trusted=sio.get_untrusted_types(data=m.value())))
     rep.lost["models"] = len(ref.final_versions - set(models))
@@ -379,7 +424,7 @@ def compare(run: Pipeline, ref: Reference, *, bound: float | None = None) -> Rep
     check_dups("stats", first, counts)
 
     counts, first, wrong = Counter(), {}, []
-    for m in run.read("samples"):
+    for m in read("samples"):
         v = orjson.loads(m.value())
         key = (v["cid"], v["T_obs"])
         counts[key] += 1
@@ -389,12 +434,16 @@ def compare(run: Pipeline, ref: Reference, *, bound: float | None = None) -> Rep
     rep.lost["samples"], rep.wrong["samples"] = len(set(ref.samples) - set(counts)), wrong
     check_dups("samples", first, counts)
 
-    # dead letters: the reference's (late events), and nothing else
-    dead = Counter(v["reason"] for v in values(run.read("tweets.dlq")))
-    rep.wrong["tweets.dlq"] = sorted(set(dead) - set(ref.dead))
-    rep.lost["tweets.dlq"] = len(set(ref.dead) - set(dead))
-    for topic in ("cascade_series.dlq", "cascade_properties.dlq", "samples.dlq", "models.dlq"):
-        rep.wrong[topic] = [v["reason"] for v in values(run.read(topic))]
+    # dead letters: the reference's (late events) and the hostile records, nothing else
+    for topic in ("tweets", "cascade_series", "cascade_properties", "samples", "models"):
+        dead = values(run.read(topic + ".dlq"))
+        hostile = [d for d in dead if (d["partition"], d["offset"]) in injected.get(topic, ())]
+        rest = Counter(d["reason"] for d in dead if (d["partition"], d["offset"]) not in injected.get(topic, ()))
+        want = ref.dead if topic == "tweets" else Counter()
+        rep.wrong[topic + ".dlq"] = sorted(set(rest) - set(want))
+        rep.lost[topic + ".dlq"] = len(set(want) - set(rest)) + len(
+            injected.get(topic, set()) - {(d["partition"], d["offset"]) for d in hostile})
+        rep.wrong[topic + ".dlq"] += [d for d in hostile if not d["reason"]]
     return rep
 
 

@@ -1,23 +1,20 @@
-"""The pipeline on a real Kafka broker and a real Dask cluster.
+"""The pipeline on a real Kafka broker and a real Dask cluster: equivalence with the backtest,
+the dashboard's Kafka feed, the alerts command. Every test uses its own topic and group prefixes.
 
-Equivalence with the backtest, stage processes killed with kill -9 and restarted,
-SIGTERM draining and committing. Every test uses its own topic and group prefixes.
+Faults (kill -9, SIGTERM, rebalances, broker and Dask outages) are in ``test_faults.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 
 import orjson
 import pytest
-from helpers import start_stage, wait_until
 
 from streams.datasets import load_dataset, write_jsonl
 from tweetoscope.alerts import read_topic
@@ -105,63 +102,3 @@ def test_dashboard_kafka_feed_reads_the_topics_and_the_lag(kafka_bootstrap, sche
     text = console.export_text()
     largest = max(latest.values(), key=lambda a: a.n_tot)
     assert f"top 3 of {len(expected)} alerts" in text and f"{largest.n_tot:,.0f}" in text
-
-
-def count_stats(s):
-    return Counter((m.cid, m.T_obs) for m in read_topic(s, "stats"))
-
-
-def run_with_interruption(s, small, victim, how):
-    """Start every stage and a paced generator; interrupt ``victim`` mid-stream with ``how``; restart it."""
-    procs = {name: start_stage(name, s) for name in ("collector", "estimator", "predictor")}
-    procs["generator"] = start_stage("generate", s, str(small), "--speed", "1000")
-    try:
-        wait_until(lambda: any(True for _ in read_topic(s, "alerts")) or procs["generator"].poll() is not None, 120,
-                   "the first alerts", every=0.5)
-        assert procs["generator"].poll() is None, "the replay ended before the interruption: not mid-stream"
-        procs[victim].send_signal(how)
-        code = procs[victim].wait(60)
-        procs[victim] = start_stage(victim, s)
-        assert procs["generator"].wait(120) == 0, procs["generator"].stderr.read()
-        expected = expected_forecasts(small, s)
-        wait_until(lambda: set(count_stats(s)) >= set(expected), 180, "a stat for every (cascade, window)",
-                   every=0.5)
-        return code, expected
-    finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
-
-@pytest.mark.parametrize("victim", ["collector", "estimator", "predictor"])
-def test_kill_9_loses_nothing(kafka_bootstrap, scheduler, small, victim):
-    s = settings_for(kafka_bootstrap, scheduler)
-    code, expected = run_with_interruption(s, small, victim, signal.SIGKILL)
-    assert code == -signal.SIGKILL
-    stats = count_stats(s)
-    assert set(stats) == set(expected)  # no alert, stat or sample lost ...
-    for name in ("alerts", "samples"):
-        assert {(m.cid, m.T_obs) for m in read_topic(s, name)} == set(expected)
-    by_key = {}
-    for m in read_topic(s, "stats"):  # ... and duplicates carry the same values (idempotent on (cid, T_obs))
-        by_key.setdefault((m.cid, m.T_obs), set()).add(round(m.n_hat, 6))
-    assert all(len(v) == 1 for v in by_key.values())
-    for key, (n_hat, _) in expected.items():
-        assert next(iter(by_key[key])) == pytest.approx(n_hat, rel=1e-6)
-    alerts = Counter((m.cid, m.T_obs) for m in read_topic(s, "alerts"))
-    print(f"{victim}: duplicates: {sum(stats.values()) - len(stats)} stats of {len(stats)}, "
-          f"{sum(alerts.values()) - len(alerts)} alerts of {len(alerts)}")
-
-
-def test_sigterm_drains_commits_and_exits_0(kafka_bootstrap, scheduler, small):
-    s = settings_for(kafka_bootstrap, scheduler)
-    code, expected = run_with_interruption(s, small, "predictor", signal.SIGTERM)
-    assert code == 0
-    stats = count_stats(s)
-    assert set(stats) == set(expected)
-    assert sum(stats.values()) == len(stats)  # drained and committed: no join completed twice

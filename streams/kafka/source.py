@@ -64,7 +64,7 @@ from streamz.sources import Source
 
 from ..records import Record
 from ..state import StateStore
-from .admin import CONSUMER_DEFAULTS, PRODUCER_DEFAULTS, TopicReader, connection, merged, retriable
+from .admin import CONSUMER_DEFAULTS, PRODUCER_DEFAULTS, TopicReader, connection, merged
 from .offsets import Batch, OffsetTracker, TopicPartitionKey
 
 if TYPE_CHECKING:

@@ -1,0 +1,259 @@
+"""The fault matrix on real processes: each stage a process on the real broker, faults at seeded
+random instants, every output topic compared by value with an uninterrupted run of the same input.
+
+``make test`` runs one seed of each case; ``make chaos`` runs more seeds and the long chaos run
+(``TWEETOSCOPE_CHAOS_SEEDS``, ``TWEETOSCOPE_CHAOS_SECONDS``). Every case prints its duplicate
+counts; the comparison fails on any lost record, any wrong value, any false dead letter, and any
+duplicate not first written within one checkpoint interval (plus slack) before a fault.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from faults import ROOT, STAGES, Pipeline, compare, fault_settings, inject_hostile, models_by_version, reference, \
+    samples_in_log_order
+from helpers import free_port
+
+from streams.datasets import load_dataset, write_jsonl
+
+SEEDS = [int(s) for s in os.environ.get("TWEETOSCOPE_CHAOS_SEEDS", "0").split(",")]
+CHAOS_SECONDS = float(os.environ.get("TWEETOSCOPE_CHAOS_SECONDS", "30"))
+SPEED = 4000.0  # event seconds per wall second: the replay lasts about 15 s
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("faults") / "cascades.jsonl"
+    write_jsonl(path, load_dataset(ROOT / "data" / "sample").cascades[:60])
+    return path
+
+
+@pytest.fixture(scope="module")
+def ref(data, tmp_path_factory, kafka_bootstrap, scheduler):
+    return reference(data, fault_settings(kafka_bootstrap, scheduler), tmp_path_factory.mktemp("reference"))
+
+
+@pytest.fixture
+def pipeline(kafka_bootstrap, scheduler, tmp_path):
+    run = Pipeline(fault_settings(kafka_bootstrap, scheduler), tmp_path)
+    yield run
+    run.close()
+
+
+def finish(run: Pipeline, ref, gen, what: str) -> None:
+    """Wait for the generator and for every reference output, stop every stage (exit 0 each), compare."""
+    assert gen.proc.wait(240) == 0, gen.tail()
+    run.wait_done(ref)
+    codes = run.close()
+    assert all(code == 0 for code in codes.values()), codes
+    report = compare(run, ref)
+    print(f"{what}: {report.line()}; faults: {[w for _, w in run.faults]}")
+    report.assert_ok()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_kill_9_of_each_stage_at_random_instants(pipeline, data, ref, seed):
+    """Each stage, the learner included, is killed with SIGKILL at a seeded random instant and
+    restarted; the collector a second time right after its restart, while it joins and restores."""
+    rng = random.Random(seed)
+    run = pipeline
+    run.start_all()
+    gen = run.generate(data, SPEED)
+    victims = rng.sample(STAGES, len(STAGES))
+    for victim in victims:
+        time.sleep(rng.uniform(1.0, 3.5))  # a random instant of the replay (not a synchronisation)
+        run.check_alive()
+        run.kill(f"{victim}-1")
+        p = run.start(victim)
+        if victim == "collector":
+            time.sleep(rng.uniform(0.5, 2.5))  # start-up: imports, joining, restoring its state
+            run.kill("collector-1")
+            p = run.start(victim)
+        run.wait_ready(p)
+    finish(run, ref, gen, f"kill -9 seed {seed}")
+    assert_models_equal_an_uninterrupted_learners(run)
+
+
+def assert_models_equal_an_uninterrupted_learners(run: Pipeline) -> None:
+    """Models by value: for every version, the model the (killed and restarted) learner published is
+    the one an uninterrupted learner makes from the same samples."""
+    import asyncio
+
+    import numpy as np
+    import skops.io as sio
+    from distributed import Client
+    from streamz import Stream
+
+    from tweetoscope.learner import learn
+
+    async def uninterrupted():
+        out = []
+        async with Client(run.s.scheduler, asynchronous=True) as client:
+            node = learn(Stream(asynchronous=True), run.s, client)
+            node.sink(out.extend)
+            node.update(samples_in_log_order(run))
+            while not node.idle:
+                await asyncio.sleep(0.05)
+        return {(int(r.key), int(r.headers["version"])): r.value for r in out if r.topic == "models"}
+
+    want, got = asyncio.run(uninterrupted()), models_by_version(run)
+    assert set(got) == set(want) and want
+    X = np.random.default_rng(0).uniform([1e-4, 0.1, 1, 5], [1e-2, 0.9, 50, 50], (20, 4))
+    for key in want:
+        a, b = (sio.loads(d, trusted=sio.get_untrusted_types(data=d)) for d in (want[key], got[key]))
+        np.testing.assert_array_equal(a.predict(X), b.predict(X))
+
+
+def test_instances_joining_and_leaving_hand_their_state_over(pipeline, data, ref):
+    """A second collector and a second predictor join mid-stream, then leave; the first collector is
+    killed during the rebalance that follows: every value as in one uninterrupted instance."""
+    run = pipeline
+    run.start_all()
+    gen = run.generate(data, SPEED)
+    time.sleep(2.0)
+    for stage in ("collector", "predictor"):
+        run.start(stage, 2)
+    run.wait_ready(run.procs["collector-2"])
+    run.faults.append((time.time(), "collector-2 and predictor-2 joined"))
+    time.sleep(0.3)  # the group rebalances now
+    run.kill("collector-1")
+    run.wait_ready(run.start("collector"))
+    time.sleep(2.0)
+    for name in ("collector-2", "predictor-2"):
+        run.faults.append((time.time(), f"{name} leaves"))
+        assert run.stop(name) == 0, run.procs[name].tail()
+    finish(run, ref, gen, "rebalance")
+
+
+def test_broker_stopped_longer_than_the_session_timeout(data, ref, scheduler, tmp_path):
+    """The broker is stopped mid-stream for longer than the stages' session timeout, then restarted on
+    the same data directory and port: the stages wait (or exit non-zero and are restarted, as an
+    orchestrator would), and every value is as in an uninterrupted run."""
+    kafka_sh = ROOT / "scripts" / "kafka.sh"
+    port, broker_dir = free_port(), tmp_path / "broker"
+
+    def broker(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(kafka_sh), *args, "--dir", str(broker_dir)], capture_output=True, text=True,
+                              timeout=300)
+
+    started = broker("start", "--port", str(port))
+    assert started.returncode == 0, started.stderr
+    run = Pipeline(fault_settings(started.stdout.strip().splitlines()[-1], scheduler, session_timeout=6.0), tmp_path)
+    try:
+        run.start_all()
+        gen = run.generate(data, SPEED / 2)
+        time.sleep(3.0)
+        run.faults.append((time.time(), "broker stopped"))
+        assert broker("stop").returncode == 0
+        time.sleep(10.0)  # longer than the session timeout (6 s): the group forgets its members
+        assert broker("start", "--port", str(port)).returncode == 0
+        run.faults.append((time.time(), "broker restarted"))
+        for name, p in list(run.procs.items()):  # an orchestrator restarts a stage that gave up
+            if p.stage in STAGES and p.proc.poll() is not None:
+                assert p.proc.returncode != 0
+                run.wait_ready(run.start(p.stage))
+        if gen.proc.poll() not in (None, 0):
+            gen = run.generate(data, SPEED)  # the generator gave up too: post the input again
+        finish(run, ref, gen, "broker outage")
+    finally:
+        run.close()
+        broker("stop")
+
+
+def test_dask_worker_and_scheduler_killed(data, ref, kafka_bootstrap, tmp_path):
+    """A Dask worker is killed with SIGKILL mid-fit, then the scheduler, which is restarted on the same
+    address with a new worker: the estimator and the learner resubmit their tasks, nothing is lost."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+
+    def scheduler() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                 "--port", str(port), "--dashboard-address", ":0"], stderr=subprocess.DEVNULL)
+
+    def worker() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                                 "--no-nanny", "--no-dashboard"], stderr=subprocess.DEVNULL)
+
+    sched = scheduler()
+    workers = [worker(), worker()]
+    run = Pipeline(fault_settings(kafka_bootstrap, address), tmp_path)
+    try:
+        run.start_all()
+        gen = run.generate(data, SPEED)
+        time.sleep(2.0)
+        run.faults.append((time.time(), "worker kill -9"))
+        workers[0].kill()
+        time.sleep(2.0)
+        run.faults.append((time.time(), "scheduler kill -9"))
+        sched.kill()
+        for w in workers:
+            w.kill()
+        sched.wait(10)
+        time.sleep(1.0)
+        sched = scheduler()
+        workers = [worker()]
+        run.faults.append((time.time(), "scheduler restarted"))
+        finish(run, ref, gen, "dask faults")
+        assert run.runs["estimator-1"] == run.runs["learner-1"] == 1  # they reconnected, nobody restarted them
+        resubmitted = sum(run.procs[n].log.read_text().count("resubmitting") for n in ("estimator-1", "learner-1"))
+        print(f"dask faults: {resubmitted} task(s) resubmitted")
+    finally:
+        run.close()
+        for p in (sched, *workers):
+            p.kill()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_chaos_random_stages_killed_and_restarted_under_load(kafka_bootstrap, scheduler, data, ref, tmp_path, seed):
+    """Two instances of each stage; every 5 to 20 s (scaled to the run) a random instance is killed with
+    SIGKILL or stopped with SIGTERM, and started again; then drain and compare."""
+    rng = random.Random(seed)
+    run = Pipeline(fault_settings(kafka_bootstrap, scheduler), tmp_path)
+    try:
+        run.start_all(instances=2)
+        gen = run.generate(data, min(SPEED, 60_000 / CHAOS_SECONDS))
+        end = time.monotonic() + CHAOS_SECONDS
+        scale = CHAOS_SECONDS / 120.0  # the issue's 5-20 s in a two-minute run
+        while time.monotonic() < end:
+            time.sleep(rng.uniform(5.0, 20.0) * scale)
+            run.check_alive()
+            name = rng.choice([n for n, p in run.procs.items() if p.stage in STAGES])
+            stage, instance = run.procs[name].stage, int(name.rsplit("-", 1)[1])
+            if rng.random() < 0.7:
+                run.kill(name)
+            else:
+                run.faults.append((time.time(), f"SIGTERM {name}"))
+                assert run.stop(name) == 0, run.procs[name].tail()
+            run.wait_ready(run.start(stage, instance))
+        finish(run, ref, gen, f"chaos seed {seed}, {len(run.faults)} faults in {CHAOS_SECONDS:.0f} s")
+    finally:
+        run.close()
+
+
+def test_sigterm_drains_checkpoints_commits_and_exits_0_and_hostile_records_are_dead_lettered(pipeline, data, ref):
+    """SIGTERM mid-stream: each stage drains, checkpoints and commits, exits 0; the restarted stage
+    re-reads nothing (no duplicate at all). Hostile records on every input topic, ``models``
+    included, each land in its dead-letter topic with their partition and offset; the outputs are
+    those of the run without them."""
+    run = pipeline
+    run.start_all()
+    gen = run.generate(data, SPEED)
+    time.sleep(2.0)
+    injected = inject_hostile(run)
+    time.sleep(1.0)
+    for stage in STAGES:
+        assert run.stop(f"{stage}-1") == 0, run.procs[f"{stage}-1"].tail()
+        run.wait_ready(run.start(stage))
+    assert gen.proc.wait(240) == 0
+    run.wait_done(ref)
+    assert all(code == 0 for code in run.close().values())
+    report = compare(run, ref, bound=-1.0, injected=injected)  # no fault counts: any duplicate fails
+    print(f"SIGTERM and hostile records: {report.line()}")
+    report.assert_ok()
