@@ -4,11 +4,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test setup setup-tools bench clean help
+.PHONY: demo test chaos setup setup-tools bench clean help
 
 help:
 	@echo "make demo   set up .venv, run the embedded pipeline on the shipped sample and show where to look"
 	@echo "make test   set up .venv, Chromium, a Kafka broker, and run the whole test suite"
+	@echo "make chaos  the fault matrix on real processes with more seeds and a two-minute chaos run"
 	@echo "make bench  run the benchmarks under bench/ (see BENCHMARKS.md)"
 
 $(STAMP): pyproject.toml
@@ -50,6 +51,14 @@ demo: setup
 test: setup setup-tools
 	scripts/setup-browser.sh
 	$(BIN)/python -m pytest -q
+
+# The fault matrix of tests/test_faults.py (one seed of each case runs in make test): seeds 1-4,
+# and the chaos run for two minutes per seed (docs/reliability.md records the figures).
+CHAOS_SEEDS ?= 1,2,3,4
+CHAOS_SECONDS ?= 120
+chaos: setup
+	TWEETOSCOPE_CHAOS_SEEDS=$(CHAOS_SEEDS) TWEETOSCOPE_CHAOS_SECONDS=$(CHAOS_SECONDS) \
+		$(BIN)/python -m pytest -q -s tests/test_faults.py -p no:cacheprovider
 
 bench: setup
 	$(BIN)/python bench/bench_fit.py

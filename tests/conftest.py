@@ -9,17 +9,24 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 KAFKA_SH = ROOT / "scripts" / "kafka.sh"
 
 
+SASL_PORT = free_port()
+#: The user of the session broker's SASL listener (scripts/kafka.sh's default KAFKA_SASL_USERS).
+SASL_USER, SASL_PASSWORD = "tweetoscope", "tweetoscope-secret"
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Address (``127.0.0.1:PORT``) of a Kafka broker started by ``scripts/kafka.sh`` for this session."""
+    """Address (``127.0.0.1:PORT``) of a Kafka broker started by ``scripts/kafka.sh`` for this session
+    (PLAINTEXT; it also listens with SASL/PLAIN on :data:`SASL_PORT`)."""
     state = tmp_path_factory.mktemp("kafka")
-    started = subprocess.run([str(KAFKA_SH), "start", "--port", "0", "--dir", str(state)],
-                             capture_output=True, text=True, timeout=300)
+    started = subprocess.run([str(KAFKA_SH), "start", "--port", "0", "--sasl-port", str(SASL_PORT), "--dir",
+                              str(state)], capture_output=True, text=True, timeout=300)
     if started.returncode != 0 or not started.stdout.strip():
         subprocess.run([str(KAFKA_SH), "stop", "--dir", str(state)], capture_output=True, timeout=60)
         pytest.fail(f"scripts/kafka.sh start failed (exit {started.returncode}):\n{started.stderr}", pytrace=False)
@@ -27,6 +34,12 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield started.stdout.strip().splitlines()[-1]
     finally:
         subprocess.run([str(KAFKA_SH), "stop", "--dir", str(state)], capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def kafka_sasl(kafka_bootstrap: str) -> str:
+    """Address of the session broker's SASL_PLAINTEXT listener."""
+    return f"127.0.0.1:{SASL_PORT}"
 
 
 @pytest.fixture

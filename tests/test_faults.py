@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from faults import ROOT, STAGES, Pipeline, compare, fault_settings, inject_hostile, models_by_version, reference, \
     samples_in_log_order
-from helpers import free_port
+from helpers import free_port, wait_until
 
 from streams.datasets import load_dataset, write_jsonl
 
@@ -257,3 +257,32 @@ def test_sigterm_drains_checkpoints_commits_and_exits_0_and_hostile_records_are_
     report = compare(run, ref, bound=-1.0, injected=injected)  # no fault counts: any duplicate fails
     print(f"SIGTERM and hostile records: {report.line()}")
     report.assert_ok()
+
+
+def test_a_stage_whose_scheduler_is_gone_for_good_says_so_and_exits_non_zero(kafka_bootstrap, tmp_path):
+    """The scheduler is killed and never comes back: the estimator is not ready at once, then exits
+    non-zero within a bounded time (the client's reconnection timeout, here 5 s) for an orchestrator
+    to restart it; it never hangs."""
+    port = free_port()
+    sched = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
+                              str(port), "--dashboard-address", ":0"], stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", f"tcp://127.0.0.1:{port}",
+                               "--nthreads", "1", "--no-nanny", "--no-dashboard"], stderr=subprocess.DEVNULL)
+    run = Pipeline(fault_settings(kafka_bootstrap, f"tcp://127.0.0.1:{port}"), tmp_path)
+    os.environ["DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT"] = "5s"
+    try:
+        p = run.start("estimator")
+        run.wait_ready(p)
+        assert p.get("/healthz") == 200
+        sched.kill()
+        worker.kill()
+        wait_until(lambda: p.get("/readyz") == 503 or p.proc.poll() is not None, 30, "not ready", every=0.1)
+        started = time.monotonic()
+        assert p.proc.wait(60) == 1, p.tail()
+        assert time.monotonic() - started < 30
+        assert "Dask client gave up" in p.tail()
+    finally:
+        os.environ.pop("DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT", None)
+        run.close()
+        sched.kill()
+        worker.kill()

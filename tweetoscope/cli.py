@@ -455,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, ValueError, FileNotFoundError, PermissionError, TimeoutError) as exc:
         print(f"tweetoscope {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -133,8 +133,8 @@ class KafkaBus:
         for source in self.sources:
             source.start()
 
-    def failure(self, stages: Stages) -> str | None:
-        """Why this process cannot make progress any more, if it cannot."""
+    def failure(self, stages: Stages, client=None) -> str | None:
+        """Why this process cannot make progress any more, if it cannot (``client``: its Dask client)."""
         for source in self.sources:
             if source.error is not None:
                 return f"the Kafka source on {source.topics} failed: {source.error!r}"
@@ -146,6 +146,8 @@ class KafkaBus:
                 return f"a Kafka sink failed: {sink.error!r}"
         if stages.error is not None:
             return f"a stage stopped: {stages.error!r}"
+        if client is not None and client.status in ("closing", "closed"):
+            return "the Dask client gave up reconnecting to its scheduler"
         return None
 
     async def quiet(self) -> bool:
@@ -214,7 +216,7 @@ async def run_kafka(
     if replay is not None:
         replay.start()
     failed: list[str] = []
-    watch = asyncio.ensure_future(_watch(bus, staged, stop, failed))
+    watch = asyncio.ensure_future(_watch(bus, staged, client, stop, failed))
     ok = False
     try:
         if until_done:
@@ -247,10 +249,10 @@ async def run_kafka(
     return 0 if ok and not failed else 1
 
 
-async def _watch(bus: KafkaBus, stages: Stages, stop: asyncio.Event, failed: list[str]) -> None:
+async def _watch(bus: KafkaBus, stages: Stages, client, stop: asyncio.Event, failed: list[str]) -> None:
     """Request a stop (with a failure) as soon as the process cannot make progress."""
     while not stop.is_set():
-        why = bus.failure(stages)
+        why = bus.failure(stages, client)
         if why is not None:
             failed.append(why)
             stop.set()
@@ -268,7 +270,7 @@ def _serve_health(port: int, bus: KafkaBus, stages: Stages, client) -> object:
 
     class Alive(RequestHandler):
         def get(self) -> None:
-            why = bus.failure(stages)
+            why = bus.failure(stages, client)
             if why is not None:
                 self.set_status(503)
                 self.write(f"stuck: {why}\n")
@@ -281,7 +283,7 @@ def _serve_health(port: int, bus: KafkaBus, stages: Stages, client) -> object:
                        for s in bus.sources if not s.ready]
             if client is not None and client.status != "running":
                 reasons.append(f"Dask client {client.status}")
-            if (why := bus.failure(stages)) is not None:
+            if (why := bus.failure(stages, client)) is not None:
                 reasons.append(why)
             if reasons:
                 self.set_status(503)
@@ -289,7 +291,11 @@ def _serve_health(port: int, bus: KafkaBus, stages: Stages, client) -> object:
             else:
                 self.write("ready\n")
 
-    server = HTTPServer(Application([("/healthz", Alive), ("/readyz", Ready)]))
+    def log(handler) -> None:  # probes every few seconds: not worth a log line each
+        if handler.get_status() >= 500 and handler.request.path != "/readyz":
+            logger.warning("%s %s: %d", handler.request.method, handler.request.path, handler.get_status())
+
+    server = HTTPServer(Application([("/healthz", Alive), ("/readyz", Ready)], log_function=log))
     server.listen(port)
     return server
 

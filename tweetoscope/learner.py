@@ -101,7 +101,8 @@ class _Window:
     seen: int = 0  # distinct samples seen: the version of the model of the next boundary
     choice: tuple[str, int, str] | None = None
     samples: OrderedDict[str, tuple[float, float, float, int, int]] = field(default_factory=OrderedDict)
-    pending: deque[_Refit] = field(default_factory=deque)
+    pending: deque[_Refit] = field(default_factory=deque)  # waiting for their turn
+    running: _Refit | None = None  # the refit on the cluster now
     last_fit: float = -math.inf  # time.monotonic() of the last refit started
 
 
@@ -126,6 +127,7 @@ class learn(Stream):
         self.draining = False
         self.error: BaseException | None = None
         self.n_failed = 0
+        self.n_skipped = 0  # refits skipped because the learner was behind
         self._dirty: dict[int, set[int]] = {}
         Stream.__init__(self, upstream, ensure_io_loop=True, **kwargs)
 
@@ -166,7 +168,8 @@ class learn(Stream):
                 w.pending.append(_Refit(w.seen, (boundary - 1) % SELECT_EVERY == 0, list(w.samples.values())))
                 while len(w.pending) > MAX_PENDING:
                     skipped = w.pending.popleft()
-                    logger.warning("learner behind: refit of T_obs=%d version %d skipped", T_obs, skipped.version)
+                    self.n_skipped += 1
+                    logger.info("learner behind: refit of T_obs=%d version %d skipped", T_obs, skipped.version)
         if w.partition >= 0:
             self._dirty.setdefault(w.partition, set()).add(T_obs)
 
@@ -187,7 +190,7 @@ class learn(Stream):
                 self.timer = self.loop.call_later(wait, self._on_timer)
             return
         w = self.windows[T_obs]
-        refit = w.pending[0]
+        refit = w.running = w.pending.popleft()
         w.last_fit = time.monotonic()
         self.fitting = asyncio.ensure_future(self._fit(T_obs, w, refit))
 
@@ -219,8 +222,8 @@ class learn(Stream):
             self._emit([dlq_record(Record(SAMPLES.name, value, str(T_obs).encode()), reason)])
         finally:
             self.fitting = None
-        if self.windows.get(T_obs) is w and w.pending and w.pending[0] is refit:  # still ours
-            w.pending.popleft()
+        if self.windows.get(T_obs) is w and w.running is refit:  # still ours
+            w.running = None
             if data is not None:
                 if refit.select or w.choice is None:
                     w.choice = tuple(used)
@@ -262,7 +265,7 @@ class learn(Stream):
                 if w is None:
                     continue
                 value = _WindowRecord(w.offset, w.seen, w.choice, [(cid, *v) for cid, v in w.samples.items()],
-                                      list(w.pending))
+                                      ([w.running] if w.running is not None else []) + list(w.pending))
                 out.append((p, str(T_obs).encode(), _encode(value)))
         return out
 

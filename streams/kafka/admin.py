@@ -83,17 +83,28 @@ def _retry(call, timeout: float, what: str):
 def wait_for_broker(config: Mapping[str, Any] | str, timeout: float = 30.0) -> None:
     """Block until a broker answers a metadata request, for up to ``timeout`` seconds.
 
-    ``config``: a client config (or a bootstrap address). Raises ``TimeoutError`` otherwise.
+    ``config``: a client config (or a bootstrap address). Raises ``PermissionError`` at once if
+    the broker refuses the credentials, ``TimeoutError`` if no broker answers in time.
     """
     config = {"bootstrap.servers": config} if isinstance(config, str) else connection(config)
+    refused: list[ck.KafkaError] = []
+
+    def on_error(err: ck.KafkaError) -> None:
+        if err.code() in (ck.KafkaError._AUTHENTICATION, ck.KafkaError.SASL_AUTHENTICATION_FAILED):
+            refused.append(err)
+
     deadline = time.monotonic() + timeout
-    admin = AdminClient(config)
+    admin = AdminClient({**config, "error_cb": on_error})
     while True:
         left = deadline - time.monotonic()
         try:
-            admin.list_topics(timeout=max(0.1, min(left, 2.0)))
+            admin.list_topics(timeout=max(0.1, min(left, 1.0)))
             return
         except ck.KafkaException as exc:
+            admin.poll(0)  # serves error_cb
+            if refused:
+                raise PermissionError(f"the Kafka cluster at {config.get('bootstrap.servers')} refused the "
+                                      f"credentials of user {config.get('sasl.username')!r}: {refused[0].str()}") from exc
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"no Kafka broker answered at {config.get('bootstrap.servers')} within "
                                    f"{timeout} s: {exc}") from exc
