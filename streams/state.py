@@ -23,10 +23,10 @@ This module knows nothing about Kafka or Hawkes processes.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Collection, Iterable
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["StateStore", "Change"]
+__all__ = ["StateStore", "Change", "latest_entries"]
 
 #: One changelog record: ``(partition, key, value)``; ``value`` None deletes the key.
 Change = tuple[int, bytes, "bytes | None"]
@@ -53,3 +53,20 @@ class StateStore(Protocol):
         """The input of ``partition`` is committed up to ``offset`` (exclusive): markers of removed
         entries below it are no longer needed (a replay starts at ``offset`` at the earliest)."""
         ...
+
+
+def latest_entries(records: Iterable[tuple[bytes, bytes | None]], decode: Callable[[bytes], Any]) -> dict[bytes, Any]:
+    """The live entry of each key of a changelog read in log order: a deletion removes the key; of the
+    values written, the one with the greatest ``offset`` attribute wins (the last one for entries
+    without an offset)."""
+    latest: dict[bytes, Any] = {}
+    for key, value in records:
+        if value is None:
+            latest.pop(key, None)
+            continue
+        entry = decode(value)
+        old = latest.get(key)
+        offset = getattr(entry, "offset", None)
+        if old is None or offset is None or offset >= old.offset:
+            latest[key] = entry
+    return latest

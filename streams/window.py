@@ -61,7 +61,7 @@ import msgspec
 import numpy as np
 from streamz import Stream
 
-from .state import Change
+from .state import Change, latest_entries
 
 __all__ = ["Events", "WindowClosed", "CascadeEnded", "Rejected", "HeldOrigin", "cascade_windows"]
 
@@ -473,15 +473,7 @@ class cascade_windows(Stream):
 
     def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
         """Rebuild the sources of ``partition`` from its changelog records (greatest offset per key wins)."""
-        latest: dict[bytes, object] = {}
-        for key, value in records:
-            if value is None:
-                latest.pop(key, None)
-                continue
-            entry = _decode_entry(value)
-            old = latest.get(key)
-            if old is None or isinstance(entry, _SourceEntry) or entry.offset >= old.offset:
-                latest[key] = entry
+        latest = latest_entries(records, _decode_entry)
         windows, term = self.windows, self.terminated
         t_max = windows[-1]
         ended: list[tuple[int, str, str]] = []

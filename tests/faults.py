@@ -20,8 +20,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -32,7 +30,7 @@ import numpy as np
 import orjson
 import skops.io as sio
 
-from helpers import free_port, wait_until
+from helpers import free_port, health_status, wait_until
 from streams.datasets import load_dataset
 from streams.kafka import TopicReader, committed_offsets
 from streams.memory import read_jsonl_topic
@@ -83,14 +81,7 @@ class Proc:
     should_run: bool = True
 
     def get(self, path: str) -> int:
-        """HTTP status of the health endpoint ``path`` (0 if it does not answer)."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
-                return r.status
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        except OSError:
-            return 0
+        return health_status(self.port, path)
 
     def tail(self, n: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-n:]

@@ -25,6 +25,20 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, *, every
     return value
 
 
+def health_status(port: int | None, path: str) -> int:
+    """HTTP status of a stage's health endpoint ``path`` on ``port`` (0 if nothing answers)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as sock:

@@ -7,13 +7,12 @@ import asyncio
 import signal
 import subprocess
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import free_port, start_stage, wait_until
+from helpers import free_port, health_status, start_stage, wait_until
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
@@ -55,13 +54,7 @@ class Stage:
                                 env={"TWEETOSCOPE_SOURCES": str(s.sources), "TWEETOSCOPE_SESSION_TIMEOUT": "6"})
 
     def get(self, path: str) -> int:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
-                return r.status
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        except OSError:
-            return 0
+        return health_status(self.port, path)
 
     def stop(self, sig=signal.SIGTERM) -> int | None:
         if self.proc.poll() is None:

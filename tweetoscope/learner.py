@@ -40,7 +40,7 @@ from streamz import Stream
 from estimators.correction import fit_forest
 from streams.dask import DaskUnavailable, resilient_result
 from streams.records import Record
-from streams.state import Change
+from streams.state import Change, latest_entries
 
 from .config import Settings
 from .models import dump_model, model_record, model_signature
@@ -270,14 +270,7 @@ class learn(Stream):
         return out
 
     def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
-        latest: dict[bytes, _WindowRecord] = {}
-        for key, value in records:
-            if value is None:
-                latest.pop(key, None)
-                continue
-            rec = _decode(value)
-            if key not in latest or rec.offset >= latest[key].offset:
-                latest[key] = rec
+        latest = latest_entries(records, _decode)
         for key, rec in latest.items():
             w = self.windows[int(key)] = _Window(partition=partition, offset=rec.offset, seen=rec.seen,
                                                  choice=tuple(rec.choice) if rec.choice else None)

@@ -35,7 +35,7 @@ from streamz import Stream
 
 from estimators.correction import predict_omega
 from streams.records import Record
-from streams.state import Change
+from streams.state import Change, latest_entries
 
 from .config import Settings
 from .models import check_model
@@ -270,15 +270,7 @@ class predict_join(Stream):
         return out
 
     def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
-        latest: dict[bytes, object] = {}
-        for key, value in records:
-            if value is None:
-                latest.pop(key, None)
-                continue
-            rec = _decode_record(value)
-            old = latest.get(key)
-            if old is None or rec.offset >= old.offset:
-                latest[key] = rec
+        latest = latest_entries(records, _decode_record)
         for raw, rec in sorted(latest.items(), key=lambda kv: kv[1].offset):
             key = _decode_key(raw)
             if isinstance(rec, _DoneRecord):
