@@ -65,7 +65,7 @@ async def collector_run(bootstrap: str, prefix: str, n: int) -> float:
 
     s = Settings(kafka=bootstrap, topic_prefix=prefix, group_prefix=f"{prefix}g{uuid.uuid4().hex[:6]}")
     bus = KafkaBus(s, IOLoop.current())
-    build_stages(bus.topic, bus.publish, s, None, stages=("collector",))
+    bus.use_stores(build_stages(bus.topic, bus.publish, s, None, stages=("collector",)))  # as a collector runs
     bus.start()
     source = bus.sources[0]
     t0 = None
@@ -73,6 +73,8 @@ async def collector_run(bootstrap: str, prefix: str, n: int) -> float:
         await asyncio.sleep(0.05)
         if t0 is None and source.n_consumed:
             t0 = time.perf_counter()
+        if source.n_consumed >= n:
+            source.request_checkpoint()  # the last one now rather than at the end of the interval
         if sum(source.committed_offsets().values()) >= n:
             break
     rate = n / (time.perf_counter() - t0)

@@ -24,8 +24,8 @@ from helpers import free_port, wait_until
 from streams.datasets import load_dataset, write_jsonl
 
 SEEDS = [int(s) for s in os.environ.get("TWEETOSCOPE_CHAOS_SEEDS", "0").split(",")]
-CHAOS_SECONDS = float(os.environ.get("TWEETOSCOPE_CHAOS_SECONDS", "30"))
-SPEED = 4000.0  # event seconds per wall second: the replay lasts about 15 s
+CHAOS_SECONDS = float(os.environ.get("TWEETOSCOPE_CHAOS_SECONDS", "20"))
+SPEED = 6000.0  # event seconds per wall second: the replay lasts about 10 s
 
 
 @pytest.fixture(scope="module")
@@ -148,11 +148,11 @@ def test_broker_stopped_longer_than_the_session_timeout(data, ref, scheduler, tm
     run = Pipeline(fault_settings(started.stdout.strip().splitlines()[-1], scheduler, session_timeout=6.0), tmp_path)
     try:
         run.start_all()
-        gen = run.generate(data, SPEED / 2)
+        gen = run.generate(data, SPEED)
         time.sleep(3.0)
         run.faults.append((time.time(), "broker stopped"))
         assert broker("stop").returncode == 0
-        time.sleep(10.0)  # longer than the session timeout (6 s): the group forgets its members
+        time.sleep(8.0)  # longer than the session timeout (6 s): the group forgets its members
         assert broker("start", "--port", str(port)).returncode == 0
         run.faults.append((time.time(), "broker restarted"))
         for name, p in list(run.procs.items()):  # an orchestrator restarts a stage that gave up
