@@ -204,15 +204,21 @@ def stream_rows(n_cascades=60, seed=0):
     return rows
 
 
+def uninterrupted(rows) -> list:
+    """The outputs of one node that reads every row in one batch, then the end of stream."""
+    src = Stream()
+    out = src.cascade_windows([10, 20], terminated=5).sink_to_list()
+    src.emit(kafka_events(rows, eos=["a"]))
+    return out
+
+
 @pytest.mark.parametrize("cut, replay_from", [(37, 37), (37, 20), (150, 101), (250, 0)])
 def test_restore_and_replay_give_the_outputs_of_an_uninterrupted_run(cut, replay_from):
     """Checkpoint after ``cut`` events, restore in a new node, re-read from ``replay_from`` (an older
     commit, or the changelog ahead of it): the outputs after the restore, duplicates aside, are those
     of an uninterrupted run, and replayed events change nothing."""
     rows = stream_rows()
-    ref_src = Stream()
-    ref_out = ref_src.cascade_windows([10, 20], terminated=5).sink_to_list()
-    ref_src.emit(kafka_events(rows, eos=["a"]))
+    ref_out = uninterrupted(rows)
 
     src = Stream()
     first = src.cascade_windows([10, 20], terminated=5)
@@ -310,9 +316,7 @@ def test_a_checkpoint_cut_short_anywhere_still_restores_to_the_uninterrupted_out
     ahead of the committed offset: restoring from it and replaying from that offset gives the outputs
     of an uninterrupted run (duplicates aside), whatever the prefix."""
     rows = stream_rows(40, seed=3)
-    ref_src = Stream()
-    ref_out = ref_src.cascade_windows([10, 20], terminated=5).sink_to_list()
-    ref_src.emit(kafka_events(rows, eos=["a"]))
+    ref_out = uninterrupted(rows)
 
     src = Stream()
     win = src.cascade_windows([10, 20], terminated=5)
