@@ -35,8 +35,12 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from streamz import Stream
+
+if TYPE_CHECKING:
+    import distributed
 
 __all__ = ["submit_batches", "resilient_result", "DaskUnavailable"]
 
@@ -47,14 +51,15 @@ class DaskUnavailable(RuntimeError):
     """The Dask cluster could not be reached for longer than the retry timeout."""
 
 
-async def resilient_result(client, future, resubmit: Callable[[], object], *, retries: int = 2,
-                           retry_timeout: float = 120.0):
+async def resilient_result(client: distributed.Client, future: distributed.Future, resubmit: Callable[[], object], *,
+                           retries: int = 2, retry_timeout: float = 120.0) -> Any:
     """The result of ``future``, submitted again with ``resubmit()`` when it fails.
 
     A future lost with the infrastructure (scheduler connection lost, comm closed, timeout)
     is resubmitted with backoff once the client is connected again, for up to
     ``retry_timeout`` seconds, then :class:`DaskUnavailable` is raised; an exception raised
-    by the task itself is retried ``retries`` times, then raised.
+    by the task itself (the future's status is ``"error"``, whatever the exception's type)
+    is retried ``retries`` times, then raised.
     """
     from distributed.client import FutureCancelledError
 
@@ -64,20 +69,22 @@ async def resilient_result(client, future, resubmit: Callable[[], object], *, re
     while True:
         try:
             return await future
-        except (FutureCancelledError, OSError, TimeoutError) as exc:  # the cluster, not the task
-            if time.monotonic() > deadline or client.status in ("closing", "closed"):
-                raise DaskUnavailable(f"Dask cluster unavailable for {retry_timeout:.0f} s "
-                                      f"(client {client.status}): {exc!r}") from exc
-            logger.warning("Dask task lost (%r); resubmitting in %.1f s", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, 5.0)
-            while client.status != "running" and time.monotonic() < deadline:
-                await asyncio.sleep(0.2)  # the client reconnects by itself
-        except Exception as exc:  # raised on a worker (or the worker died running it)
-            attempts += 1
-            if attempts > retries:
-                raise
-            logger.warning("Dask task raised %r; attempt %d of %d", exc, attempts + 1, retries + 1)
+        except Exception as exc:
+            lost = isinstance(exc, (FutureCancelledError, OSError, TimeoutError)) and future.status != "error"
+            if not lost:  # raised by the task on a worker (or the worker died running it)
+                attempts += 1
+                if attempts > retries:
+                    raise
+                logger.warning("Dask task raised %r; attempt %d of %d", exc, attempts + 1, retries + 1)
+            else:  # the cluster, not the task
+                if time.monotonic() > deadline or client.status in ("closing", "closed"):
+                    raise DaskUnavailable(f"Dask cluster unavailable for {retry_timeout:.0f} s "
+                                          f"(client {client.status}): {exc!r}") from exc
+                logger.warning("Dask task lost (%r); resubmitting in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 5.0)
+                while client.status != "running" and time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)  # the client reconnects by itself
         try:
             future = resubmit()
         except Exception as exc:

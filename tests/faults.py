@@ -6,7 +6,10 @@ and restarts them, and reads every output topic back. :func:`compare` checks the
 *by value* against a reference, an uninterrupted embedded run of the same input
 (:func:`reference`): nothing lost, every value equal, forecasts equal to the reference
 parameters corrected by the very model version each forecast says it used, and every
-duplicate first written within one checkpoint interval (plus slack) before a fault.
+duplicate first written within one checkpoint interval (plus slack) before a fault. A member
+whose group session timed out (the machine or the broker stalled: it logs that it lost its
+partitions without committing) is a fault too, with the session timeout added to its bound;
+the report counts them.
 
 Used by ``tests/test_faults.py`` (one seed of each case in ``make test``) and by
 ``make chaos`` (more seeds, longer runs).
@@ -23,6 +26,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +161,18 @@ class Pipeline:
             p.proc.wait(10)
             return None
 
+    def session_losses(self) -> list[tuple[float, str]]:
+        """Partitions a member lost without committing (its session timed out: the machine or the
+        broker stalled for ``session_timeout``), read from the stages' logs: faults too, though no
+        test caused them. ``(time.time() when logged, log line)``."""
+        out = []
+        for log in sorted(self.dir.glob("*.log")):
+            for line in log.read_text(errors="replace").splitlines():
+                if " lost [" in line and "without committing" in line:
+                    when = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                    out.append((when, f"{log.stem}: {line[24:]}"))
+        return out
+
     def check_alive(self) -> None:
         """Fail at once (with its log) if a process that should run has exited."""
         for p in self.procs.values():
@@ -254,17 +270,20 @@ class Report:
     wrong: dict[str, list] = field(default_factory=dict)
     duplicates: dict[str, int] = field(default_factory=dict)
     unbounded: dict[str, list] = field(default_factory=dict)  # duplicates first written long before any fault
+    losses: list[str] = field(default_factory=list)  # partitions lost by a session timeout (see Pipeline)
     records: dict[str, int] = field(default_factory=dict)
 
     def assert_ok(self) -> None:
         assert not any(self.lost.values()), f"lost: {self.lost}"
         assert not any(self.wrong.values()), f"wrong values: { {k: v[:5] for k, v in self.wrong.items() if v} }"
         assert not any(self.unbounded.values()), \
-            f"duplicates beyond the bound: { {k: v[:5] for k, v in self.unbounded.items() if v} }"
+            f"duplicates beyond the bound (key, seconds to the next fault): " \
+            f"{ {k: v[:5] for k, v in self.unbounded.items() if v} }; sessions timed out: {self.losses}"
 
     def line(self) -> str:
         dups = ", ".join(f"{t} {n}/{self.records.get(t, 0)}" for t, n in self.duplicates.items() if n)
-        return f"duplicates: {dups or 'none'}"
+        lost = f"; sessions timed out: {len(self.losses)}" if self.losses else ""
+        return f"duplicates: {dups or 'none'}{lost}"
 
 
 #: Records no stage can use, for every input topic (key, value): they must all end in ``<topic>.dlq``.
@@ -312,7 +331,11 @@ def compare(run: Pipeline, ref: Reference, *, bound: float | None = None,
         skip = injected.get(topic, set())
         return [m for m in run.read(topic) if (m.partition(), m.offset()) not in skip]
     bound = run.s.checkpoint_interval + SLACK if bound is None else bound
-    fault_times = [t for t, _ in run.faults]
+    # (time, how long before it a duplicate's first copy may have been written): a member whose
+    # session timed out kept writing for up to session_timeout before it noticed
+    losses = run.session_losses()
+    rep.losses = [what for _, what in losses]
+    windows = [(t, bound) for t, _ in run.faults] + [(t, bound + run.s.session_timeout) for t, _ in losses]
 
     def check_dups(topic: str, first_seen: dict, counts: Counter) -> None:
         rep.duplicates[topic] = sum(n - 1 for n in counts.values())
@@ -321,8 +344,9 @@ def compare(run: Pipeline, ref: Reference, *, bound: float | None = None,
         for key, n in counts.items():
             if n > 1:
                 t = first_seen[key]
-                if not any(0 <= f - t <= bound for f in fault_times):
-                    late.append((key, round(min((f - t for f in fault_times), default=float("nan")), 2)))
+                if not any(0 <= f - t <= b for f, b in windows):
+                    ahead = [f - t for f, _ in windows if f >= t]  # the next fault, seconds after it
+                    late.append((key, round(min(ahead), 2) if ahead else None))
         rep.unbounded[topic] = late
 
     def ts(m) -> float:

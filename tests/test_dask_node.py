@@ -21,6 +21,12 @@ def fail_on_13(xs: list[int]) -> list[int]:
     return xs
 
 
+def oserror_on_13(xs: list[int]) -> list[int]:
+    if 13 in xs:
+        raise OSError("disk full on the worker")  # the task's own error, of a type a lost comm also raises
+    return xs
+
+
 class SpyClient:
     """The real client, recording how many tasks the node had in flight at each submission."""
 
@@ -113,6 +119,30 @@ def test_failed_task_stops_the_node_and_keeps_the_refs():
             assert released == []  # its offsets are never committed
             with pytest.raises(RuntimeError, match="failed earlier"):
                 src._emit([1, 2])
+        finally:
+            await client.close()
+            await cluster.close()
+
+    asyncio.run(main())
+
+
+def test_a_task_raising_oserror_is_a_task_failure_not_a_lost_cluster():
+    """An OSError raised by the task is retried ``retries`` times and handed to ``on_error``
+    at once, not resubmitted for ``retry_timeout`` as if the cluster were gone."""
+    async def main():
+        cluster, client = await _cluster()
+        try:
+            src = Stream()
+            failed = []
+            node = src.submit_batches(client, oserror_on_13, chunk_size=5, max_in_flight=2, retries=1,
+                                      retry_timeout=600.0, on_error=lambda chunk, exc: failed.append((chunk, exc)))
+            out = node.sink_to_list()
+            src._emit(list(range(20)))
+            await asyncio.wait_for(node.drain(), 60)  # far less than retry_timeout
+            assert node.error is None
+            assert [c for c, _ in failed] == [[10, 11, 12, 13, 14]] and isinstance(failed[0][1], OSError)
+            assert None in out  # what on_error returned, emitted in place of the chunk's result
+            assert sorted(x for o in out if o is not None for x in o[0]) == [x for x in range(20) if not 10 <= x < 15]
         finally:
             await client.close()
             await cluster.close()

@@ -158,7 +158,8 @@ def test_prior_state_is_restored_per_partition():
     b = PriorLearner(s)
     for p in (0, 1):
         b.restore(p, [(k, v) for q, k, v in changes if q == p])
-    assert b.n_fits == n and b.prior == a.prior and b.prior != s.prior
+    assert b.n_fits == n and b.updates == 0  # refitted once, when the next chunk is packed
+    assert b.pack(chunk[:1]).prior == a.prior != s.prior and b.prior == a.prior and b.updates == 1
     b.drop([1])
     assert b.n_fits == n // 2
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from .config import ENV_VARS, ConfigError, Settings, load_settings
+from .config import ENV_VARS, SECURITY_PROTOCOLS, ConfigError, Settings, load_settings
 
 __all__ = ["main", "build_parser"]
 
@@ -193,7 +193,7 @@ def _add_kafka_flags(p: argparse.ArgumentParser, *, required: bool = False) -> N
                    help=f"seconds between two checkpoints of a stage's state, each followed by a commit "
                    f"(default {DEFAULTS.checkpoint_interval:g})")
     g.add_argument("--security-protocol", dest="kafka_security_protocol",
-                   choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"), help="Kafka security protocol "
+                   choices=SECURITY_PROTOCOLS, help="Kafka security protocol "
                    "(default PLAINTEXT); the SASL password comes from env TWEETOSCOPE_KAFKA_SECRET or the config "
                    "file, never from the command line")
     g.add_argument("--sasl-mechanism", dest="kafka_sasl_mechanism", choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),

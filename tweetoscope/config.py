@@ -65,7 +65,7 @@ class Settings:
         name (several pipelines on one cluster); ``partitions``, ``replication``: of the topics
         the stages create; ``instance_id``: stable id of this instance (static group
         membership: a restarted instance gets its partitions back at once); ``health_port``: port of
-        a stage's ``/healthz`` (alive) and ``/readyz`` (joined its consumer group) HTTP endpoints (0: none);
+        a stage's ``/healthz`` (alive) and ``/readyz`` (in its consumer group, its state restored, its Dask client connected) HTTP endpoints (0: none);
         ``session_timeout``: seconds after which the group hands the partitions of a silent (or,
         with ``instance_id``, stopped) instance to the others (the broker allows 6 to 300).
     Reliability

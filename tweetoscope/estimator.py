@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections import OrderedDict
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +28,10 @@ from estimators import ConvergenceWarning, LogNormalPrior, fit_cascade
 from estimators.prior import fit_prior
 import streams.dask  # noqa: F401  (registers the submit_batches node)
 from streams.records import Record
+from streams.state import Change, latest_entries
 
 from .config import Settings
-from .schemas import CASCADE_PROPERTIES, CASCADE_SERIES, Parameters, SchemaError, Serie, dlq_record, encode
+from .schemas import CASCADE_PROPERTIES, CASCADE_SERIES, MAX_VALUE, Parameters, SchemaError, Serie, dlq_record, encode
 
 __all__ = ["FitTask", "PackedSeries", "PackedFits", "pack_series", "decode_series", "fit_chunk", "encode_results",
            "complete_fit_kwargs", "empirical_prior", "PriorLearner", "estimator"]
@@ -128,8 +130,6 @@ def fit_chunk(chunk: PackedSeries, fit_kwargs: dict[str, Any]) -> PackedFits:
     return PackedFits(params, n_obs, n_supp, converged, errors)
 
 
-#: Largest value a parameter, ``n_obs`` or ``n_supp`` may take on ``cascade_properties`` (the schema's bound).
-_BOUND = 1e15
 
 
 def encode_results(done: tuple[list[FitTask], PackedFits]) -> list[Record]:
@@ -140,7 +140,7 @@ def encode_results(done: tuple[list[FitTask], PackedFits]) -> list[Record]:
     for i, s in enumerate(chunk):
         error = fits.errors.get(i)
         params = fits.params[i]
-        if error is None and not (np.all(np.isfinite(params)) and np.all(np.abs(params) <= _BOUND)
+        if error is None and not (np.all(np.isfinite(params)) and np.all(np.abs(params) <= MAX_VALUE)
                                   and np.all(params >= 0) and params[1] > 0):
             error = f"fit gave parameters out of range: {params.tolist()}"
         if error is not None:
@@ -148,7 +148,7 @@ def encode_results(done: tuple[list[FitTask], PackedFits]) -> list[Record]:
             continue
         n_supp = float(fits.n_supp[i])
         value = Parameters(cid=s.cid, msg=s.msg, n_obs=int(fits.n_obs[i]),
-                           n_supp=n_supp if abs(n_supp) <= _BOUND else None,
+                           n_supp=n_supp if abs(n_supp) <= MAX_VALUE else None,
                            params=tuple(params.tolist()), T_obs=s.T_obs, converged=bool(fits.converged[i]))
         out.append(Record(CASCADE_PROPERTIES.name, encode(value), str(s.T_obs).encode()))
     return out
@@ -207,8 +207,14 @@ class PriorLearner:
         self.new = 0
         self.updates = 0
         self._dirty: set[int] = set()
+        self._stale = False  # fits restored since the last refit
 
     def pack(self, chunk: list[FitTask]) -> PackedSeries:
+        """The chunk with the prior to fit it under (refitted first if fits were restored meanwhile)."""
+        if self._stale:
+            self._stale = False
+            if self.n_fits >= self.settings.prior_min_cascades:
+                self.refit()
         return pack_series(chunk, self.prior if self.settings.empirical_prior else None)
 
     @property
@@ -245,24 +251,21 @@ class PriorLearner:
 
     # ------------------------------------------------------------- StateStore
 
-    def snapshot(self, partitions=None) -> list:
+    def snapshot(self, partitions: Collection[int] | None = None) -> list[Change]:
         parts = set(self._dirty) if partitions is None else set(partitions) & self._dirty
         self._dirty -= parts
         return [(p, b"fits", _encode_fits([(cid, *v) for cid, v in self.fits.get(p, {}).items()])) for p in parts]
 
-    def restore(self, partition: int, records) -> int:
-        value = None
-        for key, v in records:
-            if key == b"fits":
-                value = v
+    def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
+        """Take the partition's fits back; the prior is refitted once, before the next chunk is packed
+        (not once per restored partition)."""
         store = self.fits[partition] = OrderedDict()
-        for cid, p, beta, size in (_decode_fits(value) if value else ()):
+        for cid, p, beta, size in latest_entries(records, _decode_fits).get(b"fits", ()):
             store[cid] = (p, beta, size)
-        if self.n_fits >= self.settings.prior_min_cascades:
-            self.refit()
+        self._stale = True
         return len(store)
 
-    def drop(self, partitions) -> None:
+    def drop(self, partitions: Collection[int]) -> None:
         for p in partitions:
             self.fits.pop(p, None)
             self._dirty.discard(p)

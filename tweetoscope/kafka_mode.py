@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import signal
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from streamz import Stream
 from tornado.ioloop import IOLoop
@@ -37,6 +38,10 @@ from .generator import generator
 from .models import MAX_MODEL_BYTES
 from .pipeline import ALL_TOPICS, Stages, build_stages, start_dask
 from .schemas import MODELS
+
+if TYPE_CHECKING:
+    import distributed
+    from tornado.httpserver import HTTPServer
 
 __all__ = ["CONSUMERS", "KafkaBus", "run_kafka", "group_id", "changelog_topic", "TOPIC_CONFIG"]
 
@@ -133,7 +138,7 @@ class KafkaBus:
         for source in self.sources:
             source.start()
 
-    def failure(self, stages: Stages, client=None) -> str | None:
+    def failure(self, stages: Stages, client: distributed.Client | None = None) -> str | None:
         """Why this process cannot make progress any more, if it cannot (``client``: its Dask client)."""
         for source in self.sources:
             if source.error is not None:
@@ -260,7 +265,7 @@ async def _watch(bus: KafkaBus, stages: Stages, client, stop: asyncio.Event, fai
         await asyncio.sleep(0.5)
 
 
-def _serve_health(port: int, bus: KafkaBus, stages: Stages, client) -> object:
+def _serve_health(port: int, bus: KafkaBus, stages: Stages, client: distributed.Client | None) -> HTTPServer:
     """``GET /healthz`` (live): 200 while the stage can make progress, 503 with the reason once it cannot
     (it then exits non-zero); ``GET /readyz``: 200 while every source consumes (in its group, its state
     restored, no error) and the Dask cluster, if any, is connected, else 503 with the reason.
@@ -301,7 +306,9 @@ def _serve_health(port: int, bus: KafkaBus, stages: Stages, client) -> object:
 
 
 async def _until_done(bus: KafkaBus, stages: Stages, replay, gen_sink: KafkaSink | None, stop: asyncio.Event) -> None:
-    """Wait for the replay, then for every topic to be consumed and every batch done (three checks in a row)."""
+    """Wait for the replay, then for every topic to be consumed and committed and every batch done (two
+    checks in a row). While the stages are idle, checkpoints are asked for at once rather than in an
+    interval: a source with a store commits only at a checkpoint."""
     if replay is not None:
         while not replay.done.is_set() and not stop.is_set():
             await asyncio.sleep(0.1)
@@ -310,11 +317,10 @@ async def _until_done(bus: KafkaBus, stages: Stages, replay, gen_sink: KafkaSink
     quiet = 0
     while quiet < 2 and not stop.is_set():
         await asyncio.sleep(0.3)
-        if stages.idle and await bus.quiet():
-            quiet += 1
-            if quiet == 1:
-                for source in bus.sources:  # checkpoint (and so commit) now rather than in an interval
-                    if source.store is not None:
-                        source.request_checkpoint()
-        else:
+        if not stages.idle:
             quiet = 0
+            continue
+        for source in bus.sources:
+            if source.store is not None and source.n_inflight == 0:
+                source.request_checkpoint()
+        quiet = quiet + 1 if await bus.quiet() else 0

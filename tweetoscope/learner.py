@@ -16,9 +16,9 @@ the others reuse that choice (10x cheaper). Models go to ``models`` as skops fil
 
 On Kafka the learner is a consumer-group member of ``samples`` (keyed by window, so
 windows spread over learners) and its state — the samples, the counts, the choice and
-the refits not yet published — is a :class:`streams.state.StateStore` checkpointed to
-its changelog: a restart does not re-read the ``samples`` topic, and a refit queued
-before a crash is published after it. A refit that raises is logged and dead-lettered
+the refits whose model is not acknowledged yet — is a :class:`streams.state.StateStore`
+checkpointed to its changelog: a restart does not re-read the ``samples`` topic, and a
+refit queued (or fitted, its model not yet acknowledged) before a crash is published after it. A refit that raises is logged and dead-lettered
 to ``samples.dlq`` (that version is skipped); a Dask cluster lost for longer than
 ``dask_timeout`` stops the stage.
 """
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 import numpy as np
-from streamz import Stream
+from streamz import RefCounter, Stream
 
 from estimators.correction import fit_forest
 from streams.dask import DaskUnavailable, resilient_result
@@ -103,6 +103,7 @@ class _Window:
     samples: OrderedDict[str, tuple[float, float, float, int, int]] = field(default_factory=OrderedDict)
     pending: deque[_Refit] = field(default_factory=deque)  # waiting for their turn
     running: _Refit | None = None  # the refit on the cluster now
+    unpublished: list[_Refit] = field(default_factory=list)  # fitted, model not acknowledged yet
     last_fit: float = -math.inf  # time.monotonic() of the last refit started
 
 
@@ -170,8 +171,7 @@ class learn(Stream):
                     skipped = w.pending.popleft()
                     self.n_skipped += 1
                     logger.info("learner behind: refit of T_obs=%d version %d skipped", T_obs, skipped.version)
-        if w.partition >= 0:
-            self._dirty.setdefault(w.partition, set()).add(T_obs)
+        self._touch(T_obs, w)
 
     # ------------------------------------------------------------------ refits
 
@@ -227,18 +227,33 @@ class learn(Stream):
             if data is not None:
                 if refit.select or w.choice is None:
                     w.choice = tuple(used)
-                self._publish(T_obs, refit.version, data)
-            if w.partition >= 0:
-                self._dirty.setdefault(w.partition, set()).add(T_obs)
+                self._publish(T_obs, w, refit, data)
+            self._touch(T_obs, w)
         self._maybe_refit()
 
-    def _publish(self, T_obs: int, version: int, data: bytes) -> None:
-        self.versions[T_obs] = version
-        logger.info("model for T_obs=%d: version %d (%d bytes)", T_obs, version, len(data))
-        record = model_record(T_obs, version, data)
+    def _publish(self, T_obs: int, w: _Window, refit: _Refit, data: bytes) -> None:
+        """Emit the model; the refit stays in the state (``unpublished``) until the model is
+        acknowledged, so that a crash in between publishes it again (same version, same model)."""
+        self.versions[T_obs] = refit.version
+        logger.info("model for T_obs=%d: version %d (%d bytes)", T_obs, refit.version, len(data))
+        record = model_record(T_obs, refit.version, data)
         if self.model_key is not None:
             record.headers["signature"] = model_signature(self.model_key, data)
-        self._emit([record])
+        w.unpublished.append(refit)
+
+        def acknowledged() -> None:
+            if refit in w.unpublished:
+                w.unpublished.remove(refit)
+                if self.windows.get(T_obs) is w:
+                    self._touch(T_obs, w)
+
+        ref = RefCounter(initial=1, cb=acknowledged, loop=self.loop)
+        self._emit([record], metadata=[{"ref": ref}])
+        ref.release()
+
+    def _touch(self, T_obs: int, w: _Window) -> None:
+        if w.partition >= 0:
+            self._dirty.setdefault(w.partition, set()).add(T_obs)
 
     @property
     def idle(self) -> bool:
@@ -265,7 +280,8 @@ class learn(Stream):
                 if w is None:
                     continue
                 value = _WindowRecord(w.offset, w.seen, w.choice, [(cid, *v) for cid, v in w.samples.items()],
-                                      ([w.running] if w.running is not None else []) + list(w.pending))
+                                      w.unpublished + ([w.running] if w.running is not None else [])
+                                      + list(w.pending))
                 out.append((p, str(T_obs).encode(), _encode(value)))
         return out
 

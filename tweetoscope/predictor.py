@@ -39,8 +39,8 @@ from streams.state import Change, latest_entries
 
 from .config import Settings
 from .models import check_model
-from .schemas import (ALERTS, CASCADE_PROPERTIES, FORECASTS, SAMPLES, STATS, Alert, Forecast, Parameters, Sample,
-                      SchemaError, Size, Stat, dlq_record)
+from .schemas import (ALERTS, CASCADE_PROPERTIES, FORECASTS, MAX_VALUE, SAMPLES, STATS, Alert, Forecast, Parameters,
+                      Sample, SchemaError, Size, Stat, dlq_record)
 
 __all__ = ["predict_join"]
 
@@ -249,7 +249,7 @@ class predict_join(Stream):
                                      n_tot=n_tot, model_version=e.version)))
         if G1 > 0 and n_star < 1:
             omega = (n_tot - n_obs) * (1.0 - n_star) / G1  # the learner's target (estimators.correction.omega_target)
-            if np.isfinite(omega) and abs(omega) <= 1e15:
+            if np.isfinite(omega) and abs(omega) <= MAX_VALUE:
                 out.append(SAMPLES.record(Sample(cid=cid, X=(beta, n_star, G1), W=omega, T_obs=T_obs, n_obs=n_obs,
                                                  n_tot=n_tot)))
 

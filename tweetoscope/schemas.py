@@ -46,16 +46,20 @@ from streams.records import Record, dlq_topic
 __all__ = [
     "SchemaError", "Topic", "Tweet", "Retweet", "Eos", "Serie", "Size", "Parameters", "Alert", "Stat", "Sample",
     "DeadLetter", "TWEETS", "CASCADE_SERIES", "CASCADE_PROPERTIES", "ALERTS", "STATS", "SAMPLES", "MODELS",
-    "TOPICS", "encode", "dlq_record", "MAX_MESSAGE_BYTES",
+    "TOPICS", "encode", "dlq_record", "MAX_MESSAGE_BYTES", "MAX_VALUE",
 ]
 
-Seconds = Annotated[float, Meta(ge=0, le=1e15)]
-Count = Annotated[float, Meta(ge=0, le=1e15)]
+#: Largest magnitude of a number in a message: beyond it a value is refused (a time, count or
+#: parameter that large is an error, and keeps the arithmetic downstream finite).
+MAX_VALUE = 1e15
+
+Seconds = Annotated[float, Meta(ge=0, le=MAX_VALUE)]
+Count = Annotated[float, Meta(ge=0, le=MAX_VALUE)]
 Window = Annotated[int, Meta(ge=1, le=10**9)]
 Id = Annotated[int, Meta(ge=0)]
-Positive = Annotated[float, Meta(gt=0, le=1e15)]
-PositiveInt = Annotated[int, Meta(ge=1, le=10**15)]
-Real = Annotated[float, Meta(ge=-1e15, le=1e15)]
+Positive = Annotated[float, Meta(gt=0, le=MAX_VALUE)]
+PositiveInt = Annotated[int, Meta(ge=1, le=int(MAX_VALUE))]
+Real = Annotated[float, Meta(ge=-MAX_VALUE, le=MAX_VALUE)]
 
 #: Largest message value a stage decodes (bytes): Kafka's default largest message. Bigger ones
 #: go to the dead-letter topic unread.

@@ -62,6 +62,10 @@ _NOT_READY = (ck.KafkaError.NOT_LEADER_FOR_PARTITION, ck.KafkaError.LEADER_NOT_A
               ck.KafkaError._TRANSPORT, ck.KafkaError._TIMED_OUT, ck.KafkaError._ALL_BROKERS_DOWN)
 
 
+def _client_config(config: Mapping[str, Any] | str) -> dict[str, Any]:
+    return {"bootstrap.servers": config} if isinstance(config, str) else connection(config)
+
+
 def retriable(exc: BaseException) -> bool:
     """Whether a Kafka error may go away by itself (a broker or coordinator not ready, a timeout)."""
     error = exc.args[0] if isinstance(exc, ck.KafkaException) and exc.args else None
@@ -86,7 +90,7 @@ def wait_for_broker(config: Mapping[str, Any] | str, timeout: float = 30.0) -> N
     ``config``: a client config (or a bootstrap address). Raises ``PermissionError`` at once if
     the broker refuses the credentials, ``TimeoutError`` if no broker answers in time.
     """
-    config = {"bootstrap.servers": config} if isinstance(config, str) else connection(config)
+    config = _client_config(config)
     refused: list[ck.KafkaError] = []
 
     def on_error(err: ck.KafkaError) -> None:
@@ -126,7 +130,7 @@ def create_topics(
     another reason than "already exists", ``TimeoutError`` if the topics do not become
     ready in time.
     """
-    config = {"bootstrap.servers": config} if isinstance(config, str) else connection(config)
+    config = _client_config(config)
     deadline = time.monotonic() + timeout
     admin = AdminClient(config)
     new = [NewTopic(name, num_partitions=n, replication_factor=replication, config=dict(topic_config or {}))
@@ -151,32 +155,43 @@ def create_topics(
         time.sleep(0.05)
 
 
+def _partitions(consumer: ck.Consumer, topic: str, timeout: float) -> list[int]:
+    """The partitions ``topic`` has now (none if it does not exist)."""
+    meta = _retry(lambda t: consumer.list_topics(topic, timeout=t), timeout, f"metadata of {topic}")
+    info = meta.topics.get(topic)
+    return sorted(info.partitions) if info is not None and info.error is None else []
+
+
+def _reader_consumer(config: Mapping[str, Any] | str, **extra: Any) -> ck.Consumer:
+    return ck.Consumer({**_client_config(config), "group.id": f"tweetoscope-reader-{uuid.uuid4().hex}",
+                        "enable.auto.commit": False, **extra})
+
+
 class TopicReader:
     """Reads partitions of a topic from their beginning, without a consumer group (nothing is committed).
 
-    The one way the project reads a topic in full: the stages (state restore, the models),
-    ``tweetoscope alerts``, the dashboard and the tests. ``partitions`` None means every
-    partition the topic has now; a topic that does not exist reads as empty.
+    Used to restore state from a changelog, by ``tweetoscope alerts`` and by the tests
+    (the stages follow ``models`` with a :class:`streams.kafka.KafkaSource` without a group).
+    ``partitions`` None means every partition the topic has now; a topic that does not
+    exist reads as empty. The partitions are assigned on the first read, so that
+    :meth:`ends` alone fetches no message.
     :meth:`read_to_end` returns what was written up to the end offsets measured when it is
     called; :meth:`poll` returns whatever arrived (for following a topic).
     """
 
     def __init__(self, config: Mapping[str, Any] | str, topic: str, partitions: Iterable[int] | None = None,
                  *, timeout: float = 10.0):
-        base = {"bootstrap.servers": config} if isinstance(config, str) else connection(config)
-        self.consumer = ck.Consumer({**base, "group.id": f"tweetoscope-reader-{uuid.uuid4().hex}",
-                                     "enable.auto.commit": False, "enable.partition.eof": True,
-                                     "auto.offset.reset": "earliest"})
+        self.consumer = _reader_consumer(config, **{"enable.partition.eof": True, "auto.offset.reset": "earliest"})
         self.topic = topic
-        if partitions is None:
-            meta = _retry(lambda t: self.consumer.list_topics(topic, timeout=t), timeout, f"metadata of {topic}")
-            info = meta.topics.get(topic)
-            partitions = sorted(info.partitions) if info is not None and info.error is None else []
-        self.partitions = sorted(partitions)
+        self.partitions = sorted(_partitions(self.consumer, topic, timeout) if partitions is None else partitions)
         self.timeout = timeout
         self.next = {p: 0 for p in self.partitions}
-        if self.partitions:
-            self.consumer.assign([ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in self.partitions])
+        self._assigned = False
+
+    def _assign(self) -> None:
+        if not self._assigned and self.partitions:
+            self.consumer.assign([ck.TopicPartition(self.topic, p, ck.OFFSET_BEGINNING) for p in self.partitions])
+        self._assigned = True
 
     def ends(self) -> dict[int, int]:
         """The high watermark (next offset to be written) of each partition, retrying while leaders move."""
@@ -191,6 +206,7 @@ class TopicReader:
         Raises ``TimeoutError`` if they cannot be read within ``timeout`` seconds.
         """
         ends = self.ends()
+        self._assign()
         deadline = time.monotonic() + timeout
         out: list[ck.Message] = []
         todo = {p for p, end in ends.items() if self.next[p] < end}
@@ -217,6 +233,7 @@ class TopicReader:
     def poll(self, timeout: float = 0.1, max_messages: int = 10_000) -> list[ck.Message]:
         """Messages that arrived (up to ``max_messages``), waiting up to ``timeout`` seconds for the first."""
         out = []
+        self._assign()
         for msg in self.consumer.consume(max_messages, timeout) if self.partitions else ():
             err = msg.error()
             if err is not None:
@@ -249,13 +266,9 @@ def read_topic(config: Mapping[str, Any] | str, topic: str, *, follow: bool = Fa
 def committed_offsets(config: Mapping[str, Any] | str, group: str, topic: str,
                       timeout: float = 10.0) -> dict[int, int]:
     """The offsets ``group`` committed on each partition of ``topic`` (-1001 where none)."""
-    base = {"bootstrap.servers": config} if isinstance(config, str) else connection(config)
-    consumer = ck.Consumer({**base, "group.id": group, "enable.auto.commit": False})
+    consumer = ck.Consumer({**_client_config(config), "group.id": group, "enable.auto.commit": False})
     try:
-        meta = _retry(lambda t: consumer.list_topics(topic, timeout=t), timeout, f"metadata of {topic}")
-        info = meta.topics.get(topic)
-        parts = sorted(info.partitions) if info is not None and info.error is None else []
-        tps = [ck.TopicPartition(topic, p) for p in parts]
+        tps = [ck.TopicPartition(topic, p) for p in _partitions(consumer, topic, timeout)]
         got = _retry(lambda t: consumer.committed(tps, timeout=t), timeout, f"offsets of {group}") if tps else []
         return {tp.partition: tp.offset for tp in got}
     finally:
@@ -263,9 +276,11 @@ def committed_offsets(config: Mapping[str, Any] | str, group: str, topic: str,
 
 
 def end_offsets(config: Mapping[str, Any] | str, topics: Iterable[str], timeout: float = 10.0) -> dict[tuple[str, int], int]:
-    """The high watermark of every partition of ``topics``."""
-    out = {}
-    for topic in topics:
-        with TopicReader(config, topic, timeout=timeout) as reader:
-            out.update({(topic, p): end for p, end in reader.ends().items()})
-    return out
+    """The high watermark of every partition of ``topics`` (one consumer, no message fetched)."""
+    consumer = _reader_consumer(config)
+    try:
+        return {(topic, p): _retry(lambda t, tp=ck.TopicPartition(topic, p): consumer.get_watermark_offsets(
+                    tp, timeout=t)[1], timeout, f"end offset of {topic}[{p}]")
+                for topic in topics for p in _partitions(consumer, topic, timeout)}
+    finally:
+        consumer.close()

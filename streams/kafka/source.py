@@ -147,15 +147,8 @@ class KafkaSource(Source):
     group:
         True: join the group ``config["group.id"]`` (``subscribe``). False: read every
         partition of the topics from the beginning (``assign``) and never commit.
-    store, changelog:
-        A :class:`streams.state.StateStore` keeping state per partition of the topic, and
-        the compacted topic (as many partitions as the input) its changes go to.
     checkpoint_interval:
-        With a store: seconds between two checkpoints (each one commits).
-    barrier:
-        With a store: wait until every emitted batch is done before taking a snapshot.
-        Needed when the state records what outputs were emitted (windows, joins); a
-        store that only accumulates statistics may do without.
+        With a store (:meth:`use_store`): seconds between two checkpoints (each one commits).
     checkpoint_timeout:
         Seconds a checkpoint waits for the barrier, and for the changelog's acknowledgement,
         before it gives up (nothing is committed; the next one tries again).
@@ -172,10 +165,7 @@ class KafkaSource(Source):
         poll_timeout: float = 0.2,
         commit_interval: float = 1.0,
         group: bool = True,
-        store: StateStore | None = None,
-        changelog: str | None = None,
         checkpoint_interval: float = 2.0,
-        barrier: bool = True,
         checkpoint_timeout: float = 60.0,
         start: bool = False,
         loop: Any = None,
@@ -188,8 +178,6 @@ class KafkaSource(Source):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if group and not config.get("group.id"):
             raise ValueError("KafkaSource(group=True) needs config['group.id']")
-        if store is not None and (not group or changelog is None or len(self.topics) != 1):
-            raise ValueError("a state store needs group=True, one topic and a changelog topic")
         self.config = merged(CONSUMER_DEFAULTS, config, {"enable.auto.commit": False})
         if not group:
             # librdkafka wants a group.id even for assign(); nothing is ever committed.
@@ -198,10 +186,10 @@ class KafkaSource(Source):
         self.poll_timeout = poll_timeout
         self.commit_interval = commit_interval
         self.group = group
-        self.store = store
-        self.changelog = changelog
+        self.store: StateStore | None = None
+        self.changelog: str | None = None
+        self.barrier = True
         self.checkpoint_interval = float(checkpoint_interval)
-        self.barrier = barrier
         self.checkpoint_timeout = float(checkpoint_timeout)
         self.state = SourceState.NEW
         self.consumer: ck.Consumer | None = None
@@ -240,7 +228,14 @@ class KafkaSource(Source):
     # ------------------------------------------------------------------ public API
 
     def use_store(self, store: StateStore, changelog: str, *, barrier: bool = True) -> None:
-        """Checkpoint ``store`` to ``changelog`` (see the class); call before :meth:`start`."""
+        """Checkpoint ``store`` to ``changelog`` (see the class); call before :meth:`start`.
+
+        ``store``: a :class:`streams.state.StateStore` keeping state per partition of the
+        topic; ``changelog``: the compacted topic (as many partitions as the input) its
+        changes go to; ``barrier``: wait until every emitted batch is done before taking a
+        snapshot. Needed when the state records what outputs were emitted (windows, joins);
+        a store that only accumulates statistics may do without.
+        """
         if self.state is not SourceState.NEW or not self.group or len(self.topics) != 1:
             raise ValueError("a state store needs a source not started yet, with group=True and one topic")
         self.store, self.changelog, self.barrier = store, changelog, barrier
@@ -459,22 +454,32 @@ class KafkaSource(Source):
                        drop: bool = False) -> dict[TopicPartitionKey, int] | None:
         """The first half of a checkpoint, on the loop: barrier, snapshot, changelog written and
         acknowledged. Returns the offsets it covers (None if it did not go through); ``drop``:
-        forget the state of ``partitions`` afterwards (a handover)."""
+        forget the state of ``partitions`` afterwards (a handover).
+
+        The barrier (a store with ``barrier``, and every handover: the new owner must not
+        redo what this member still has in flight) waits until no batch is in flight; the
+        offsets and the snapshot are then taken with no ``await`` between them, so that no
+        batch can be emitted in between. A handover whose barrier times out on a store
+        without ``barrier`` goes on: its state does not depend on the outputs.
+        """
         assert self.store is not None
         timeout = self.checkpoint_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         self._next_checkpoint = time.monotonic() + self.checkpoint_interval
         topic = self.topics[0]
         keys = None if partitions is None else {(topic, p) for p in partitions}
-        if self.barrier and not self._idle.is_set():
-            try:
-                await asyncio.wait_for(self._idle.wait(), timeout)
-            except asyncio.TimeoutError:
-                logger.warning("checkpoint of %s skipped: %d batch(es) still in flight after %.0f s",
-                               topic, self._inflight, timeout)
-                if drop:
-                    self.store.drop(partitions or ())
-                return None
+        if self.barrier or drop:
+            while not self._idle.is_set():  # re-checked: a batch may be emitted before this task resumes
+                try:
+                    await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - time.monotonic()))
+                except asyncio.TimeoutError:
+                    logger.warning("checkpoint of %s: %d batch(es) still in flight after %.0f s",
+                                   topic, self._inflight, timeout)
+                    if not self.barrier:
+                        break
+                    if drop:
+                        self.store.drop(partitions or ())
+                    return None
         offsets = self.tracker.committable(keys)
         changes = self.store.snapshot(partitions)
         if drop:
