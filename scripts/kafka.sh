@@ -300,8 +300,12 @@ format_storage() {
         return
     fi
     local cluster_id
-    # A Kafka Uuid: 16 random bytes, URL-safe base64 without padding.
-    cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    # A Kafka Uuid: 16 random bytes, URL-safe base64 without padding; one that starts with '-' would be
+    # read as an option by kafka-storage (1 start in 64 failed so), so draw again (as Kafka's Uuid does).
+    cluster_id="-"
+    while [[ "$cluster_id" == -* ]]; do
+        cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    done
     if ! run_tool kafka.tools.StorageTool format --cluster-id "$cluster_id" \
             --config "$DIR/server.properties" --ignore-formatted >"$DIR/format.log" 2>&1; then
         tail -n 30 "$DIR/format.log" >&2

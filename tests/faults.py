@@ -36,7 +36,7 @@ import skops.io as sio
 
 from helpers import free_port, health_status, wait_until
 from streams.datasets import load_dataset
-from streams.kafka import TopicReader, committed_offsets
+from streams.kafka import TopicReader, committed_offsets, end_offsets
 from streams.memory import read_jsonl_topic
 from tweetoscope.config import Settings
 from tweetoscope.kafka_mode import group_id
@@ -100,6 +100,8 @@ class Pipeline:
     procs: dict[str, Proc] = field(default_factory=dict)
     faults: list[tuple[float, str]] = field(default_factory=list)  # (time.time(), what)
     runs: Counter = field(default_factory=Counter)
+    #: Restart a stage that exited non-zero, as an orchestrator would (else: fail at once).
+    orchestrated: bool = False
 
     def start(self, stage: str, instance: int = 1, *extra: str) -> Proc:
         name = f"{stage}-{instance}"
@@ -138,6 +140,11 @@ class Pipeline:
         with open(log, "wb") as err:
             proc = subprocess.Popen(cmd, env=stage_env(self.s), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
         p = self.procs[name] = Proc(name, "generate", proc, log)
+        # its start-up (imports, topics) done and the stream flowing: the faults that follow hit a live stream
+        tweets = [self.s.topic_prefix + "tweets"]
+        wait_until(lambda: proc.poll() is not None or sum(end_offsets(self.s.kafka_config(), tweets).values()) > 0,
+                   120, "the generator posting tweets", every=0.1)
+        assert proc.poll() in (None, 0), f"the generator exited {proc.returncode}:\n{p.tail()}"
         return p
 
     def kill(self, name: str) -> None:
@@ -174,10 +181,14 @@ class Pipeline:
         return out
 
     def check_alive(self) -> None:
-        """Fail at once (with its log) if a process that should run has exited."""
-        for p in self.procs.values():
+        """Fail at once (with its log) if a process that should run has exited; ``orchestrated``:
+        restart it instead if it exited non-zero (a stage that cannot go on exits non-zero)."""
+        for p in list(self.procs.values()):
             if p.should_run and p.stage in STAGES and p.proc.poll() is not None:
-                raise AssertionError(f"{p.name} exited {p.proc.returncode}:\n{p.tail()}")
+                if not (self.orchestrated and p.proc.returncode != 0):
+                    raise AssertionError(f"{p.name} exited {p.proc.returncode}:\n{p.tail()}")
+                self.faults.append((time.time(), f"{p.name} exited {p.proc.returncode}, restarted"))
+                self.start(p.stage, int(p.name.rsplit("-", 1)[1]))
 
     def close(self) -> dict[str, int | None]:
         """SIGTERM every process still running; their exit codes."""
@@ -336,6 +347,10 @@ def compare(run: Pipeline, ref: Reference, *, bound: float | None = None,
     losses = run.session_losses()
     rep.losses = [what for _, what in losses]
     windows = [(t, bound) for t, _ in run.faults] + [(t, bound + run.s.session_timeout) for t, _ in losses]
+    # an outage is a fault all along: what was written from a bound before it stopped to its restart
+    stopped = {what.removesuffix(" stopped"): t for t, what in run.faults if what.endswith(" stopped")}
+    windows += [(t, t - stopped[what.removesuffix(" restarted")] + bound) for t, what in run.faults
+                if what.endswith(" restarted") and what.removesuffix(" restarted") in stopped]
 
     def check_dups(topic: str, first_seen: dict, counts: Counter) -> None:
         rep.duplicates[topic] = sum(n - 1 for n in counts.values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -44,6 +45,32 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def reusable_ports(n: int = 2) -> int:
+    """The first of ``n`` consecutive TCP ports free on 127.0.0.1 now, below the kernel's ephemeral range:
+    a server restarted on them later (a broker, whose controller listens on the next port) does not
+    find one taken by some client's outgoing connection meanwhile."""
+    try:
+        low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        first = rng.randrange(max(1024, low - 12_000), low - n)
+        socks = []
+        try:
+            for port in range(first, first + n):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no free ports below the ephemeral range")
 
 
 def start_stage(name: str, s, *extra: str, instance: str | None = None, health_port: int | None = None,

@@ -115,6 +115,12 @@ def _to_record(msg: ck.Message) -> Record:
     )
 
 
+def _fatal(err: ck.KafkaError) -> bool:
+    """An error after which the consumer cannot go on: librdkafka's fatal errors (reported by
+    ``consume()`` as ``_FATAL``), e.g. a static member fenced after its session timed out."""
+    return err.fatal() or err.code() in (ck.KafkaError._FATAL, ck.KafkaError.FENCED_INSTANCE_ID)
+
+
 class ChangelogError(RuntimeError):
     """A changelog record could not be delivered: the state it holds is not durable, nothing is committed."""
 
@@ -559,7 +565,7 @@ class KafkaSource(Source):
             result = self.consumer.commit(offsets=tps, asynchronous=False)
         except ck.KafkaException as exc:
             error = exc.args[0] if exc.args else None
-            if isinstance(error, ck.KafkaError) and error.fatal():
+            if isinstance(error, ck.KafkaError) and _fatal(error):
                 raise
             logger.warning("commit of %s failed (%s); retried at the next commit", todo, exc)
             if self.store is None:
@@ -627,7 +633,7 @@ class KafkaSource(Source):
             if err is not None:
                 if err.code() == ck.KafkaError._PARTITION_EOF:
                     continue
-                if err.fatal():
+                if _fatal(err):
                     raise ck.KafkaException(err)
                 logger.warning("Kafka consumer error on %s: %s", self.topics, err)
                 continue
