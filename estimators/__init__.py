@@ -10,14 +10,19 @@ from .hawkes import COURSE_PRIOR, DEFAULT_BETA_BOUNDS, ConvergenceWarning, LogNo
 from .marks import ParetoFit, fit_pareto, pareto_mean, sample_pareto
 from .predictive import are_optimal_size, remaining_size_pmf
 from .prior import fit_prior
-from .results import HawkesFit, PowerLawFit, predict_size, remaining_size_sd
+from .forecast import KERNELS, correction_features, forecast_size, message_params, omega_target
+from .results import HawkesFit, PowerLawFit, remaining_size_sd
 from .simulate import SIMULATION_PRIOR, CascadeTooLarge, SimulatedCascade, draw_parameters, simulate_cascade, simulate_dataset
 
 __all__ = [
     "fit_cascade",
     "HawkesFit",
     "PowerLawFit",
-    "predict_size",
+    "forecast_size",
+    "omega_target",
+    "message_params",
+    "correction_features",
+    "KERNELS",
     "remaining_size_sd",
     "are_optimal_size",
     "remaining_size_pmf",

@@ -32,29 +32,10 @@ from sklearn.linear_model import QuantileRegressor
 from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_is_fitted
 
+from .forecast import are_weights, forecast_size, omega_target
 from .predictive import are_optimal_omega
 
-__all__ = ["omega_target", "are_weights", "OmegaForest", "CANDIDATES", "fit_forest", "predict_omega", "corrected_size"]
-
-
-def _arrays(*xs: object) -> list[np.ndarray]:
-    arrs = [np.asarray(x, dtype=np.float64) for x in xs]
-    shape = np.broadcast_shapes(*(a.shape for a in arrs))
-    return [np.broadcast_to(a, shape) for a in arrs]
-
-
-def omega_target(n_true: object, n_obs: object, n_star: object, G1: object) -> np.ndarray:
-    """The exact correction ``(N_true - n_obs)(1 - n_star)/G1``; 0 where ``G1 == 0``. Shape of the inputs."""
-    n_true, n_obs, n_star, G1 = _arrays(n_true, n_obs, n_star, G1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w = (n_true - n_obs) * (1.0 - n_star) / G1
-    return np.where(G1 > 0, w, 0.0)
-
-
-def are_weights(n_true: object, n_obs: object, n_star: object, G1: object) -> np.ndarray:
-    """Sample weights ``G1 / ((1 - n_star) N_true)`` that turn absolute errors on omega into AREs."""
-    n_true, n_obs, n_star, G1 = _arrays(n_true, n_obs, n_star, G1)
-    return G1 / ((1.0 - n_star) * n_true)
+__all__ = ["OmegaForest", "CANDIDATES", "fit_forest", "predict_omega"]
 
 
 class OmegaForest(RegressorMixin, BaseEstimator):
@@ -69,7 +50,7 @@ class OmegaForest(RegressorMixin, BaseEstimator):
       ``trend="regression"``: the linear median regression of ``log omega`` on
       ``log [beta, n_star, G1]``.
     * ``loss="are"``: absolute-error trees on the ratio of omega to the trend, fitted
-      with the ARE weights (:func:`are_weights`), so splits and leaf values (weighted
+      with the ARE weights (:func:`estimators.forecast.are_weights`), so splits and leaf values (weighted
       medians) minimise the ARE of the training cascades; ``loss="log"``: squared-error
       trees on the log of the ratio (a geometric mean); ``loss="none"``: no forest.
 
@@ -102,7 +83,7 @@ class OmegaForest(RegressorMixin, BaseEstimator):
         if self.loss not in ("are", "log", "none") or self.trend not in ("base", "regression"):
             raise ValueError(f"loss must be 'are', 'log' or 'none' and trend 'base' or 'regression', "
                              f"got {self.loss!r} and {self.trend!r}")
-        n_true = corrected_size(X[:, 3], X[:, 2], X[:, 1], y)
+        n_true = forecast_size(X[:, 3], X[:, 2], X[:, 1], y)
         self.min_size_ = float(max(np.floor(n_true.min() + 1e-9), 1.0))
         logy = np.log(np.maximum(y, OMEGA_FLOOR))
         if self.trend == "regression":
@@ -228,9 +209,3 @@ def predict_omega(forest: OmegaForest, X: np.ndarray) -> np.ndarray:
     check_is_fitted(forest)
     X = np.atleast_2d(np.asarray(X, dtype=np.float64))
     return np.maximum(forest.predict(X), 0.0)
-
-
-def corrected_size(n_obs: object, G1: object, n_star: object, omega: object) -> np.ndarray:
-    """``n_obs + omega * G1 / (1 - n_star)``, element-wise."""
-    n_obs, G1, n_star, omega = _arrays(n_obs, G1, n_star, omega)
-    return n_obs + omega * G1 / (1.0 - n_star)

@@ -36,6 +36,7 @@ import numpy as np
 from numba import njit
 
 from ._validation import check_cascade, check_positive
+from .forecast import forecast_size
 from .marks import pareto_mean
 from .results import HawkesFit
 
@@ -361,7 +362,7 @@ def fit_exp(
         n_star=n_star,
         G1=G1,
         n_obs=n_obs,
-        final_size=n_obs + G1 / (1.0 - n_star),
+        final_size=float(forecast_size(n_obs, G1, n_star)),
         loglik=float(ll),
         log_posterior=float(obj),
         t_obs=T,

@@ -91,6 +91,7 @@ from scipy.special import gammainccinv, gammaln, loggamma, psi
 
 from ._validation import check_cascade, check_positive
 from .hawkes import ConvergenceWarning
+from .forecast import forecast_size
 from .marks import sample_pareto
 from .results import PowerLawFit
 from .simulate import SimulatedCascade, branch
@@ -666,7 +667,7 @@ def fit_powerlaw(
         n_star=float(n_star),
         G1=G1,
         n_obs=n_obs,
-        final_size=n_obs + G1 / (1.0 - n_star),
+        final_size=float(forecast_size(n_obs, G1, n_star)),
         loglik=float(ll),
         log_posterior=float(ll),
         t_obs=T,

@@ -6,19 +6,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["HawkesFit", "PowerLawFit", "predict_size", "remaining_size_sd"]
+from .forecast import forecast_size, message_params
 
-
-def predict_size(n_obs: float, G1: float, n_star: float, omega: float = 1.0) -> float:
-    """Forecast of the final size, ``N = n_obs + omega * G1 / (1 - n_star)``.
-
-    ``G1`` is the expected number of direct children still to come from the
-    observed events, ``n_star`` the branching factor (< 1), ``omega`` the
-    learnt correction (1 without a model). Returns ``inf`` if ``n_star >= 1``.
-    """
-    if n_star >= 1.0:
-        return float("inf")
-    return float(n_obs + omega * G1 / (1.0 - n_star))
+__all__ = ["HawkesFit", "PowerLawFit", "remaining_size_sd"]
 
 
 def remaining_size_sd(G1: float, n_star: float) -> float:
@@ -85,12 +75,13 @@ class HawkesFit:
 
     @property
     def features(self) -> np.ndarray:
-        """Features of the random-forest correction, ``[beta, n_star, G1]`` (shape (3,))."""
-        return np.array([self.beta, self.n_star, self.G1])
+        """The fit's part of the correction's features, ``[beta, n_star, G1]`` (shape (3,);
+        :func:`estimators.forecast.correction_features`)."""
+        return np.array(message_params(self)[1:])
 
     def predict(self, omega: float = 1.0) -> float:
-        """Final-size forecast with correction factor ``omega``."""
-        return predict_size(self.n_obs, self.G1, self.n_star, omega)
+        """Final-size forecast with correction factor ``omega`` (:func:`estimators.forecast.forecast_size`)."""
+        return float(forecast_size(self.n_obs, self.G1, self.n_star, omega))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -139,12 +130,13 @@ class PowerLawFit:
 
     @property
     def features(self) -> np.ndarray:
-        """Features of the random-forest correction, ``[theta, n_star, G1]`` (shape (3,))."""
-        return np.array([self.theta, self.n_star, self.G1])
+        """The fit's part of the correction's features, ``[theta, n_star, G1]`` (shape (3,);
+        :func:`estimators.forecast.correction_features`)."""
+        return np.array(message_params(self)[1:])
 
     def predict(self, omega: float = 1.0) -> float:
-        """Final-size forecast with correction factor ``omega``."""
-        return predict_size(self.n_obs, self.G1, self.n_star, omega)
+        """Final-size forecast with correction factor ``omega`` (:func:`estimators.forecast.forecast_size`)."""
+        return float(forecast_size(self.n_obs, self.G1, self.n_star, omega))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ import pytest
 
 from estimators.correction import fit_forest, predict_omega
 from streams.datasets import load_dataset, write_jsonl
-from tweetoscope.backtest import PREDICTORS, backtest, cross_validated_forecasts, fit_window
+from estimators.metrics import best_constant
+from tweetoscope.backtest import PREDICTORS, backtest, constant_forecasts, cross_validated_forecasts, fit_window, splits
 from tweetoscope.cli import main
 from tweetoscope.config import Settings
 
@@ -56,6 +58,53 @@ def test_backtest_report_has_every_predictor_and_consistent_counts(small_sim):
         assert scores["hawkes+rf"]["n_infinite"] == 0 and scores["hawkes+rf"]["mean_are"] is not None
         # "observed" never overshoots: its ARE is 1 - n_obs / N < 1
         assert scores["observed"]["mean_are"] < 1
+
+
+def test_seeds_give_the_mean_and_spread_of_the_single_seed_runs_and_per_cascade_lines(small_sim, tmp_path):
+    d = load_dataset(small_sim)
+    s = replace(FAST, windows=(1200,))
+    one = [backtest(d, s, seeds=[seed])["windows"]["1200"] for seed in (0, 1)]
+    with open(tmp_path / "pc.jsonl", "wb") as f:
+        both = backtest(d, s, seeds=[0, 1], per_cascade=f)["windows"]["1200"]
+    for name in ("hawkes+rf", "constant", "observed"):
+        values = [o[name]["median_are"] for o in one]
+        assert both[name]["seeds"] == 2
+        assert both[name]["median_are"] == pytest.approx(np.mean(values))
+        assert both[name]["sd"]["median_are"] == pytest.approx(np.std(values))
+    assert both["observed"]["sd"]["median_are"] == 0  # no seed in it
+    assert one[0]["hawkes+rf"]["median_are"] != one[1]["hawkes+rf"]["median_are"]  # the seed moves folds and forests
+    assert both["constant"]["spearman"] is None and both["hawkes+rf"]["spearman"] is not None
+    rows = [json.loads(line) for line in (tmp_path / "pc.jsonl").read_text().splitlines()]
+    n = both["observed"]["n"]
+    assert len(rows) == 2 * n and {r["seed"] for r in rows} == {0, 1}
+    for seed in (0, 1):
+        mine = [r for r in rows if r["seed"] == seed]
+        errors = [abs(r["forecasts"]["hawkes+rf"] - r["n_true"]) / r["n_true"] for r in mine]
+        assert np.median(errors) == pytest.approx(one[seed]["hawkes+rf"]["median_are"])
+        assert all(r["forecasts"]["observed"] == r["n_obs"] for r in mine)
+
+
+def test_constant_is_the_best_size_of_the_training_folds_only(small_sim):
+    d = load_dataset(small_sim)
+    fits = fit_window(d.cascades, 1200, FAST)
+    folds = splits(fits, FAST)
+    const = constant_forecasts(fits, folds)
+    for train, test in folds:
+        assert np.all(const[test] == best_constant(fits.n_true[train]))
+
+
+def test_time_split_trains_on_earlier_cascades_only(small_sim):
+    d = load_dataset(small_sim)
+    fits = fit_window(d.cascades, 1200, FAST)
+    starts = np.random.default_rng(0).permutation(fits.index.size).astype(float)
+    folds = splits(fits, FAST, "time", starts)
+    assert len(folds) == FAST.cv_folds
+    tested = np.concatenate([test for _, test in folds])
+    assert len(set(tested)) == tested.size < fits.index.size  # the earliest block is never tested
+    for train, test in folds:
+        assert starts[train].max() < starts[test].min()
+    with pytest.raises(ValueError, match="start times"):
+        splits(fits, FAST, "time", np.zeros(fits.index.size))
 
 
 def test_oracle_only_with_truth(small_sim, tmp_path):
@@ -108,6 +157,8 @@ def test_cli_table_and_progress_bar(small_sim):
         (["backtest", "/nonexistent/path"], "no such file or folder"),
         (["backtest", "data/sample", "--windows", "abc"], "windows must be comma-separated"),
         (["backtest", "data/sample", "--alpha", "1.5"], "alpha must be > 2"),
+        (["backtest", "data/sample", "--seeds", "0,x"], "seeds must be comma-separated integers"),
+        (["backtest", "data/sample", "--windows", "600", "--split", "time"], "needs the cascades' start times"),
         (["simulate", "/tmp/x", "--n", "0"], "--n must be >= 1"),
     ],
 )

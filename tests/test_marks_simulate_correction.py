@@ -14,8 +14,9 @@ from estimators import (
     simulate_cascade,
     simulate_dataset,
 )
-from estimators.correction import are_weights, corrected_size, fit_forest, omega_target, predict_omega
-from estimators.metrics import are, msle_log2
+from estimators.correction import fit_forest, predict_omega
+from estimators.forecast import are_weights, forecast_size, omega_target
+from estimators.metrics import are, best_constant, kendall, msle_log2, spearman, top_share
 
 
 @pytest.mark.parametrize("alpha, mu", [(2.4, 10.0), (2.1, 50.0), (3.0, 1.0)])
@@ -80,12 +81,12 @@ def test_dataset_respects_prior_truncation_and_min_size():
 def test_omega_target_makes_the_forecast_exact():
     n_true, n_obs, n_star, G1 = np.array([50.0, 10.0]), np.array([20.0, 10.0]), np.array([0.5, 0.9]), np.array([4.0, 2.0])
     w = omega_target(n_true, n_obs, n_star, G1)
-    np.testing.assert_allclose(corrected_size(n_obs, G1, n_star, w), n_true)
+    np.testing.assert_allclose(forecast_size(n_obs, G1, n_star, w), n_true)
     # the weighted absolute error on omega is the ARE
     omega_hat = np.array([1.0, 2.0])
     np.testing.assert_allclose(
         np.abs(omega_hat - w) * are_weights(n_true, n_obs, n_star, G1),
-        are(corrected_size(n_obs, G1, n_star, omega_hat), n_true),
+        are(forecast_size(n_obs, G1, n_star, omega_hat), n_true),
     )
 
 
@@ -118,6 +119,35 @@ def test_metrics():
         are([np.nan], [1])
     with pytest.raises(ValueError, match="true sizes"):
         are([1], [0])
+
+
+def test_rank_metrics():
+    t = np.array([5.0, 1, 4, 2, 3, 9, 8, 7, 6, 10])
+    assert spearman(t, t) == pytest.approx(1.0) and kendall(t, t) == pytest.approx(1.0)
+    assert spearman(-t, t) == pytest.approx(-1.0) and kendall(-t, t) == pytest.approx(-1.0)
+    assert spearman(np.ones(10), t) is None and kendall(np.ones(10), t) is None  # a constant does not rank
+    assert top_share(t, t) == 1.0 and top_share(-t, t) == 0.0  # top decile of 10 = the largest one
+    assert top_share(t, t, 0.3) == 1.0
+    # the largest forecast is the second-largest size: 0 of 1 in the top decile, 2 of 3 in the top 30 %
+    p = t.copy()
+    p[[5, 9]] = p[[9, 5]]
+    assert top_share(p, t) == 0.0 and top_share(p, t, 0.3) == pytest.approx(1.0)
+    p = np.where(t >= 9, 100.0, t)  # two forecasts tied at the top, one of them right: half a hit
+    assert top_share(p, t) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="fraction"):
+        top_share(t, t, 0)
+
+
+def test_best_constant_minimises_the_median_are():
+    rng = np.random.default_rng(1)
+    sizes = np.exp(rng.normal(7, 1, 301))
+    c = best_constant(sizes)
+    median_are = lambda x: np.median(np.abs(x - sizes) / sizes)  # noqa: E731
+    grid = np.geomspace(sizes.min(), sizes.max(), 20_000)
+    assert median_are(c) <= min(median_are(x) for x in grid) + 1e-3
+    assert best_constant([7.0]) == 7.0
+    with pytest.raises(ValueError, match="sizes"):
+        best_constant([])
 
 
 def test_remaining_size_sd_matches_a_simulated_branching_process():

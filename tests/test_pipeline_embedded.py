@@ -12,7 +12,8 @@ import pytest
 from distributed import LocalCluster
 from streamz import Stream
 
-from estimators.correction import corrected_size, fit_forest, predict_omega
+from estimators.correction import fit_forest, predict_omega
+from estimators.forecast import forecast_size
 from streams.datasets import load_dataset, write_jsonl
 from streams.memory import read_jsonl_topic
 from streams.records import Record
@@ -72,14 +73,17 @@ def test_forecasts_equal_the_backtest(sim, scheduler, tmp_path, sources):
     assert "tweets.dlq" not in summary.counts
 
 
-def test_forecasts_with_a_fixed_model_equal_the_offline_correction(sim, scheduler, tmp_path):
-    s = settings_for(scheduler)
+@pytest.mark.parametrize("kernel", ["exp", "powerlaw"])
+def test_forecasts_with_a_fixed_model_equal_the_offline_correction(sim, scheduler, tmp_path, kernel):
+    """The pipeline (estimator, predictor) and the backtest's fits give the same corrected forecast
+    under each kernel: one feature vector, one forecast (estimators.forecast)."""
+    s = settings_for(scheduler, kernel=kernel)
     models, expected = {}, {}
     for T in s.windows:
         fits = fit_window(sim.cascades, T, s)
         model = fit_forest(fits.X, fits.n_true, n_estimators=20, candidates=(("are", 3, "base"),))
         models[T] = (7, model)
-        corrected = corrected_size(fits.n_obs, fits.G1, fits.n_star, predict_omega(model, fits.X))
+        corrected = forecast_size(fits.n_obs, fits.G1, fits.n_star, predict_omega(model, fits.X))
         expected.update({(str(i + 1), T): n for i, n in zip(fits.index, corrected)})
     asyncio.run(run_embedded(sim, s, tmp_path, initial_models=models))
     alerts = by_key(tmp_path, "alerts")

@@ -24,7 +24,7 @@ import msgspec
 import numpy as np
 from streamz import Stream
 
-from estimators import ConvergenceWarning, LogNormalPrior, fit_cascade
+from estimators import ConvergenceWarning, LogNormalPrior, fit_cascade, message_params
 from estimators.prior import fit_prior
 import streams.dask  # noqa: F401  (registers the submit_batches node)
 from streams.records import Record
@@ -70,7 +70,7 @@ class PackedSeries:
 
 @dataclass(slots=True)
 class PackedFits:
-    """Fits of a packed chunk: ``params`` (k, 4) = p, beta, n_star, G1; ``n_obs``, ``n_supp``,
+    """Fits of a packed chunk: ``params`` (k, 4) = :func:`estimators.forecast.message_params`; ``n_obs``, ``n_supp``,
     ``converged`` (k,); ``errors`` maps a series' index to why it could not be fitted."""
 
     params: np.ndarray
@@ -125,7 +125,7 @@ def fit_chunk(chunk: PackedSeries, fit_kwargs: dict[str, Any]) -> PackedFits:
             except Exception as exc:  # noqa: BLE001 - whatever a hostile series makes the fit raise
                 errors[i] = str(exc) if isinstance(exc, ValueError) else f"fit failed: {type(exc).__name__}: {exc}"
                 continue
-            params[i] = (f.p if f.kernel == "exp" else f.kappa, f.beta, f.n_star, f.G1)
+            params[i] = message_params(f)
             n_obs[i], n_supp[i], converged[i] = f.n_obs, f.final_size - f.n_obs, f.converged
     return PackedFits(params, n_obs, n_supp, converged, errors)
 

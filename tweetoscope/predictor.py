@@ -34,6 +34,7 @@ import numpy as np
 from streamz import Stream
 
 from estimators.correction import predict_omega
+from estimators.forecast import correction_features, forecast_size, omega_target
 from streams.records import Record
 from streams.state import Change, latest_entries
 
@@ -210,16 +211,13 @@ class predict_join(Stream):
             self._dirty.setdefault(partition, {})[key] = None
 
     def _forecast(self, T_obs: int, items: list, out: list[Record]) -> None:
-        params = np.array([e.params.params for _, e in items], dtype=np.float64)  # p, beta, n_star, G1
+        params = np.array([e.params.params for _, e in items], dtype=np.float64)  # estimators.forecast.message_params
         n_obs = np.array([e.params.n_obs for _, e in items], dtype=np.float64)
         version, model = self.models.get(T_obs, (0, None))
-        if model is None:
-            omega = np.ones(len(items))
-        else:
-            omega = predict_omega(model, np.column_stack([params[:, 1:4], n_obs]))
+        X = correction_features(params, n_obs)
+        omega = np.ones(len(items)) if model is None else predict_omega(model, X)
         n_star, G1 = params[:, 2], params[:, 3]
-        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-            forecast = np.where(n_star < 1, n_obs + omega * G1 / (1.0 - n_star), np.inf)
+        forecast = forecast_size(n_obs, G1, n_star, omega)
         bad = ~(np.isfinite(forecast) | (n_star >= 1))
         for (key, e), n_hat, n, ns, g1, b in zip(items, forecast.tolist(), n_obs.tolist(), n_star.tolist(),
                                                 G1.tolist(), bad.tolist()):
@@ -242,15 +240,15 @@ class predict_join(Stream):
     def _finish(self, key: JoinKey, e: _Entry, out: list[Record]) -> None:
         cid, T_obs = key
         n_tot = e.size.n_tot
-        p, beta, n_star, G1 = e.params.params
+        _, b, n_star, G1 = e.params.params
         n_obs = e.params.n_obs
         self.n_stats += 1
         out.append(STATS.record(Stat(cid=cid, T_obs=T_obs, ARE=abs(e.forecast - n_tot) / n_tot, n_hat=e.forecast,
                                      n_tot=n_tot, model_version=e.version)))
         if G1 > 0 and n_star < 1:
-            omega = (n_tot - n_obs) * (1.0 - n_star) / G1  # the learner's target (estimators.correction.omega_target)
+            omega = float(omega_target(n_tot, n_obs, n_star, G1))
             if np.isfinite(omega) and abs(omega) <= MAX_VALUE:
-                out.append(SAMPLES.record(Sample(cid=cid, X=(beta, n_star, G1), W=omega, T_obs=T_obs, n_obs=n_obs,
+                out.append(SAMPLES.record(Sample(cid=cid, X=(b, n_star, G1), W=omega, T_obs=T_obs, n_obs=n_obs,
                                                  n_tot=n_tot)))
 
     # ------------------------------------------------------------- StateStore

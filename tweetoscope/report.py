@@ -19,27 +19,46 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return f"{x:,.{digits}f}"
 
 
+def _with_sd(s: dict, name: str, digits: int = 3) -> str:
+    value = s[name]
+    if value is None:
+        return "-" if name in ("spearman", "kendall", "top_decile") else "inf"
+    sd = (s.get("sd") or {}).get(name)
+    text = f"{value:,.{digits}f}"
+    return f"{text}±{sd:.{digits}f}" if s.get("seeds", 1) > 1 and sd else text
+
+
 def print_backtest(report: dict, console: Console | None = None) -> None:
-    """Print one table per window: predictor, median ARE, mean ARE, cascades, seconds."""
-    console = console or Console()
-    console.print(f"[bold]{report['data']}[/bold]: {report['cascades']} cascades, kernel {report['kernel']}")
+    """Print one table per window: predictor, median and mean ARE, MSLE, rank correlations with the
+    true sizes, top-decile share, cascades, seconds; ``± sd`` over seeds where there are several."""
+    if console is None:
+        console = Console()
+        console.width = max(console.width, 132)  # nine columns; a pipe or a narrow terminal wraps them
+    seeds = report.get("seeds", [0])
+    console.print(f"[bold]{report['data']}[/bold]: {report['cascades']} cascades, kernel {report['kernel']}, "
+                  f"split {report.get('split', 'kfold')}, seeds {','.join(map(str, seeds))}")
     for window, scores in report["windows"].items():
-        table = Table(title=f"T_obs = {window} s", title_justify="left")
-        for col, justify in (("predictor", "left"), ("median ARE", "right"), ("mean ARE", "right"),
-                             ("MSLE (log2)", "right"), ("n", "right"), ("seconds", "right")):
-            table.add_column(col, justify=justify)
         if not scores:
-            console.print(f"T_obs = {window} s: no cascade has enough events")
+            console.print(f"T_obs = {window} s: fewer than 2 cascades have enough events")
             continue
+        table = Table(title=f"T_obs = {window} s", title_justify="left")
+        for col in ("predictor", "median ARE", "mean ARE", "MSLE (log2)", "Spearman ρ", "Kendall τ", "top 10 %",
+                    "n", "s"):
+            table.add_column(col, justify="left" if col == "predictor" else "right")
         best = min((s["median_are"] for s in scores.values() if s["median_are"] is not None), default=None)
         for name, s in scores.items():
-            med = _fmt(s["median_are"])
+            med = _with_sd(s, "median_are")
             if s["median_are"] == best:
                 med = f"[bold green]{med}[/bold green]"
-            mean = _fmt(s["mean_are"]) + (f" ({s['n_infinite']} inf)" if s["n_infinite"] else "")
-            table.add_row(name, med, mean, _fmt(s["msle_log2"], 2), str(s["n"]), f"{s['seconds']:.2f}")
+            mean = _with_sd(s, "mean_are") + (f" ({s['n_infinite']:g} inf)" if s["n_infinite"] else "")
+            table.add_row(name, med, mean, _with_sd(s, "msle_log2", 2), _with_sd(s, "spearman", 2),
+                          _with_sd(s, "kendall", 2), _with_sd(s, "top_decile", 2), f"{s['n']:g}", f"{s['seconds']:.2f}")
+        notes = []
         if any(s["n_infinite"] for s in scores.values()):
-            table.caption = "inf: supercritical forecasts (infinite final size)"
+            notes.append("inf: supercritical forecasts (infinite final size)")
+        notes.append("ρ, τ: rank correlations with the true size; top 10 %: share of the 10 % largest forecasts "
+                     "among the 10 % largest sizes; -: a constant does not rank")
+        table.caption = "; ".join(notes)
         console.print(table)
 
 

@@ -16,7 +16,8 @@ Times are in seconds; ``T_obs`` is an observation window in seconds.
     the original post; extra ``source``, ``start``.
 ``cascade_properties`` (key = str(T_obs))
     ``{"type": "size", "cid", "n_tot", "t_end"}`` and
-    ``{"type": "parameters", "cid", "msg", "n_obs", "n_supp", "params": [p, beta, n_star, G1]}``;
+    ``{"type": "parameters", "cid", "msg", "n_obs", "n_supp", "params": [p, beta, n_star, G1]}``
+    (``[kappa, theta, n_star, G1]`` with the power-law kernel: :func:`estimators.forecast.message_params`);
     extra ``T_obs``, ``source``, ``converged``.
 ``alerts`` (key = str(T_obs))
     ``{"type": "alert", "cid", "msg", "T_obs", "n_tot"}`` (``n_tot`` is the forecast); extra
@@ -24,7 +25,7 @@ Times are in seconds; ``T_obs`` is an observation window in seconds.
 ``stats`` (key = str(T_obs))
     ``{"type": "stat", "cid", "T_obs", "ARE"}``; extra ``n_hat``, ``n_tot``, ``model_version``.
 ``samples`` (key = str(T_obs))
-    ``{"type": "sample", "cid", "X": [beta, n_star, G1], "W": omega}``; extra ``T_obs``,
+    ``{"type": "sample", "cid", "X": [beta, n_star, G1], "W": omega}`` (``theta`` for ``beta`` with the power-law kernel); extra ``T_obs``,
     ``n_obs``, ``n_tot`` (the learner needs them).
 ``models`` (key = str(T_obs))
     a skops file, header ``version`` (see :mod:`tweetoscope.models`).

@@ -1,0 +1,103 @@
+"""The model's rules in one place: the forecast, the correction's target, each kernel's parameters and features.
+
+Every part of the product that forecasts a size, learns a correction or ships a fit
+(the estimator, the predictor, the learner and the backtest) goes through these
+functions, so that they cannot drift apart.
+
+A fit of either kernel gives the branching factor ``n_star`` and ``G1``, the expected
+number of direct children still to come from the events observed before ``t_obs``.
+The forecast of the final size is
+
+    N = n_obs + omega * G1 / (1 - n_star)                               (:func:`forecast_size`)
+
+with ``omega = 1`` for the model alone and ``omega`` learnt by the correction
+otherwise. A fit travels as four numbers ``(a, b, n_star, G1)``
+(:func:`message_params`; the ``params`` of a ``parameters`` message):
+
+=============  ============================  =====================================
+kernel         ``a``                         ``b``
+=============  ============================  =====================================
+``exp``        ``p`` (per follower)          ``beta``, the decay rate (1/s)
+``powerlaw``   ``kappa``, the kernel scale   ``theta``, the tail exponent of decay
+=============  ============================  =====================================
+
+and the correction's features are ``[b, n_star, G1, n_obs]`` (:func:`correction_features`),
+whatever side of the product computes them.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+__all__ = ["KERNELS", "forecast_size", "omega_target", "are_weights", "message_params", "correction_features",
+           "FEATURE_NAMES"]
+
+#: The Hawkes kernels a fit can use.
+KERNELS = ("exp", "powerlaw")
+
+#: Names of the correction's features, in the columns' order of :func:`correction_features`.
+FEATURE_NAMES = ("b", "n_star", "G1", "n_obs")
+
+
+class _Fit(Protocol):
+    kernel: str
+    n_star: float
+    G1: float
+
+
+def _arrays(*xs: object) -> list[np.ndarray]:
+    arrs = [np.asarray(x, dtype=np.float64) for x in xs]
+    shape = np.broadcast_shapes(*(a.shape for a in arrs))
+    return [np.broadcast_to(a, shape) for a in arrs]
+
+
+def forecast_size(n_obs: object, G1: object, n_star: object, omega: object = 1.0) -> np.ndarray:
+    """The final size ``n_obs + omega * G1 / (1 - n_star)``, element-wise; ``inf`` where ``n_star >= 1``.
+
+    Shape of the broadcast inputs (a 0-d array for scalars: ``float()`` it).
+    """
+    n_obs, G1, n_star, omega = _arrays(n_obs, G1, n_star, omega)
+    sub = n_star < 1.0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return np.where(sub, n_obs + omega * G1 / np.where(sub, 1.0 - n_star, 1.0), np.inf)
+
+
+def omega_target(n_true: object, n_obs: object, n_star: object, G1: object) -> np.ndarray:
+    """The correction that would have been exact, ``(n_true - n_obs)(1 - n_star) / G1``; 0 where ``G1 <= 0``.
+
+    Shape of the broadcast inputs. The learner's target.
+    """
+    n_true, n_obs, n_star, G1 = _arrays(n_true, n_obs, n_star, G1)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        w = (n_true - n_obs) * (1.0 - n_star) / G1
+    return np.where(G1 > 0, w, 0.0)
+
+
+def are_weights(n_true: object, n_obs: object, n_star: object, G1: object) -> np.ndarray:
+    """Sample weights ``G1 / ((1 - n_star) n_true)``: an absolute error on omega times its weight is the ARE."""
+    n_true, n_obs, n_star, G1 = _arrays(n_true, n_obs, n_star, G1)
+    return G1 / ((1.0 - n_star) * n_true)
+
+
+def message_params(fit: _Fit) -> tuple[float, float, float, float]:
+    """The four numbers ``(a, b, n_star, G1)`` that carry a fit (see the module's table)."""
+    if fit.kernel == "exp":
+        return float(fit.p), float(fit.beta), float(fit.n_star), float(fit.G1)  # type: ignore[attr-defined]
+    if fit.kernel == "powerlaw":
+        return float(fit.kappa), float(fit.theta), float(fit.n_star), float(fit.G1)  # type: ignore[attr-defined]
+    raise ValueError(f"kernel must be one of {KERNELS}, got {fit.kernel!r}")
+
+
+def correction_features(params: object, n_obs: object) -> np.ndarray:
+    """The correction's features ``[b, n_star, G1, n_obs]``, shape (n, 4).
+
+    ``params``: rows of :func:`message_params`, shape (n, 4) (or (4,) for one fit);
+    ``n_obs``: the events observed, shape (n,).
+    """
+    P = np.atleast_2d(np.asarray(params, dtype=np.float64))
+    n = np.atleast_1d(np.asarray(n_obs, dtype=np.float64))
+    if P.ndim != 2 or P.shape[1] != 4 or n.shape != (P.shape[0],):
+        raise ValueError(f"params must have shape (n, 4) and n_obs shape (n,), got {P.shape} and {n.shape}")
+    return np.column_stack([P[:, 1:4], n])
