@@ -1,4 +1,4 @@
-"""The mark (follower-count) distribution: a Pareto law with exponent ``alpha`` and lower bound ``mu``.
+"""The mark (follower-count) distribution: a Pareto law, or a body of atoms with a Pareto tail (:class:`MarkLaw`).
 
 Density ``f(m) = (alpha - 1) mu**(alpha - 1) m**-alpha`` for ``m >= mu``, so the
 survival function is ``(mu / m)**(alpha - 1)`` and the mean
@@ -17,7 +17,7 @@ import numpy as np
 
 from ._validation import check_positive
 
-__all__ = ["pareto_mean", "sample_pareto", "fit_pareto", "ParetoFit"]
+__all__ = ["pareto_mean", "sample_pareto", "fit_pareto", "ParetoFit", "MarkLaw"]
 
 
 def pareto_mean(alpha: float, mu: float) -> float:
@@ -102,3 +102,79 @@ def fit_pareto(marks: np.ndarray, *, mu: float | None = None, min_tail: int = 50
     ks, a, xmin, nt = best
     return ParetoFit(alpha=float(a), mu=xmin, n_tail=int(nt), n=int(np.asarray(marks).size), ks=ks,
                      alpha_se=float((a - 1.0) / np.sqrt(nt)))
+
+
+@dataclass(frozen=True, slots=True)
+class MarkLaw:
+    """The law of a new event's mark: equally weighted ``body`` atoms of total mass ``1 - tail``, and
+    a Pareto(``alpha``, ``mu``) tail of mass ``tail``.
+
+    Real follower counts are not Pareto as a whole: over the 192,308 retweets of the shipped
+    SEISMIC cascades the median mark is 206 and the mean 841, and a Pareto law fits only the
+    top 8 % (``alpha = 2.48``, above 1,694; KS distance 0.007). :meth:`fit` therefore keeps the
+    Pareto tail that :func:`fit_pareto` finds and describes the body below ``mu`` by the means
+    of ``bins`` equal-count bins of the observed marks (which preserves the body's mean); the
+    tail's mean is the fitted Pareto law's, less noisy than a sample mean dominated by the few
+    largest accounts (on the SEISMIC marks: E[m] = 725 against a sample mean of 841).
+    :meth:`pareto` is the course's law (no body). Hashable, so that laws computed from it can
+    be cached.
+    """
+
+    body: tuple[float, ...]
+    tail: float
+    alpha: float
+    mu: float
+
+    @classmethod
+    def pareto(cls, alpha: float = 2.4, mu: float = 10.0) -> MarkLaw:
+        """The Pareto law (the course's constants by default)."""
+        if alpha <= 2 or mu <= 0:
+            raise ValueError(f"alpha must be > 2 and mu > 0, got alpha={alpha}, mu={mu}")
+        return cls((), 1.0, float(alpha), float(mu))
+
+    @classmethod
+    def fit(cls, marks: np.ndarray, *, bins: int = 64, min_tail: int = 50) -> MarkLaw:
+        """Fit to observed marks (followers, >= 0, shape (n,)): the Pareto tail by maximum likelihood
+        with its lower bound chosen by the KS distance (:func:`fit_pareto`), the body as bin means."""
+        m = np.asarray(marks, dtype=np.float64).ravel()
+        tail_fit = fit_pareto(m, min_tail=min_tail)
+        if tail_fit.alpha <= 2:
+            raise ValueError(f"the marks' tail exponent is {tail_fit.alpha:.2f} <= 2: their mean is infinite")
+        below = np.sort(m[m < tail_fit.mu])
+        body = tuple(float(b.mean()) for b in np.array_split(below, min(bins, below.size)) if b.size)
+        return cls(body, 1.0 - below.size / m.size, float(tail_fit.alpha), float(tail_fit.mu))
+
+    @property
+    def mean(self) -> float:
+        """``E[m]``."""
+        body = float(np.mean(self.body)) if self.body else 0.0
+        return (1.0 - self.tail) * body + self.tail * pareto_mean(self.alpha, self.mu)
+
+    def moment(self, beta: float) -> float:
+        """``E[m**beta]`` (``inf`` if ``beta >= alpha - 1``)."""
+        if beta >= self.alpha - 1.0:
+            return float("inf")
+        body = float(np.mean(np.power(self.body, beta))) if self.body else 0.0
+        tail = self.mu**beta * (self.alpha - 1.0) / (self.alpha - 1.0 - beta)
+        return (1.0 - self.tail) * body + self.tail * tail
+
+    def sample(self, size: int, random_state: np.random.Generator) -> np.ndarray:
+        """``size`` marks drawn from the law (shape (size,))."""
+        from_tail = random_state.random(size) < self.tail
+        out = np.empty(size)
+        out[from_tail] = sample_pareto(self.alpha, self.mu, int(from_tail.sum()), random_state)
+        if self.body:
+            out[~from_tail] = random_state.choice(np.asarray(self.body), size=int((~from_tail).sum()))
+        return out
+
+    def offspring_pmf(self, p: float, size: int) -> np.ndarray:
+        """``P(xi = k)`` for ``k < size``: the children of one event, ``Poisson(p m)`` with ``m`` of this law."""
+        from scipy import stats
+
+        from .predictive import offspring_pmf
+
+        out = self.tail * offspring_pmf(p, self.alpha, self.mu, size) if self.tail > 0 else np.zeros(size)
+        if self.body:
+            k = np.arange(size)
+            out += (1.0 - self.tail) * stats.poisson.pmf(k[:, None], p * np.asarray(self.body)[None, :]).mean(axis=1)
+        return out

@@ -167,3 +167,27 @@ def test_remaining_size_sd_matches_a_simulated_branching_process():
     assert totals.mean() == pytest.approx(G1 / (1 - n_star), rel=0.03)
     assert totals.std() == pytest.approx(sd, rel=0.05)
     assert remaining_size_sd(G1, 1.0) == float("inf")
+
+
+def test_mark_law_fits_a_body_and_a_pareto_tail():
+    from estimators.marks import MarkLaw
+
+    rng = np.random.default_rng(4)
+    n = 60_000
+    body = np.exp(rng.normal(5.0, 1.2, n))
+    marks = np.where(body < 1500, body, sample_pareto(2.5, 1500.0, n, rng))  # lognormal body, Pareto tail
+    law = MarkLaw.fit(marks)
+    assert law.alpha == pytest.approx(2.5, abs=0.1) and 1000 < law.mu < 2500
+    assert law.mean == pytest.approx(marks.mean(), rel=0.05)
+    assert law.tail == pytest.approx(np.mean(marks >= law.mu), abs=1e-9)
+    assert law.sample(200_000, rng).mean() == pytest.approx(law.mean, rel=0.05)
+    assert law.moment(1.0) == pytest.approx(law.mean)
+    # the offspring law: a probability law with mean p E[m]
+    p = 0.5 / law.mean
+    f = law.offspring_pmf(p, 4096)
+    assert f.sum() == pytest.approx(1.0, abs=1e-3)
+    assert (np.arange(f.size) * f).sum() == pytest.approx(p * law.mean, rel=0.02)
+    course = MarkLaw.pareto()
+    assert course.mean == pytest.approx(pareto_mean(2.4, 10.0)) and hash(course) == hash(MarkLaw.pareto())
+    with pytest.raises(ValueError, match="alpha"):
+        MarkLaw.pareto(alpha=2.0)
