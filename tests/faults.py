@@ -65,7 +65,8 @@ def stage_env(s: Settings) -> dict[str, str]:
              "empirical_prior", "learner_every", "learner_interval", "learner_trees", "checkpoint_interval",
              "session_timeout", "batch_size", "stall_timeout", "dask_timeout", "max_clock_jump", "model_key",
              "kafka_security_protocol", "kafka_sasl_mechanism", "kafka_user", "kafka_secret")
-    env = {**os.environ, "TWEETOSCOPE_WINDOWS": ",".join(map(str, s.windows)), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "TWEETOSCOPE_WINDOWS": ",".join(map(str, s.windows)), "PYTHONUNBUFFERED": "1",
+           "TWEETOSCOPE_LOG_LEVEL": os.environ.get("TWEETOSCOPE_LOG_LEVEL", "INFO")}  # the logs tell what a stage did
     for name in names:
         value = getattr(s, name)
         if value is not None:

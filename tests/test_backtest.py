@@ -132,7 +132,7 @@ def run_cli(*args):
 
 
 def test_cli_json_is_exactly_one_object(small_sim):
-    r = run_cli("backtest", str(small_sim), "--windows", "600,1200", "--json", "--no-progress")
+    r = run_cli("backtest", str(small_sim), "--windows", "600,1200", "--folds", "3", "--json", "--no-progress")
     assert r.returncode == 0, r.stderr
     obj = json.loads(r.stdout)  # the whole of stdout is one JSON object
     assert set(obj) >= {"data", "cascades", "windows"} and isinstance(obj["data"], str)

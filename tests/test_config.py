@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +69,11 @@ def test_secret_is_masked():
     s = Settings(kafka_secret="hunter2")
     assert "hunter2" not in repr(s)
     assert s.as_dict()["kafka_secret"] == "***"
+
+
+def test_a_bad_log_level_is_a_clear_error():
+    env = {**os.environ, "TWEETOSCOPE_LOG_LEVEL": "LOUD"}
+    r = subprocess.run([sys.executable, "-m", "tweetoscope", "generate", "data/sample", "--kafka", "127.0.0.1:1"],
+                       capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1], timeout=60)
+    assert r.returncode != 0
+    assert "TWEETOSCOPE_LOG_LEVEL='LOUD' is not a log level" in r.stderr

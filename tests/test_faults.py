@@ -145,7 +145,9 @@ def test_broker_stopped_longer_than_the_session_timeout(data, ref, scheduler, tm
 
     started = broker("start", "--port", str(port), "--controller-port", str(port + 1))
     assert started.returncode == 0, started.stderr
-    run = Pipeline(fault_settings(started.stdout.strip().splitlines()[-1], scheduler, session_timeout=6.0), tmp_path)
+    # stall_timeout: a member stuck outside its group after the outage exits 1 within the test's waits
+    run = Pipeline(fault_settings(started.stdout.strip().splitlines()[-1], scheduler, session_timeout=6.0,
+                                  stall_timeout=60.0), tmp_path)
     try:
         run.start_all()
         gen = run.generate(data, SPEED)

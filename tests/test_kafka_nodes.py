@@ -374,6 +374,38 @@ def test_group_false_reads_all_partitions_from_the_beginning_and_commits_nothing
     broker.close()
 
 
+def test_a_member_left_outside_its_group_is_reported_until_it_is_assigned_again(kafka_bootstrap,
+                                                                              kafka_topic_factory):
+    """MOCK of a librdkafka hang (confluentinc/librdkafka#3437: after a session timeout under static
+    membership the member may never rejoin; it cannot be produced on demand): the lost callback is
+    called on the consumer thread as librdkafka calls it, and no rejoin follows. ``rejoin_stalled``
+    reports it once the timeout has passed; a real rebalance (a second member joins) clears it."""
+    a = kafka_topic_factory(2)
+    group = group_name()
+    config = {"bootstrap.servers": kafka_bootstrap, "group.id": group, "session.timeout.ms": 6000}
+
+    async def run() -> None:
+        source = KafkaSource(a, config, batch_size=50, loop=IOLoop.current())
+        source.start()
+        other = None
+        try:
+            await until(lambda: source.joined and source.tracker.assigned(), 30, "the first member assigned")
+            assert not source.rejoin_stalled(0.0)
+            lost = [ck.TopicPartition(t, p) for t, p in source.tracker.assigned()]
+            await source._call(source._on_lost, source.consumer, lost)  # the mocked event
+            assert not source.rejoin_stalled(60.0)
+            await until(lambda: source.rejoin_stalled(0.2), 5, "the stuck member reported")
+            other = KafkaSource(a, config, batch_size=50, loop=IOLoop.current())
+            other.start()
+            await until(lambda: other.joined and not source.rejoin_stalled(0.2), 60, "a rebalance assigns both")
+        finally:
+            assert await source.drain(10)
+            if other is not None:
+                assert await other.drain(10)
+
+    asyncio.run(run())
+
+
 def test_delivery_error_keeps_the_refs_so_nothing_is_committed(kafka_bootstrap, kafka_topic_factory):
     a = kafka_topic_factory(1)
     b = kafka_topic_factory(1, {"max.message.bytes": "2000"})  # the broker rejects bigger batches

@@ -7,6 +7,7 @@ environment > config file > defaults) and passes it down.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -298,9 +299,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _quiet_logs() -> None:
+    """Log to stderr at WARNING, or at the level named by env ``TWEETOSCOPE_LOG_LEVEL`` (e.g. INFO)."""
     import logging
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = os.environ.get("TWEETOSCOPE_LOG_LEVEL", "WARNING").upper()
+    if not isinstance(logging.getLevelName(level), int):
+        raise SystemExit(f"TWEETOSCOPE_LOG_LEVEL={level!r} is not a log level (DEBUG, INFO, WARNING, ERROR)")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("distributed", "tornado", "bokeh"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("bokeh.server.util").setLevel(logging.ERROR)  # the Dask dashboard's wildcard-origin notice

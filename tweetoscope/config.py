@@ -73,7 +73,8 @@ class Settings:
         changelog topic, each followed by a commit (a restart re-reads about this much);
         ``dask_timeout``: seconds a stage waits for a lost Dask cluster (resubmitting its tasks)
         before it exits non-zero; ``stall_timeout``: seconds without progress, with work in
-        flight, after which a stage is not live (``/healthz`` 503) and exits non-zero;
+        flight, or outside the consumer group after a revocation or a lost session, after which
+        a stage is not live (``/healthz`` 503) and exits non-zero;
         ``max_cascade_events``: events kept per cascade (later ones count in its size only);
         ``max_clock_jump``: seconds a source's clock may jump forward on one unconfirmed event.
     Security

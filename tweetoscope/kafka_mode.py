@@ -12,7 +12,8 @@ topic (compacted: the latest model per window) is read in full by every predicto
 
 A stage exits non-zero when it cannot go on: a source or sink failed, its Dask cluster
 was lost for longer than ``dask_timeout``, or it made no progress for ``stall_timeout``
-with work in flight. SIGTERM or SIGINT only request a stop: sources stop, in-flight
+with work in flight, or its consumer was left outside its group (no assignment since a
+revocation or a lost session) for ``stall_timeout``. SIGTERM or SIGINT only request a stop: sources stop, in-flight
 batches drain (Dask work included), sinks flush, state is checkpointed, offsets are
 committed, the process exits 0.
 """
@@ -146,6 +147,9 @@ class KafkaBus:
             if source.stalled(self.settings.stall_timeout):
                 return (f"the Kafka source on {source.topics} has {source.n_inflight} batch(es) in flight and none "
                         f"done for {self.settings.stall_timeout:.0f} s")
+            if source.rejoin_stalled(self.settings.stall_timeout):
+                return (f"the Kafka source on {source.topics} lost or gave up its partitions and the group has not "
+                        f"assigned it any for {self.settings.stall_timeout:.0f} s")
         for sink in self.sinks:
             if sink.error is not None:
                 return f"a Kafka sink failed: {sink.error!r}"

@@ -211,6 +211,7 @@ class KafkaSource(Source):
         self.restore_seconds: dict[int, float] = {}
         self.joined = False  # True once the group assigned this member its partitions (or, group=False, assigned)
         self.restoring = False
+        self.unassigned_since: float | None = None  # monotonic time of a revocation or loss not yet followed by an assignment
         self.tracker = OffsetTracker()
         self._executor: ThreadPoolExecutor | None = None
         self._finalizer: weakref.finalize | None = None
@@ -258,6 +259,7 @@ class KafkaSource(Source):
                                                 {"message.max.bytes": CHANGELOG_MAX_BYTES}))
             self._changelog_error = None
         self.joined = False
+        self.unassigned_since = None
         self._finalizer = weakref.finalize(self, _close_consumer, self.consumer)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kafka-source-{self.topics[0]}")
         self.error = None
@@ -317,6 +319,16 @@ class KafkaSource(Source):
     def stalled(self, timeout: float) -> bool:
         """Batches are in flight and none was done for ``timeout`` seconds (the graph is stuck)."""
         return self._inflight > 0 and time.monotonic() - self.last_progress > timeout
+
+    def rejoin_stalled(self, timeout: float) -> bool:
+        """Partitions were revoked or lost more than ``timeout`` seconds ago and the group has not
+        assigned any since (not even an empty set): the member is stuck outside its group.
+
+        librdkafka can hang so after a session timeout under static membership
+        (confluentinc/librdkafka#3437); a normal rebalance assigns within the rebalance timeout.
+        """
+        since = self.unassigned_since
+        return since is not None and not self._closing and time.monotonic() - since > timeout
 
     async def commit(self) -> dict[TopicPartitionKey, int]:
         """Commit what may be committed now (with a store: checkpoint first); return what was committed."""
@@ -666,6 +678,7 @@ class KafkaSource(Source):
 
     def _on_assign(self, consumer: ck.Consumer, partitions: list[ck.TopicPartition]) -> None:
         self.joined = True  # a member of the group now, even with no partition to read
+        self.unassigned_since = None
         keys = [(tp.topic, tp.partition) for tp in partitions]
         if self.store is not None and partitions:
             self.restoring = True
@@ -710,14 +723,16 @@ class KafkaSource(Source):
             if self.store is not None:
                 self._drop_on_loop({p for _, p in keys})
         self.tracker.revoke(keys)
+        self.unassigned_since = time.monotonic()
         logger.info("revoked %s (committed %s)", sorted(keys), committed)
 
     def _on_lost(self, consumer: ck.Consumer, partitions: list[ck.TopicPartition]) -> None:
         keys = {(tp.topic, tp.partition) for tp in partitions}
         self.tracker.revoke(keys)
+        self.unassigned_since = time.monotonic()
         if self.store is not None:
             self._drop_on_loop({p for _, p in keys})
-        logger.warning("lost %s without committing", sorted(keys))
+        logger.warning("lost %s without committing; rejoining the group", sorted(keys))
 
     def _drop_on_loop(self, parts: set[int]) -> None:
         async def drop() -> None:
