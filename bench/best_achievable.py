@@ -45,7 +45,7 @@ Method (Monte Carlo):
   fix ``theta`` at the truth and apply the same selection.
 * The ARE-optimal point of a sample is its ``1/N``-weighted median.
 
-Usage: python bench/best_achievable.py [--n 1000] [--seed 0] [--windows 600,1200,3600]
+Usage: python bench/best_achievable.py [--n 1000] [--seed 0] [--law course] [--windows 600,1200,3600]
        [--samples 1000] [--jobs 2] [--json]
 """
 
@@ -63,7 +63,7 @@ from numba import njit
 
 from estimators.hawkes import DEFAULT_BETA_BOUNDS, _pass
 from estimators.marks import pareto_mean
-from estimators.simulate import SIMULATION_PRIOR, LogNormalPrior, simulate_dataset
+from estimators.simulate import SIMULATION_LAWS, SIMULATION_PRIOR, LogNormalPrior, simulate_dataset
 
 __all__ = [
     "GridPosterior",
@@ -618,24 +618,27 @@ def main(argv=None) -> None:
     ap.add_argument("--samples", type=int, default=2000, help="kept predictive draws per (cascade, window)")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    ap.add_argument("--law", choices=list(SIMULATION_LAWS), default="course",
+                    help="generating law (as tweetoscope simulate --law; default course)")
     args = ap.parse_args(argv)
+    law = SIMULATION_LAWS[args.law]
     windows = [float(w) for w in args.windows.split(",")]
 
     t0 = time.perf_counter()
-    data = simulate_dataset(args.n, random_state=args.seed)
-    table, records = reference_table(data, windows, n_samples=args.samples, seed=args.seed, jobs=args.jobs,
-                                     progress=True, return_details=True)
+    data = simulate_dataset(args.n, prior=law.prior, alpha=law.alpha, mu=law.mu, random_state=args.seed)
+    table, records = reference_table(data, windows, n_samples=args.samples, prior=law.prior, seed=args.seed,
+                                     jobs=args.jobs, progress=True, return_details=True)
     seconds = time.perf_counter() - t0
     diag = _diagnostics(records, windows)
     if args.json:
         import orjson
 
-        res = {"n": args.n, "seed": args.seed, "samples": args.samples, "seconds": seconds,
+        res = {"n": args.n, "seed": args.seed, "law": args.law, "samples": args.samples, "seconds": seconds,
                "table": {str(int(T) if T.is_integer() else T): v for T, v in table.items()},
                "diagnostics": {str(int(T) if T.is_integer() else T): v for T, v in diag.items()}}
         print(orjson.dumps(res, option=orjson.OPT_INDENT_2).decode())
         return
-    print(f"{args.n} simulated cascades (simulate_dataset, seed {args.seed}), {args.samples} kept draws per pair, "
+    print(f"{args.n} simulated cascades (simulate_dataset, law {args.law}, seed {args.seed}), {args.samples} kept draws per pair, "
           f"{seconds:.0f} s")
     print(f"{'T_obs':>6} {'pairs':>5}  " + "  ".join(f"{n:>20}" for n in NAMES))
     print(f"{'':>6} {'':>5}  " + "  ".join(f"{'median / mean ARE':>20}" for _ in NAMES))

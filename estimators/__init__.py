@@ -12,7 +12,7 @@ from .predictive import are_optimal_size, remaining_size_pmf
 from .prior import fit_prior
 from .forecast import KERNELS, correction_features, forecast_size, message_params, omega_target
 from .results import HawkesFit, PowerLawFit, remaining_size_sd
-from .simulate import SIMULATION_PRIOR, CascadeTooLarge, SimulatedCascade, draw_parameters, simulate_cascade, simulate_dataset
+from .simulate import SIMULATION_LAWS, SIMULATION_PRIOR, CascadeTooLarge, SimulationLaw, SimulatedCascade, draw_parameters, simulate_cascade, simulate_dataset
 
 __all__ = [
     "fit_cascade",
@@ -41,6 +41,8 @@ __all__ = [
     "simulate_cascade",
     "simulate_dataset",
     "SIMULATION_PRIOR",
+    "SIMULATION_LAWS",
+    "SimulationLaw",
     "draw_parameters",
     "CascadeTooLarge",
 ]

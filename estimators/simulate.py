@@ -25,6 +25,8 @@ __all__ = [
     "draw_parameters",
     "CascadeTooLarge",
     "SIMULATION_PRIOR",
+    "SimulationLaw",
+    "SIMULATION_LAWS",
 ]
 
 #: Generating law of ``(p, beta)`` for simulated datasets: the course's mean for ``p``,
@@ -32,6 +34,31 @@ __all__ = [
 #: most cascades at several hours, which leaves almost nothing to see in a 10-minute
 #: window). Truncated to the course bounds by :func:`draw_parameters`.
 SIMULATION_PRIOR = LogNormalPrior(mean_p=0.02, mean_beta=1.5e-3, sd_p=0.01, sd_beta=1e-3, corr=-0.1)
+
+
+@dataclass(frozen=True, slots=True)
+class SimulationLaw:
+    """A generating law of simulated datasets: ``prior`` of ``(p, beta)`` (beta in 1/s) and the
+    marks' Pareto(``alpha``, ``mu``)."""
+
+    prior: LogNormalPrior
+    alpha: float
+    mu: float
+    about: str
+
+
+#: Named generating laws (``tweetoscope simulate --law``, ``bench/best_achievable.py --law``):
+#: ``course`` is the default one; the others check that the forecast is not tuned to it.
+SIMULATION_LAWS: dict[str, SimulationLaw] = {
+    "course": SimulationLaw(SIMULATION_PRIOR, 2.4, 10.0, "the default: n* around 0.7, 1/beta 10-30 min"),
+    "wide-beta": SimulationLaw(LogNormalPrior(mean_p=0.02, mean_beta=3e-3, sd_p=0.01, sd_beta=6e-3, corr=-0.1),
+                               2.4, 10.0, "time scales from seconds to hours (sd of beta 2x its mean)"),
+    "near-critical": SimulationLaw(LogNormalPrior(mean_p=0.025, mean_beta=1.5e-3, sd_p=0.004, sd_beta=1e-3,
+                                                  corr=-0.1), 2.4, 10.0, "n* mostly between 0.75 and 0.99"),
+    "heavy-marks": SimulationLaw(LogNormalPrior(mean_p=0.0045, mean_beta=1.5e-3, sd_p=0.0022, sd_beta=1e-3,
+                                                corr=-0.1), 2.15, 20.0,
+                                 "marks Pareto(2.15, 20): mean 153, a heavier tail; n* around 0.7"),
+}
 
 
 class CascadeTooLarge(RuntimeError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -14,7 +15,9 @@ import pytest
 
 from estimators.correction import fit_forest, predict_omega
 from streams.datasets import load_dataset, write_jsonl
+from estimators.marks import pareto_mean
 from estimators.metrics import best_constant
+from estimators.simulate import SIMULATION_LAWS
 from tweetoscope.backtest import PREDICTORS, backtest, constant_forecasts, cross_validated_forecasts, fit_window, splits
 from tweetoscope.cli import main
 from tweetoscope.config import Settings
@@ -151,6 +154,18 @@ def test_cli_table_and_progress_bar(small_sim):
     assert "backtest" in r.stderr  # the progress bar writes on stderr
 
 
+@pytest.mark.parametrize("law", sorted(SIMULATION_LAWS))
+def test_simulate_draws_from_the_named_law(law, tmp_path):
+    """Each named law gives its marks' Pareto constants and n* = p E[m] < 0.99; --help names every law."""
+    spec = SIMULATION_LAWS[law]
+    assert main(["simulate", str(tmp_path), "--n", "40", "--seed", "3", "--law", law]) == 0
+    d = load_dataset(tmp_path)
+    assert {(t["alpha"], t["mu"]) for t in d.truth} == {(spec.alpha, spec.mu)}
+    p = np.array([t["p"] for t in d.truth])
+    assert np.all(p * pareto_mean(spec.alpha, spec.mu) < 0.99)
+    assert law in re.sub(r"-\s+", "-", run_cli("simulate", "--help").stdout)  # argparse wraps at hyphens
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -160,6 +175,7 @@ def test_cli_table_and_progress_bar(small_sim):
         (["backtest", "data/sample", "--seeds", "0,x"], "seeds must be comma-separated integers"),
         (["backtest", "data/sample", "--windows", "600", "--split", "time"], "needs the cascades' start times"),
         (["simulate", "/tmp/x", "--n", "0"], "--n must be >= 1"),
+        (["simulate", "/tmp/x", "--law", "flat"], "--law must be one of course, wide-beta"),
     ],
 )
 def test_cli_errors_are_clear(args, message):

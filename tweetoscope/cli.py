@@ -101,8 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=1000, help="number of cascades (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--min-size", type=int, default=10, help="minimum final size of a kept cascade (default 10)")
-    p.add_argument("--alpha", type=float, default=2.4, help="Pareto exponent of the marks (default 2.4)")
-    p.add_argument("--mu", type=float, default=10.0, help="Pareto lower bound of the marks (default 10)")
+    p.add_argument("--law", default="course",
+                   help="generating law of (p, beta) and of the marks (estimators.simulate.SIMULATION_LAWS): "
+                        "course, wide-beta, near-critical or heavy-marks (default course)")
+    p.add_argument("--alpha", type=float, help="Pareto exponent of the marks (default: the law's, 2.4 for course)")
+    p.add_argument("--mu", type=float, help="Pareto lower bound of the marks (default: the law's, 10 for course)")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser(
@@ -282,19 +285,26 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from estimators import simulate_dataset
+    from estimators import SIMULATION_LAWS, simulate_dataset
     from streams.datasets import write_news
 
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
-    cascades = simulate_dataset(args.n, alpha=args.alpha, mu=args.mu, min_size=args.min_size, random_state=args.seed)
+    if args.law not in SIMULATION_LAWS:
+        raise ConfigError(f"--law must be one of {', '.join(SIMULATION_LAWS)}, got {args.law!r}")
+    law = SIMULATION_LAWS[args.law]
+    alpha = law.alpha if args.alpha is None else args.alpha
+    mu = law.mu if args.mu is None else args.mu
+    cascades = simulate_dataset(args.n, prior=law.prior, alpha=alpha, mu=mu, min_size=args.min_size,
+                                random_state=args.seed)
     truth = [
         {"p": c.p, "beta": c.beta, "n_star": c.n_star, "alpha": c.alpha, "mu": c.mu, "size": c.size}
         for c in cascades
     ]
     write_news(args.outdir, [(c.times, c.marks) for c in cascades], truth)
     n_events = sum(c.size for c in cascades)
-    print(f"wrote {len(cascades)} cascades ({n_events} events) to {Path(args.outdir)}/", file=sys.stderr)
+    print(f"wrote {len(cascades)} cascades ({n_events} events, law {args.law}, marks Pareto({alpha:g}, {mu:g})) "
+          f"to {Path(args.outdir)}/", file=sys.stderr)
     return 0
 
 
