@@ -50,7 +50,7 @@ demo: setup
 # scripts/kafka.sh); the browser test needs Debian's Chromium (scripts/setup-browser.sh).
 test: setup setup-tools
 	scripts/setup-browser.sh
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # The fault matrix of tests/test_faults.py (one seed of each case runs in make test): seeds 1-4,
 # and the chaos run for two minutes per seed (docs/reliability.md records the figures).

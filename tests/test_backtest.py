@@ -16,11 +16,14 @@ import pytest
 from estimators.correction import fit_forest, predict_omega
 from streams.datasets import load_dataset, write_jsonl
 from estimators.marks import pareto_mean
+from estimators.forecast import forecast_size
 from estimators.metrics import best_constant
 from estimators.simulate import SIMULATION_LAWS
 from tweetoscope.backtest import PREDICTORS, backtest, constant_forecasts, cross_validated_forecasts, fit_window, splits
 from tweetoscope.cli import main
 from tweetoscope.config import Settings
+from tweetoscope.learner import train_model
+from tweetoscope.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = Settings(windows=(600, 1200), forest_trees=20, cv_folds=3)
@@ -127,6 +130,22 @@ def test_forest_never_predicts_a_cascade_it_was_trained_on(small_sim):
     are_cv = np.abs(cv - fits.n_true) / fits.n_true
     are_in = np.abs(insample - fits.n_true) / fits.n_true
     assert np.median(are_in) < 0.5 * np.median(are_cv)
+
+
+def test_the_backtest_and_the_learner_select_and_fit_the_correction_alike(small_sim):
+    """One code path: the backtest's forecasts of a fold equal those of the model the pipeline's
+    learner trains on the same samples (its skops file, loaded back)."""
+    d = load_dataset(small_sim)
+    fits = fit_window(d.cascades, 1200, FAST)
+    folds = splits(fits, FAST)
+    cv = cross_validated_forecasts(fits, FAST, folds=folds)
+    train, test = folds[0]
+    data, choice = train_model(fits.X[train, :3], fits.n_true[train], fits.n_obs[train], FAST.forest_trees, FAST.seed,
+                               alpha=FAST.alpha, mu=FAST.mu)
+    model = load_model(data)
+    assert (model.loss, model.min_samples_leaf, model.trend) == choice
+    learnt = forecast_size(fits.n_obs[test], fits.G1[test], fits.n_star[test], predict_omega(model, fits.X[test]))
+    np.testing.assert_allclose(cv[test], learnt, rtol=1e-12)
 
 
 def run_cli(*args):

@@ -21,7 +21,7 @@ Predictors
                    across cascades (never on the cascade it predicts): MAP fit under
                    the empirical prior of the training cascades
                    (:func:`tweetoscope.estimator.empirical_prior`), then the learnt correction
-                   (:func:`estimators.correction.fit_forest`: the model's ARE-optimal
+                   (:func:`tweetoscope.models.fit_correction`, as the learner: the model's ARE-optimal
                    forecast, corrected by a forest where that helps);
     ``seismic``    SEISMIC (Zhao et al., KDD 2015);
     ``oracle``     the exponential-kernel forecast with the true parameters, when the
@@ -42,7 +42,7 @@ import orjson
 from sklearn.model_selection import KFold, TimeSeriesSplit
 
 from estimators import ConvergenceWarning, LogNormalPrior, fit_cascade, pareto_mean
-from estimators.correction import fit_forest, predict_omega
+from estimators.correction import predict_omega
 from estimators.forecast import forecast_size
 from estimators.metrics import are, best_constant, kendall, msle_log2, spearman, top_share
 from estimators.seismic import seismic_predict
@@ -51,6 +51,7 @@ from streams.datasets import Cascade, Dataset
 from .collector import final_T_obs
 from .config import Settings
 from .estimator import complete_fit_kwargs, empirical_prior
+from .models import fit_correction
 
 __all__ = ["PREDICTORS", "Score", "WindowFits", "fit_window", "complete_fits", "splits", "cross_validated_forecasts",
            "constant_forecasts", "summarise", "backtest"]
@@ -239,8 +240,8 @@ def cross_validated_forecasts(
             pos = fits.index[train]
             prior = empirical_prior(full[pos, 0], full[pos, 1], fits.n_true[train], settings)
             f = fit_window(cascades, fits.t_obs, settings, prior=prior, only=fits.index)
-        model = fit_forest(f.X[train], f.n_true[train], n_estimators=settings.forest_trees,
-                           random_state=settings.seed, alpha=settings.alpha, mu=settings.mu)
+        model = fit_correction(f.X[train], f.n_true[train], n_estimators=settings.forest_trees, seed=settings.seed,
+                               alpha=settings.alpha, mu=settings.mu)  # as the pipeline's learner does
         omega = predict_omega(model, f.X[test])
         out[test] = forecast_size(f.n_obs[test], f.G1[test], f.n_star[test], omega)
     return out

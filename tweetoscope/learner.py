@@ -37,13 +37,12 @@ import msgspec
 import numpy as np
 from streamz import RefCounter, Stream
 
-from estimators.correction import fit_forest
 from streams.dask import DaskUnavailable, resilient_result
 from streams.records import Record
 from streams.state import Change, latest_entries
 
 from .config import Settings
-from .models import dump_model, model_record, model_signature
+from .models import dump_model, fit_correction, model_record, model_signature
 from .schemas import SAMPLES, Sample, SchemaError, dlq_record
 
 __all__ = ["learn", "train_model", "SELECT_EVERY", "MAX_PENDING"]
@@ -61,16 +60,14 @@ MAX_PENDING = 4
 def train_model(X: np.ndarray, n_true: np.ndarray, n_obs: np.ndarray, n_estimators: int, seed: int,
                 choice: tuple[str, int, str] | None = None, alpha: float = 2.4,
                 mu: float = 10.0) -> tuple[bytes, tuple[str, int, str]]:
-    """Fit the correction of one window; its skops file and the ``(loss, leaf, trend)`` used (runs on a Dask worker).
+    """Fit the correction of one window (:func:`tweetoscope.models.fit_correction`); its skops file
+    and the ``(loss, leaf, trend)`` used (runs on a Dask worker).
 
     ``X`` = ``[beta, n_star, G1]`` (shape (n, 3)) of the samples, ``n_true`` and ``n_obs``
-    shape (n,). ``choice`` None selects among :data:`estimators.correction.CANDIDATES` by
-    3-fold inner cross-validation on at most 500 of the samples; otherwise that candidate
-    is fitted directly. ``alpha``, ``mu``: the marks' law of the model's own forecast.
+    shape (n,); ``choice`` None: select the candidate, else fit that one.
     """
-    kw = {} if choice is None else {"candidates": (choice,)}
-    model = fit_forest(np.column_stack([X, n_obs]), n_true, n_estimators=n_estimators, random_state=seed, cv=3,
-                       select_max=500, alpha=alpha, mu=mu, **kw)
+    model = fit_correction(np.column_stack([X, n_obs]), n_true, n_estimators=n_estimators, seed=seed, alpha=alpha,
+                           mu=mu, choice=choice)
     return dump_model(model), (model.loss, model.min_samples_leaf, model.trend)
 
 

@@ -18,13 +18,14 @@ import zipfile
 import numpy as np
 import skops.io as sio
 
+from estimators.correction import OmegaForest, fit_forest
 from streams.memory import BINARY
 from streams.records import Record
 
 from .schemas import MODELS, SchemaError
 
-__all__ = ["TRUSTED_TYPES", "MAX_MODEL_BYTES", "dump_model", "load_model", "model_record", "model_signature",
-           "check_model"]
+__all__ = ["TRUSTED_TYPES", "MAX_MODEL_BYTES", "SELECTION_CV", "SELECTION_MAX", "fit_correction", "dump_model",
+           "load_model", "model_record", "model_signature", "check_model"]
 
 #: Types a model file may hold beyond skops' defaults (numpy, builtins, scikit-learn estimators).
 TRUSTED_TYPES = frozenset({
@@ -38,6 +39,27 @@ TRUSTED_TYPES = frozenset({
 
 #: Largest model file the ``models`` topic accepts (bytes); the topic and producers are set up for it.
 MAX_MODEL_BYTES = 64 * 2**20
+
+
+#: Inner cross-validation folds of the correction's candidate selection.
+SELECTION_CV = 3
+#: Samples the selection runs on, at most (the chosen candidate is then fitted on all of them).
+SELECTION_MAX = 500
+
+
+def fit_correction(X: np.ndarray, n_true: np.ndarray, *, n_estimators: int, seed: int, alpha: float, mu: float,
+                   choice: tuple[str, int, str] | None = None) -> OmegaForest:
+    """The correction of one window, as both the pipeline's learner and the backtest learn it.
+
+    ``X``: :func:`estimators.forecast.correction_features` rows (shape (n, 4)); ``n_true``:
+    final sizes (shape (n,)). ``choice`` None selects among
+    :data:`estimators.correction.CANDIDATES` by :data:`SELECTION_CV`-fold inner
+    cross-validation on at most :data:`SELECTION_MAX` samples; otherwise that candidate is
+    fitted directly. ``alpha``, ``mu``: the marks' law of the model's own forecast.
+    """
+    kw = {} if choice is None else {"candidates": (choice,)}
+    return fit_forest(X, n_true, n_estimators=n_estimators, random_state=seed, cv=SELECTION_CV,
+                      select_max=SELECTION_MAX, alpha=alpha, mu=mu, **kw)
 
 
 def dump_model(model: object) -> bytes:
