@@ -638,8 +638,8 @@ def main(argv=None) -> None:
                "diagnostics": {str(int(T) if T.is_integer() else T): v for T, v in diag.items()}}
         print(orjson.dumps(res, option=orjson.OPT_INDENT_2).decode())
         return
-    print(f"{args.n} simulated cascades (simulate_dataset, law {args.law}, seed {args.seed}), {args.samples} kept draws per pair, "
-          f"{seconds:.0f} s")
+    print(f"{args.n} simulated cascades (simulate_dataset, law {args.law}, seed {args.seed}), "
+          f"{args.samples} kept draws per pair, {seconds:.0f} s")
     print(f"{'T_obs':>6} {'pairs':>5}  " + "  ".join(f"{n:>20}" for n in NAMES))
     print(f"{'':>6} {'':>5}  " + "  ".join(f"{'median / mean ARE':>20}" for _ in NAMES))
     for T in windows:

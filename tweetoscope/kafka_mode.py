@@ -13,8 +13,8 @@ topic (compacted: the latest model per window) is read in full by every predicto
 A stage exits non-zero when it cannot go on: a source or sink failed, its Dask cluster
 was lost for longer than ``dask_timeout``, or it made no progress for ``stall_timeout``
 with work in flight, or its consumer was left outside its group (no assignment since a
-revocation or a lost session) for ``stall_timeout``. SIGTERM or SIGINT only request a stop: sources stop, in-flight
-batches drain (Dask work included), sinks flush, state is checkpointed, offsets are
+revocation or a lost session) for ``stall_timeout``. SIGTERM or SIGINT only request a
+stop: sources stop, in-flight batches drain (Dask work included), sinks flush, state is checkpointed, offsets are
 committed, the process exits 0.
 """
 

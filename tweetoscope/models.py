@@ -1,4 +1,5 @@
-"""Correction models on the wire: skops files, never pickles.
+"""Correction models: how they are fitted (:func:`fit_correction`, by the learner and the
+backtest alike) and how they travel: skops files, never pickles.
 
 A model travels on the ``models`` topic as the bytes of a skops file, keyed by
 ``str(T_obs)``, with a ``version`` header (the number of samples it was trained

@@ -211,7 +211,8 @@ class KafkaSource(Source):
         self.restore_seconds: dict[int, float] = {}
         self.joined = False  # True once the group assigned this member its partitions (or, group=False, assigned)
         self.restoring = False
-        self.unassigned_since: float | None = None  # monotonic time of a revocation or loss not yet followed by an assignment
+        # monotonic time of a revocation or loss not yet followed by an assignment
+        self.unassigned_since: float | None = None
         self.tracker = OffsetTracker()
         self._executor: ThreadPoolExecutor | None = None
         self._finalizer: weakref.finalize | None = None
@@ -801,6 +802,7 @@ class KafkaSource(Source):
             self.state = SourceState.CLOSED
             self._closed.set()
             self.tracker.clear()
+            self.unassigned_since = None  # close() revoked everything: not a member stuck outside its group
             with self._lag_lock:
                 self._lag.clear()
             self._shutdown_ok = committed
