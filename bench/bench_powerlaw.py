@@ -19,11 +19,11 @@ import time
 import numpy as np
 import orjson
 
+from estimators.marks import COURSE_MARKS
 from estimators.powerlaw import (
     _Cascade,
     _eval_quadrature,
     fit_powerlaw,
-    powerlaw_mark_moment,
     simulate_powerlaw_cascade,
 )
 
@@ -39,7 +39,7 @@ def exact_loglik(t, m, T, kappa, beta, c, theta):
 def cascades(n_cascades: int, n_events: int, seed: int):
     """Simulated cascades (n_star 0.85, beta 0.5, c 30 s, theta 0.5) with more than n_events events."""
     n_star, beta, c, theta = 0.85, 0.5, 30.0, 0.5
-    kappa = n_star * theta * c**theta / powerlaw_mark_moment(beta, 2.4, 10.0)
+    kappa = n_star * theta * c**theta / COURSE_MARKS.moment(beta)
     rng = np.random.default_rng(seed)
     out = []
     while len(out) < n_cascades:

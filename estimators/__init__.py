@@ -7,7 +7,7 @@ frozen records, so they run the same in a notebook, a benchmark or a Dask task.
 
 from .fit import fit_cascade
 from .hawkes import COURSE_PRIOR, DEFAULT_BETA_BOUNDS, ConvergenceWarning, LogNormalPrior, loglikelihood, loglikelihood_grad
-from .marks import ParetoFit, fit_pareto, pareto_mean, sample_pareto
+from .marks import COURSE_MARKS, MarkLaw, ParetoFit, fit_pareto, pareto_mean, sample_pareto
 from .predictive import are_optimal_size, remaining_size_pmf
 from .prior import fit_prior
 from .forecast import KERNELS, correction_features, forecast_size, message_params, omega_target
@@ -33,6 +33,8 @@ __all__ = [
     "ConvergenceWarning",
     "loglikelihood",
     "loglikelihood_grad",
+    "MarkLaw",
+    "COURSE_MARKS",
     "ParetoFit",
     "fit_pareto",
     "pareto_mean",

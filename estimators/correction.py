@@ -33,6 +33,7 @@ from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_is_fitted
 
 from .forecast import are_weights, forecast_size, omega_target
+from .marks import COURSE_MARKS, MarkLaw
 from .predictive import are_optimal_omega
 
 __all__ = ["OmegaForest", "CANDIDATES", "fit_forest", "predict_omega"]
@@ -45,8 +46,8 @@ class OmegaForest(RegressorMixin, BaseEstimator):
     "Regression-enhanced random forests", 2019):
 
     * ``trend="base"``: the ARE-optimal omega of the Hawkes model itself
-      (:func:`estimators.predictive.are_optimal_omega` with the marks' ``alpha`` and
-      ``mu``, conditioned on ``N >= min_size_``, the smallest final size seen in ``fit``);
+      (:func:`estimators.predictive.are_optimal_omega` under the marks' law ``mark_law``,
+      conditioned on ``N >= min_size_``, the smallest final size seen in ``fit``);
       ``trend="regression"``: the linear median regression of ``log omega`` on
       ``log [beta, n_star, G1]``.
     * ``loss="are"``: absolute-error trees on the ratio of omega to the trend, fitted
@@ -59,20 +60,20 @@ class OmegaForest(RegressorMixin, BaseEstimator):
 
     def __init__(self, loss: str = "are", min_samples_leaf: int = 5, n_estimators: int = 100,
                  random_state: int | None = 0, n_jobs: int | None = None, trend: str = "base",
-                 alpha: float = 2.4, mu: float = 10.0):
+                 mark_law: MarkLaw = COURSE_MARKS):
         self.loss = loss
         self.min_samples_leaf = min_samples_leaf
         self.n_estimators = n_estimators
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.trend = trend
-        self.alpha = alpha
-        self.mu = mu
+        self.mark_law = mark_law
 
     def _trend(self, X: np.ndarray) -> np.ndarray:
         """Log of the trend, shape (n,)."""
         if self.trend == "base":
-            base = are_optimal_omega(X[:, 3], X[:, 1], X[:, 2], alpha=self.alpha, mu=self.mu, min_size=self.min_size_)
+            base = are_optimal_omega(X[:, 3], X[:, 1], X[:, 2], mark_law=self.mark_law,
+                                     min_size=self.min_size_)
             return np.log(np.maximum(base, OMEGA_FLOOR))
         return self.trend_.predict(_log_features(X[:, :3]))
 
@@ -151,8 +152,7 @@ def fit_forest(
     n_estimators: int = 100,
     random_state: int | None = 0,
     select_max: int | None = None,
-    alpha: float = 2.4,
-    mu: float = 10.0,
+    mark_law: MarkLaw = COURSE_MARKS,
 ) -> OmegaForest:
     """Fit the correction on ``X = [beta, n_star, G1, n_obs]`` (shape (n, 4)) and true final sizes (shape (n,)).
 
@@ -162,7 +162,7 @@ def fit_forest(
     ``select_max`` bounds the cost of the selection: it then runs on a random subset of
     at most that many samples (the final fit still uses them all). Samples with
     ``G1 <= 0`` or ``n_star >= 1`` carry no information on omega and are left out.
-    ``alpha``, ``mu``: the marks' Pareto law, for the ``"base"`` trend.
+    ``mark_law``: the marks' law, for the ``"base"`` trend.
     """
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2 or X.shape[1] != 4:
@@ -181,7 +181,7 @@ def fit_forest(
     n_obs = X[:, 3]
     y = omega_target(n_true, n_obs, X[:, 1], X[:, 2])
     w = are_weights(n_true, n_obs, X[:, 1], X[:, 2])
-    kw = {"n_estimators": n_estimators, "random_state": random_state, "alpha": alpha, "mu": mu}
+    kw = {"n_estimators": n_estimators, "random_state": random_state, "mark_law": mark_law}
     scores: dict[tuple[str, int, str], float] = {}
     if len(candidates) > 1 and X.shape[0] >= 2 * cv:
         sub = np.arange(X.shape[0])

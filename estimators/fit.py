@@ -7,6 +7,7 @@ from typing import Literal
 import numpy as np
 
 from .hawkes import COURSE_PRIOR, DEFAULT_BETA_BOUNDS, LogNormalPrior, fit_exp
+from .marks import COURSE_MARKS, MarkLaw
 from .results import HawkesFit, PowerLawFit
 
 __all__ = ["fit_cascade"]
@@ -18,8 +19,7 @@ def fit_cascade(
     t_obs: float,
     *,
     kernel: Literal["exp", "powerlaw"] = "exp",
-    alpha: float = 2.4,
-    mu: float = 10.0,
+    mark_law: MarkLaw = COURSE_MARKS,
     prior: LogNormalPrior | None = COURSE_PRIOR,
     max_n_star: float = 1.0,
     beta_bounds: tuple[float, float] = DEFAULT_BETA_BOUNDS,
@@ -42,9 +42,9 @@ def fit_cascade(
         ``prior`` (MLE with ``prior=None``). ``"powerlaw"``: Mishra et al. (2016),
         fitted by maximum likelihood; ``prior``, ``max_n_star`` and ``beta_bounds``
         apply to the exponential kernel only.
-    alpha, mu : float
-        Pareto exponent and lower bound of the marks (course constants by default;
-        see :func:`estimators.fit_pareto` for real data).
+    mark_law : MarkLaw
+        The law of the marks, for ``n_star`` (the course's Pareto(2.4, 10) by default;
+        :meth:`MarkLaw.fit` learns one from observed marks).
     prior : LogNormalPrior or None
         Prior on ``(p, beta)``, a normal density on ``(log p, log beta)``.
     max_n_star : float
@@ -66,11 +66,11 @@ def fit_cascade(
     """
     if kernel == "exp":
         return fit_exp(
-            times, marks, t_obs, alpha=alpha, mu=mu, prior=prior, max_n_star=max_n_star,
+            times, marks, t_obs, mark_law=mark_law, prior=prior, max_n_star=max_n_star,
             beta_bounds=beta_bounds, mark_floor=mark_floor,
         )
     if kernel == "powerlaw":
         from .powerlaw import fit_powerlaw
 
-        return fit_powerlaw(times, marks, t_obs, alpha=alpha, mu=mu, mark_floor=mark_floor)
+        return fit_powerlaw(times, marks, t_obs, mark_law=mark_law, mark_floor=mark_floor)
     raise ValueError(f"kernel must be 'exp' or 'powerlaw', got {kernel!r}")

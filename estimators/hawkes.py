@@ -37,7 +37,7 @@ from numba import njit
 
 from ._validation import check_cascade, check_positive
 from .forecast import forecast_size
-from .marks import pareto_mean
+from .marks import COURSE_MARKS, MarkLaw
 from .results import HawkesFit
 
 __all__ = [
@@ -273,12 +273,10 @@ def _fit_map(t, m, T, c, n_grid, tol, max_iter):
 
 
 @functools.lru_cache(maxsize=256)
-def _fit_constants(alpha, mu, prior, max_n_star, beta_bounds, mark_floor):
+def _fit_constants(mark_law, prior, max_n_star, beta_bounds, mark_floor):
     """Checked constants of ``_fit_map`` (see there) and E[m]."""
-    alpha = check_positive(alpha, "alpha")
-    mu = check_positive(mu, "mu")
-    if alpha <= 2:
-        raise ValueError(f"alpha must be > 2 for the marks to have a finite mean, got {alpha}")
+    if not isinstance(mark_law, MarkLaw):
+        raise TypeError(f"mark_law must be a MarkLaw, got {type(mark_law).__name__}")
     if not 0 < max_n_star <= 1:
         raise ValueError(f"max_n_star must be in (0, 1], got {max_n_star}")
     if len(beta_bounds) != 2:
@@ -286,7 +284,7 @@ def _fit_constants(alpha, mu, prior, max_n_star, beta_bounds, mark_floor):
     bmin, bmax = (check_positive(b, "beta_bounds") for b in beta_bounds)
     if bmin >= bmax:
         raise ValueError(f"beta_bounds must be increasing, got {beta_bounds}")
-    em = pareto_mean(alpha, mu)
+    em = mark_law.mean
     # the course's bounds: 1e-8 <= p <= max_n_star / E[m] - 1e-8
     umax = math.log(max_n_star / em - 1e-8)
     umin = math.log(1e-8)
@@ -330,8 +328,7 @@ def fit_exp(
     marks: np.ndarray,
     t_obs: float,
     *,
-    alpha: float = 2.4,
-    mu: float = 10.0,
+    mark_law: MarkLaw = COURSE_MARKS,
     prior: LogNormalPrior | None = COURSE_PRIOR,
     max_n_star: float = 1.0,
     beta_bounds: tuple[float, float] = DEFAULT_BETA_BOUNDS,
@@ -346,7 +343,7 @@ def fit_exp(
     that ``n_star = p E[m] < max_n_star`` and ``beta`` (1/s) lies in ``beta_bounds``.
     """
     t, m, T = check_cascade(times, marks, t_obs)
-    consts, em = _fit_constants(alpha, mu, prior, max_n_star, tuple(beta_bounds), mark_floor)
+    consts, em = _fit_constants(mark_law, prior, max_n_star, tuple(beta_bounds), mark_floor)
     u, v, ll, obj, AT, passes, ok = _fit_map(t, m, T, consts, n_grid, tol, max_iter)
     p, beta = math.exp(u), math.exp(v)
     if not (np.isfinite(ll) and np.isfinite(obj)):
@@ -366,8 +363,7 @@ def fit_exp(
         loglik=float(ll),
         log_posterior=float(obj),
         t_obs=T,
-        alpha=float(alpha),
-        mu=float(mu),
+        mark_law=mark_law,
         n_iter=int(passes),
         converged=bool(ok),
     )

@@ -17,7 +17,7 @@ import numpy as np
 
 from ._validation import check_positive
 
-__all__ = ["pareto_mean", "sample_pareto", "fit_pareto", "ParetoFit", "MarkLaw"]
+__all__ = ["pareto_mean", "sample_pareto", "fit_pareto", "ParetoFit", "MarkLaw", "COURSE_MARKS"]
 
 
 def pareto_mean(alpha: float, mu: float) -> float:
@@ -133,10 +133,15 @@ class MarkLaw:
         return cls((), 1.0, float(alpha), float(mu))
 
     @classmethod
-    def fit(cls, marks: np.ndarray, *, bins: int = 64, min_tail: int = 50) -> MarkLaw:
+    def fit(cls, marks: np.ndarray, *, bins: int = 64, min_tail: int = 50, floor: float = 1.0) -> MarkLaw:
         """Fit to observed marks (followers, >= 0, shape (n,)): the Pareto tail by maximum likelihood
-        with its lower bound chosen by the KS distance (:func:`fit_pareto`), the body as bin means."""
+        with its lower bound chosen by the KS distance (:func:`fit_pareto`), the body as bin means.
+
+        Marks below ``floor`` are raised to it first, as the fits do (their ``mark_floor``), so that
+        ``E[m]`` is the mean of the marks the intensity uses."""
         m = np.asarray(marks, dtype=np.float64).ravel()
+        if m.size and np.isfinite(m).all() and (m >= 0).all():
+            m = np.maximum(m, check_positive(floor, "floor"))
         tail_fit = fit_pareto(m, min_tail=min_tail)
         if tail_fit.alpha <= 2:
             raise ValueError(f"the marks' tail exponent is {tail_fit.alpha:.2f} <= 2: their mean is infinite")
@@ -150,6 +155,11 @@ class MarkLaw:
         body = float(np.mean(self.body)) if self.body else 0.0
         return (1.0 - self.tail) * body + self.tail * pareto_mean(self.alpha, self.mu)
 
+    @property
+    def is_pareto(self) -> bool:
+        """Whether the law is a plain Pareto law (no body)."""
+        return not self.body
+
     def moment(self, beta: float) -> float:
         """``E[m**beta]`` (``inf`` if ``beta >= alpha - 1``)."""
         if beta >= self.alpha - 1.0:
@@ -157,6 +167,26 @@ class MarkLaw:
         body = float(np.mean(np.power(self.body, beta))) if self.body else 0.0
         tail = self.mu**beta * (self.alpha - 1.0) / (self.alpha - 1.0 - beta)
         return (1.0 - self.tail) * body + self.tail * tail
+
+    def log_moment_slope(self, beta: float) -> float:
+        """``d log E[m**beta] / d beta = E[m**beta log m] / E[m**beta]`` (``inf`` if ``beta >= alpha - 1``)."""
+        a1 = self.alpha - 1.0
+        if beta >= a1:
+            return float("inf")
+        tail_m = self.mu**beta * a1 / (a1 - beta)                     # E[m**beta] over the tail
+        tail_ml = tail_m * (np.log(self.mu) + 1.0 / (a1 - beta))      # E[m**beta log m] over the tail
+        if not self.body:
+            return float(tail_ml / tail_m)
+        b = np.asarray(self.body)
+        bm, bml = np.mean(b**beta), np.mean(b**beta * np.log(b))
+        w = 1.0 - self.tail
+        return float((w * bml + self.tail * tail_ml) / (w * bm + self.tail * tail_m))
+
+    def __str__(self) -> str:
+        if not self.body:
+            return f"Pareto(alpha={self.alpha:g}, mu={self.mu:g})"
+        return (f"{len(self.body)} body atoms below {self.mu:g} and a Pareto(alpha={self.alpha:.3g}) tail of mass "
+                f"{self.tail:.3g}; E[m] = {self.mean:.4g}")
 
     def sample(self, size: int, random_state: np.random.Generator) -> np.ndarray:
         """``size`` marks drawn from the law (shape (size,))."""
@@ -178,3 +208,7 @@ class MarkLaw:
             k = np.arange(size)
             out += (1.0 - self.tail) * stats.poisson.pmf(k[:, None], p * np.asarray(self.body)[None, :]).mean(axis=1)
         return out
+
+
+#: The course's mark law, Pareto(alpha = 2.4, mu = 10): the default wherever a mark law enters.
+COURSE_MARKS = MarkLaw.pareto()

@@ -12,8 +12,9 @@ the log-likelihood of the events ``t_1 < ... < t_n < T`` on ``[0, T]`` is
     LL = sum_{i>=2} log lambda(t_i) - sum_i kappa m_i**beta (c**-theta - (T - t_i + c)**-theta) / theta,
     lambda(t) = sum_{t_j < t} phi(m_j, t - t_j).
 
-With marks drawn from the Pareto law (exponent ``alpha``, lower bound ``mu``,
-``E[m**beta] = mu**beta (alpha - 1) / (alpha - 1 - beta)``) the branching factor is
+With marks drawn from a :class:`~estimators.marks.MarkLaw` (for the course's Pareto law of
+exponent ``alpha`` and lower bound ``mu``, ``E[m**beta] = mu**beta (alpha - 1) / (alpha - 1 - beta)``)
+the branching factor is
 
     n_star = kappa * E[m**beta] * c**-theta / theta,
 
@@ -92,7 +93,7 @@ from scipy.special import gammainccinv, gammaln, loggamma, psi
 from ._validation import check_cascade, check_positive
 from .hawkes import ConvergenceWarning
 from .forecast import forecast_size
-from .marks import sample_pareto
+from .marks import COURSE_MARKS, MarkLaw, sample_pareto
 from .results import PowerLawFit
 from .simulate import SimulatedCascade, branch
 
@@ -104,7 +105,6 @@ __all__ = [
     "PowerLawCascade",
     "powerlaw_n_star",
     "powerlaw_a1",
-    "powerlaw_mark_moment",
     "powerlaw_loglikelihood",
     "powerlaw_loglikelihood_grad",
     "fit_powerlaw",
@@ -128,21 +128,11 @@ MAX_TABLE_SIZE: int = 4_000_000
 # --------------------------------------------------------------------------- closed forms
 
 
-def powerlaw_mark_moment(beta: float, alpha: float, mu: float) -> float:
-    """``E[m**beta]`` for Pareto marks: ``mu**beta (alpha - 1) / (alpha - 1 - beta)``.
-
-    ``inf`` if ``beta >= alpha - 1``.
-    """
-    if beta >= alpha - 1.0:
-        return float("inf")
-    return float(mu**beta * (alpha - 1.0) / (alpha - 1.0 - beta))
-
-
 def powerlaw_n_star(
-    kappa: float, beta: float, c: float, theta: float, *, alpha: float = 2.4, mu: float = 10.0
+    kappa: float, beta: float, c: float, theta: float, *, mark_law: MarkLaw = COURSE_MARKS
 ) -> float:
     """Branching factor ``kappa E[m**beta] c**-theta / theta`` (``c`` in seconds)."""
-    return float(kappa * powerlaw_mark_moment(beta, alpha, mu) * c ** (-theta) / theta)
+    return float(kappa * mark_law.moment(beta) * c ** (-theta) / theta)
 
 
 def powerlaw_a1(
@@ -483,16 +473,14 @@ def powerlaw_loglikelihood_grad(
 class _Profile:
     """Log-likelihood maximised over ``n_star`` in closed form, as a function of ``(beta, log c, log theta)``."""
 
-    def __init__(self, casc: _Cascade, alpha: float, mu: float, n_star_max: float):
+    def __init__(self, casc: _Cascade, mark_law: MarkLaw, n_star_max: float):
         self.casc = casc
-        self.alpha = alpha
-        self.log_mu = math.log(mu)
+        self.mark_law = mark_law
         self.n_star_max = n_star_max
 
     def log_moment(self, beta: float) -> float:
-        """``log E[m**beta]`` for the Pareto marks."""
-        a1 = self.alpha - 1.0
-        return beta * self.log_mu + math.log(a1) - math.log(a1 - beta)
+        """``log E[m**beta]`` under the marks' law."""
+        return math.log(self.mark_law.moment(beta))
 
     def n_star_hat(self, log_k0: float, C: float) -> float:
         """argmax of ``(n-1) log n_star - n_star k0 C`` over ``[N_STAR_MIN, n_star_max]``."""
@@ -514,7 +502,7 @@ class _Profile:
         n1 = casc.n1
         ll = n1 * log_kappa + L - kappa * C
         gk = n1 - kappa * C  # d LL / d log kappa
-        gb = Lb - kappa * Cb - gk * (self.log_mu + 1.0 / (self.alpha - 1.0 - beta))
+        gb = Lb - kappa * Cb - gk * self.mark_law.log_moment_slope(beta)
         gc = c * (Lc - kappa * Cc) + gk * theta
         gt = theta * (Lt - kappa * Ct) + gk * (1.0 + theta * lc)
         return ll, np.array([gb, gc, gt])
@@ -554,8 +542,7 @@ def fit_powerlaw(
     marks: np.ndarray,
     t_obs: float,
     *,
-    alpha: float = 2.4,
-    mu: float = 10.0,
+    mark_law: MarkLaw = COURSE_MARKS,
     mark_floor: float = 1.0,
     max_n_star: float = DEFAULT_MAX_N_STAR,
     beta_bounds: tuple[float, float] | None = None,
@@ -574,14 +561,14 @@ def fit_powerlaw(
         Only events with ``t < t_obs`` are used; at least two are needed.
     t_obs : float
         End of the observation window, seconds.
-    alpha, mu : float
-        Pareto law of the marks, used for ``n_star`` (``alpha > 1``).
+    mark_law : MarkLaw
+        The marks' law, used for ``n_star`` (``E[m**beta]``).
     mark_floor : float
         Marks below it are raised to it (> 0, as ``m**beta`` needs ``m > 0``).
     max_n_star : float
         Upper bound on the branching factor, in (0, 1).
     beta_bounds : (float, float) or None
-        Bounds on the mark exponent; default ``(0, 0.99 (alpha - 1))``.
+        Bounds on the mark exponent; default ``(0, 0.99 (alpha - 1))``, ``alpha`` the law's tail exponent.
     c_bounds : (float, float)
         Bounds on ``c``, seconds.
     theta_bounds : (float, float)
@@ -607,10 +594,9 @@ def fit_powerlaw(
         If the optimum is not finite (never returned silently).
     """
     t, m, T = _prepare(times, marks, t_obs, mark_floor)
-    alpha = check_positive(alpha, "alpha")
-    mu = check_positive(mu, "mu")
-    if alpha <= 1:
-        raise ValueError(f"alpha must be > 1 for E[m**beta] to be finite for some beta >= 0, got {alpha}")
+    if not isinstance(mark_law, MarkLaw):
+        raise TypeError(f"mark_law must be a MarkLaw, got {type(mark_law).__name__}")
+    alpha = mark_law.alpha
     max_n_star = check_positive(max_n_star, "max_n_star")
     if max_n_star >= 1:
         raise ValueError(f"max_n_star must be in (0, 1), got {max_n_star}")
@@ -627,7 +613,7 @@ def fit_powerlaw(
 
     quad = _quadrature(c_lo, _round_up(c_hi + float(t[-1] - t[0])), 1.0 + th_lo, 1.0 + th_hi, rtol)
     casc = _Cascade(t, m, T, quad)
-    prof = _Profile(casc, alpha, mu, max_n_star)
+    prof = _Profile(casc, mark_law, max_n_star)
     pts, vals = _start_grid(casc, prof, (b_lo, b_hi), (c_lo, c_hi), (th_lo, th_hi))
     scale = 1.0 / casc.n
 
@@ -671,8 +657,7 @@ def fit_powerlaw(
         loglik=float(ll),
         log_posterior=float(ll),
         t_obs=T,
-        alpha=alpha,
-        mu=mu,
+        mark_law=mark_law,
         n_iter=int(casc.passes),
         converged=bool(ok),
     )
@@ -708,7 +693,7 @@ class PowerLawCascade(SimulatedCascade):
 
     @property
     def n_star(self) -> float:
-        return powerlaw_n_star(self.kappa, self.beta, self.c, self.theta, alpha=self.alpha, mu=self.mu)
+        return powerlaw_n_star(self.kappa, self.beta, self.c, self.theta, mark_law=MarkLaw.pareto(self.alpha, self.mu))
 
 
 #: Longest delay drawn by the simulator, seconds (Lomax draws beyond it would overflow).
@@ -751,7 +736,7 @@ def simulate_powerlaw_cascade(
     beta = float(beta)
     if not 0 <= beta < alpha - 1:
         raise ValueError(f"beta must be in [0, alpha - 1) = [0, {alpha - 1}), got {beta}")
-    n_star = powerlaw_n_star(kappa, beta, c, theta, alpha=alpha, mu=mu)
+    n_star = powerlaw_n_star(kappa, beta, c, theta, mark_law=MarkLaw.pareto(alpha, mu))
     if n_star >= 1:
         raise ValueError(f"the branching factor n_star = {n_star:.3f} must be < 1 for a finite cascade")
     rng = np.random.default_rng(random_state)

@@ -1,8 +1,8 @@
 """The law of a cascade's remaining size, and the forecast that minimises the expected ARE.
 
-Under the marked exponential Hawkes model with Pareto(``alpha``, ``mu``) marks, the
+Under the marked exponential Hawkes model with marks of a :class:`~estimators.marks.MarkLaw`, the
 events observed before ``T_obs`` still have ``Poisson(G1)`` direct children to come;
-every future event has a Pareto mark ``m`` and ``Poisson(p m)`` children of its own,
+every future event has a mark ``m`` of that law and ``Poisson(p m)`` children of its own,
 ``p = n_star / E[m]``. Only counts matter, so the remaining size ``R`` is a compound
 Poisson sum of Galton-Watson total progenies:
 
@@ -23,7 +23,7 @@ Method (exact up to truncation, no Monte Carlo):
 * the total progeny by the hitting-time theorem ``P(T = n) = P(S_n = n - 1) / n``
   (``S_n`` a sum of ``n`` offspring counts), all ``n <= TOTAL_TERMS`` at once with one
   batch of FFTs, on a grid of ``n_star`` (step :data:`N_STAR_STEP`, cached per
-  ``(alpha, mu)``, interpolated linearly between grid points);
+  mark law, interpolated linearly between grid points);
 * the compound Poisson law of ``R`` by FFT, ``pgf_R = exp(G1 (pgf_T - 1))``, on a
   length that grows with the expected remaining size.
 """
@@ -37,7 +37,7 @@ import numpy as np
 from scipy import special
 
 from ._validation import check_positive
-from .marks import pareto_mean
+from .marks import COURSE_MARKS, MarkLaw
 
 __all__ = ["offspring_pmf", "progeny_pmf", "remaining_size_pmf", "are_optimal_size", "are_optimal_omega"]
 
@@ -79,7 +79,7 @@ def offspring_pmf(p: float, alpha: float, mu: float, size: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=512)
-def _progeny_on_grid(i: int, alpha: float, mu: float) -> np.ndarray:
+def _progeny_on_grid(i: int, mark_law: MarkLaw) -> np.ndarray:
     """``P(T = n)`` for ``n = 0 .. TOTAL_TERMS`` (the last entry holds the tail) at ``n_star = i * N_STAR_STEP``."""
     M = TOTAL_TERMS
     out = np.zeros(M + 1)
@@ -88,7 +88,7 @@ def _progeny_on_grid(i: int, alpha: float, mu: float) -> np.ndarray:
         out[1] = 1.0
         return out
     L = 2 * M                  # S_n >= L would wrap around; for n <= M its mass there is negligible
-    f = offspring_pmf(n_star / pareto_mean(alpha, mu), alpha, mu, L)   # P(xi >= L) is negligible and dropped
+    f = mark_law.offspring_pmf(n_star / mark_law.mean, L)   # P(xi >= L) is negligible and dropped
     phi = np.fft.fft(f)                                    # pgf of xi at the L-th roots of unity
     powers = np.cumprod(np.broadcast_to(phi, (M, L)), axis=0)   # row n-1: pgf of S_n
     S = np.fft.ifft(powers, axis=1).real                  # row n-1: pmf of S_n
@@ -98,7 +98,7 @@ def _progeny_on_grid(i: int, alpha: float, mu: float) -> np.ndarray:
     return out
 
 
-def progeny_pmf(n_star: float, alpha: float = 2.4, mu: float = 10.0) -> np.ndarray:
+def progeny_pmf(n_star: float, mark_law: MarkLaw = COURSE_MARKS) -> np.ndarray:
     """Law of the total progeny ``T`` of one new event (itself included), shape (TOTAL_TERMS + 1,).
 
     Entry ``n`` is ``P(T = n)``; the last entry also holds ``P(T > TOTAL_TERMS)``.
@@ -106,18 +106,18 @@ def progeny_pmf(n_star: float, alpha: float = 2.4, mu: float = 10.0) -> np.ndarr
     """
     if not 0.0 <= n_star < 1.0:
         raise ValueError(f"n_star must be in [0, 1), got {n_star}")
-    if alpha <= 2.0:
-        raise ValueError(f"alpha must be > 2 for a finite mean mark, got {alpha}")
+    if not isinstance(mark_law, MarkLaw):
+        raise TypeError(f"mark_law must be a MarkLaw, got {type(mark_law).__name__}")
     x = n_star / N_STAR_STEP
     lo = int(math.floor(x))
     w = x - lo
-    f = _progeny_on_grid(lo, float(alpha), float(mu))
+    f = _progeny_on_grid(lo, mark_law)
     if w > 1e-12:
-        f = (1.0 - w) * f + w * _progeny_on_grid(lo + 1, float(alpha), float(mu))
+        f = (1.0 - w) * f + w * _progeny_on_grid(lo + 1, mark_law)
     return f
 
 
-def remaining_size_pmf(n_star: float, G1: float, alpha: float = 2.4, mu: float = 10.0,
+def remaining_size_pmf(n_star: float, G1: float, mark_law: MarkLaw = COURSE_MARKS,
                        length: int | None = None) -> np.ndarray:
     """Law of the number ``R`` of events still to come, ``P(R = r)`` for ``r < length``, shape (length,).
 
@@ -126,7 +126,7 @@ def remaining_size_pmf(n_star: float, G1: float, alpha: float = 2.4, mu: float =
     """
     if not (math.isfinite(G1) and G1 >= 0):
         raise ValueError(f"G1 must be finite and >= 0, got {G1}")
-    fT = progeny_pmf(n_star, alpha, mu)
+    fT = progeny_pmf(n_star, mark_law)
     if length is None:
         mean = G1 / (1.0 - n_star)
         length = min(MAX_LENGTH, 1 << max(8, math.ceil(math.log2(16.0 * mean + 64.0 * math.sqrt(mean + 1.0) + 64.0))))
@@ -143,7 +143,7 @@ def remaining_size_pmf(n_star: float, G1: float, alpha: float = 2.4, mu: float =
     return np.clip(pR[:length], 0.0, None)
 
 
-def are_optimal_size(n_obs: float, n_star: float, G1: float, *, alpha: float = 2.4, mu: float = 10.0,
+def are_optimal_size(n_obs: float, n_star: float, G1: float, *, mark_law: MarkLaw = COURSE_MARKS,
                      min_size: float = 1.0) -> float:
     """The forecast of the final size ``N = n_obs + R`` with the least expected ARE.
 
@@ -158,7 +158,7 @@ def are_optimal_size(n_obs: float, n_star: float, G1: float, *, alpha: float = 2
         return math.inf
     if G1 <= 0:
         return float(max(n_obs, min_size))
-    pR = remaining_size_pmf(n_star, G1, alpha, mu)
+    pR = remaining_size_pmf(n_star, G1, mark_law)
     tail = max(1.0 - pR.sum(), 0.0)
     N = n_obs + np.arange(pR.size, dtype=np.float64)
     w = np.where(N >= min_size, pR / N, 0.0)
@@ -170,8 +170,8 @@ def are_optimal_size(n_obs: float, n_star: float, G1: float, *, alpha: float = 2
     return float(N[j]) if j < N.size else float(n_obs + pR.size)
 
 
-def are_optimal_omega(n_obs: np.ndarray, n_star: np.ndarray, G1: np.ndarray, *, alpha: float = 2.4,
-                      mu: float = 10.0, min_size: float = 1.0) -> np.ndarray:
+def are_optimal_omega(n_obs: np.ndarray, n_star: np.ndarray, G1: np.ndarray, *,
+                      mark_law: MarkLaw = COURSE_MARKS, min_size: float = 1.0) -> np.ndarray:
     """:func:`are_optimal_size` as a correction ``omega`` (``(N - n_obs)(1 - n_star) / G1``), element-wise.
 
     Shape of the broadcast inputs; 0 where ``G1 <= 0`` or ``n_star >= 1``.
@@ -181,6 +181,6 @@ def are_optimal_omega(n_obs: np.ndarray, n_star: np.ndarray, G1: np.ndarray, *, 
     for idx in np.ndindex(n_obs.shape):
         g, ns = G1[idx], n_star[idx]
         if g > 0 and ns < 1:
-            x = are_optimal_size(n_obs[idx], ns, g, alpha=alpha, mu=mu, min_size=min_size)
+            x = are_optimal_size(n_obs[idx], ns, g, mark_law=mark_law, min_size=min_size)
             out[idx] = (x - n_obs[idx]) * (1.0 - ns) / g
     return out

@@ -23,13 +23,13 @@ import numpy as np
 from scipy import optimize, special
 
 from .hawkes import DEFAULT_BETA_BOUNDS, LogNormalPrior
-from .marks import pareto_mean
+from .marks import COURSE_MARKS, MarkLaw
 from .predictive import progeny_pmf
 
 __all__ = ["fit_prior", "prior_from_log_moments", "selection_weights"]
 
 
-def selection_weights(n_star: np.ndarray, min_size: float, *, alpha: float = 2.4, mu: float = 10.0) -> np.ndarray:
+def selection_weights(n_star: np.ndarray, min_size: float, *, mark_law: MarkLaw = COURSE_MARKS) -> np.ndarray:
     """Inverse probabilities ``1 / P(N >= min_size | n_star)`` that a cascade reaches ``min_size`` events, shape (n,).
 
     A dataset that keeps only cascades of at least ``min_size`` events over-represents
@@ -38,7 +38,7 @@ def selection_weights(n_star: np.ndarray, min_size: float, *, alpha: float = 2.4
     """
     k = max(int(np.ceil(min_size)), 1)
     ns = np.clip(np.asarray(n_star, dtype=np.float64), 0.0, 0.99)
-    reach = np.array([progeny_pmf(float(x), alpha, mu)[k:].sum() for x in ns.ravel()]).reshape(ns.shape)
+    reach = np.array([progeny_pmf(float(x), mark_law)[k:].sum() for x in ns.ravel()]).reshape(ns.shape)
     return 1.0 / np.maximum(reach, 1e-6)
 
 
@@ -78,8 +78,7 @@ def fit_prior(
     p: np.ndarray,
     beta: np.ndarray,
     *,
-    alpha: float = 2.4,
-    mu: float = 10.0,
+    mark_law: MarkLaw = COURSE_MARKS,
     max_n_star: float = 1.0,
     beta_bounds: tuple[float, float] = DEFAULT_BETA_BOUNDS,
     min_size: float = 1.0,
@@ -87,7 +86,7 @@ def fit_prior(
 ) -> LogNormalPrior:
     """The log-normal prior on ``(p, beta)`` (beta in 1/s) that best explains these estimates, shape (n,) each.
 
-    ``alpha``, ``mu``: the marks' Pareto law (``n_star = p E[m]``); ``max_n_star`` and
+    ``mark_law``: the marks' law (``n_star = p E[m]``); ``max_n_star`` and
     ``beta_bounds``: the bounds the estimates were fitted under. Estimates on a bound
     carry no information on the law's shape beyond it and are left out. ``min_size``:
     the cascades come from a sample that keeps only those of at least that many events;
@@ -99,7 +98,7 @@ def fit_prior(
     if p.shape != beta.shape or p.ndim != 1:
         raise ValueError(f"p and beta must be 1-D arrays of the same length, got {p.shape} and {beta.shape}")
     ok = np.isfinite(p) & np.isfinite(beta) & (p > 0) & (beta > 0)
-    mean_mark = pareto_mean(alpha, mu)
+    mean_mark = mark_law.mean
     p_hi = max_n_star / mean_mark
     lo_b, hi_b = np.log(beta_bounds[0]), np.log(beta_bounds[1])
     lp, lb = np.log(p[ok]), np.log(beta[ok])
@@ -108,7 +107,7 @@ def fit_prior(
     if lp.size < min_samples:
         raise ValueError(f"need at least {min_samples} estimates strictly inside the bounds to fit a prior, "
                          f"got {lp.size}")
-    w = selection_weights(np.exp(lp) * mean_mark, min_size, alpha=alpha, mu=mu) if min_size > 1 else np.ones(lp.size)
+    w = selection_weights(np.exp(lp) * mean_mark, min_size, mark_law=mark_law) if min_size > 1 else np.ones(lp.size)
     mp, sp = _truncated_normal_mle(lp, -np.inf, np.log(p_hi), w)
     mb, sb = _truncated_normal_mle(lb, lo_b, hi_b, w)
     r = float(np.cov(lp, lb, aweights=w)[0, 1] / np.sqrt(np.cov(lp, aweights=w) * np.cov(lb, aweights=w))) if lp.size > 2 else 0.0

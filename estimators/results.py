@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .forecast import forecast_size, message_params
+from .marks import MarkLaw
 
 __all__ = ["HawkesFit", "PowerLawFit", "remaining_size_sd"]
 
@@ -50,8 +51,8 @@ class HawkesFit:
         (equal to ``loglik`` for a maximum-likelihood fit).
     t_obs : float
         Observation time, seconds.
-    alpha, mu : float
-        Pareto exponent and lower bound of the marks used for ``n_star``.
+    mark_law : MarkLaw
+        The marks' law used for ``n_star``.
     n_iter : int
         Likelihood passes over the events spent by the optimiser.
     converged : bool
@@ -67,8 +68,7 @@ class HawkesFit:
     loglik: float
     log_posterior: float
     t_obs: float
-    alpha: float
-    mu: float
+    mark_law: MarkLaw
     n_iter: int
     converged: bool
     kernel: str = "exp"
@@ -107,7 +107,7 @@ class PowerLawFit:
         Branching factor ``kappa * E[m**beta] * c**-theta / theta``.
     G1 : float
         Expected number of direct children after ``t_obs`` (``A1`` in the paper).
-    n_obs, final_size, loglik, log_posterior, t_obs, alpha, mu, n_iter, converged
+    n_obs, final_size, loglik, log_posterior, t_obs, mark_law, n_iter, converged
         As in :class:`HawkesFit`.
     """
 
@@ -122,8 +122,7 @@ class PowerLawFit:
     loglik: float
     log_posterior: float
     t_obs: float
-    alpha: float
-    mu: float
+    mark_law: MarkLaw
     n_iter: int
     converged: bool
     kernel: str = "powerlaw"

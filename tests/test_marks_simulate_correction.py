@@ -191,3 +191,37 @@ def test_mark_law_fits_a_body_and_a_pareto_tail():
     assert course.mean == pytest.approx(pareto_mean(2.4, 10.0)) and hash(course) == hash(MarkLaw.pareto())
     with pytest.raises(ValueError, match="alpha"):
         MarkLaw.pareto(alpha=2.0)
+
+
+def test_a_learnt_mark_law_enters_the_fits_the_prior_and_the_predictive_law():
+    """Wherever E[m] or the offspring law enters, a learnt law replaces the course's: n_star of both
+    kernels, the powerlaw profile's gradient, the law of the remaining size and the prior's weights."""
+    from estimators import MarkLaw, fit_cascade, simulate_cascade
+    from estimators.predictive import are_optimal_size, progeny_pmf
+    from estimators.prior import selection_weights
+
+    rng = np.random.default_rng(8)
+    n = 20_000
+    body = np.exp(rng.normal(5.0, 1.2, n))
+    law = MarkLaw.fit(np.where(body < 1500, body, sample_pareto(2.5, 1500.0, n, rng)))
+    course = MarkLaw.pareto()
+    for beta in (0.0, 0.3, 0.9):  # the slope of log E[m**beta], against a central difference
+        h = 1e-6
+        numeric = (np.log(law.moment(beta + h)) - np.log(law.moment(beta - h))) / (2 * h) if beta else None
+        if numeric is not None:
+            assert law.log_moment_slope(beta) == pytest.approx(numeric, rel=1e-5)
+        assert course.log_moment_slope(beta) == pytest.approx(np.log(10.0) + 1.0 / (1.4 - beta), rel=1e-12)
+    c = next(c for seed in range(100) if (c := simulate_cascade(0.8 / course.mean, 1e-3, random_state=seed)).size > 50)
+    f = fit_cascade(c.times, c.marks, 3600.0, mark_law=law, prior=None)
+    assert f.n_star == pytest.approx(f.p * law.mean, rel=1e-12) and f.mark_law is law
+    g = fit_cascade(c.times, c.marks, 3600.0, kernel="powerlaw", mark_law=law)
+    assert g.n_star == pytest.approx(g.kappa * law.moment(g.beta) * g.c ** -g.theta / g.theta, rel=1e-9)
+    pl = progeny_pmf(0.3, law)
+    pc = progeny_pmf(0.3, course)
+    for pmf in (pl, pc):  # total progeny: a law with mean 1 / (1 - n_star)
+        assert pmf.sum() == pytest.approx(1.0, abs=1e-9)
+        assert (np.arange(pmf.size) * pmf).sum() == pytest.approx(1 / 0.7, rel=1e-2)
+    assert np.abs(pl - pc).sum() > 0.01  # ... whose shape depends on the marks' law
+    assert are_optimal_size(50, 0.8, 20.0, mark_law=law) != are_optimal_size(50, 0.8, 20.0, mark_law=course)
+    w = selection_weights(np.array([0.3, 0.8]), 50, mark_law=law)
+    assert w[0] > w[1] > 1 and not np.allclose(w, selection_weights(np.array([0.3, 0.8]), 50))

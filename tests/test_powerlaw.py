@@ -10,7 +10,7 @@ import pytest
 from scipy import integrate, stats
 from scipy.optimize import minimize
 
-from estimators import CascadeTooLarge, ConvergenceWarning, PowerLawFit, SimulatedCascade, fit_cascade
+from estimators import CascadeTooLarge, ConvergenceWarning, MarkLaw, PowerLawFit, SimulatedCascade, fit_cascade
 from estimators.powerlaw import (
     KERNEL_RTOL,
     _Cascade,
@@ -20,7 +20,6 @@ from estimators.powerlaw import (
     powerlaw_a1,
     powerlaw_loglikelihood,
     powerlaw_loglikelihood_grad,
-    powerlaw_mark_moment,
     powerlaw_n_star,
     simulate_powerlaw_cascade,
 )
@@ -30,7 +29,7 @@ ALPHA, MU = 2.4, 10.0
 
 def kappa_for(n_star, beta, c, theta, alpha=ALPHA, mu=MU):
     """The kappa giving branching factor n_star."""
-    return n_star * theta * c**theta / powerlaw_mark_moment(beta, alpha, mu)
+    return n_star * theta * c**theta / MarkLaw.pareto(alpha, mu).moment(beta)
 
 
 def brute_loglik(t, m, T, kappa, beta, c, theta, mark_floor=1.0):
@@ -209,8 +208,8 @@ def test_n_star_matches_numeric_integral(beta, c, theta, alpha, mu):
     dens = lambda m: (alpha - 1) * mu ** (alpha - 1) * m**-alpha  # noqa: E731
     em = integrate.quad(lambda m: m**beta * dens(m), mu, np.inf, limit=200, epsabs=0.0, epsrel=1e-10)[0]
     et = integrate.quad(lambda tau: (tau + c) ** (-1.0 - theta), 0.0, np.inf, limit=200, epsabs=0.0, epsrel=1e-10)[0]
-    assert powerlaw_mark_moment(beta, alpha, mu) == pytest.approx(em, rel=1e-7)
-    assert powerlaw_n_star(kappa, beta, c, theta, alpha=alpha, mu=mu) == pytest.approx(kappa * em * et, rel=1e-7)
+    assert MarkLaw.pareto(alpha, mu).moment(beta) == pytest.approx(em, rel=1e-7)
+    assert powerlaw_n_star(kappa, beta, c, theta, mark_law=MarkLaw.pareto(alpha, mu)) == pytest.approx(kappa * em * et, rel=1e-7)
 
 
 def test_a1_n_star_and_forecast_of_a_fit_match_their_definitions():
@@ -227,7 +226,7 @@ def test_a1_n_star_and_forecast_of_a_fit_match_their_definitions():
     )
     assert f.G1 == pytest.approx(a1, rel=1e-6)
     assert powerlaw_a1(c.times, c.marks, T, f.kappa, f.beta, f.c, f.theta) == pytest.approx(a1, rel=1e-6)
-    assert f.n_star == pytest.approx(powerlaw_n_star(f.kappa, f.beta, f.c, f.theta, alpha=ALPHA, mu=MU), rel=1e-12)
+    assert f.n_star == pytest.approx(powerlaw_n_star(f.kappa, f.beta, f.c, f.theta, mark_law=MarkLaw.pareto(ALPHA, MU)), rel=1e-12)
     assert f.final_size == pytest.approx(f.n_obs + f.G1 / (1 - f.n_star), rel=1e-12)
     assert f.predict() == pytest.approx(f.final_size)
     assert f.loglik == f.log_posterior
@@ -347,7 +346,7 @@ def test_fit_fields_bounds_and_dispatch():
     T = 1800.0
     f = fit_powerlaw(s.times, s.marks, T)
     assert isinstance(f, PowerLawFit) and f.kernel == "powerlaw"
-    assert f.t_obs == T and f.alpha == ALPHA and f.mu == MU and f.n_obs == int(np.sum(s.times < T))
+    assert f.t_obs == T and f.mark_law == MarkLaw.pareto(ALPHA, MU) and f.n_obs == int(np.sum(s.times < T))
     assert 0 < f.n_star <= 0.999 and f.kappa > 0
     assert 0 <= f.beta < ALPHA - 1 and 1.0 <= f.c <= 3600.0 and 0.01 <= f.theta <= 3.0
     assert f.converged and f.n_iter > 0
@@ -422,7 +421,6 @@ def test_bad_input_raises_a_clear_value_error(times, marks, t_obs, match):
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(alpha=1.0), "alpha"),
         (dict(max_n_star=1.0), "max_n_star"),
         (dict(mark_floor=0.0), "mark_floor"),
         (dict(beta_bounds=(0.0, 1.4)), "beta_bounds"),

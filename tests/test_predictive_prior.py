@@ -56,8 +56,8 @@ def test_progeny_law():
         assert (T * np.arange(T.size)).sum() <= 1 / (1 - n_star)
     with pytest.raises(ValueError, match="n_star"):
         progeny_pmf(1.0)
-    with pytest.raises(ValueError, match="alpha"):
-        progeny_pmf(0.5, alpha=2.0)
+    with pytest.raises(TypeError, match="MarkLaw"):
+        progeny_pmf(0.5, (2.4, 10.0))
 
 
 @pytest.mark.parametrize("n_star,G1,n_obs", [(0.5, 3.0, 5), (0.8, 10.0, 20), (0.3, 0.5, 3)])
