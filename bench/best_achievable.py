@@ -20,6 +20,12 @@ are scored by their absolute relative error ``|N_hat - N| / N``:
     No estimator can have a lower expected ARE on this dataset.
 ``posterior_mean``
     The mean of that posterior predictive law (for comparison).
+``map_plugin``
+    The best a point estimate can do knowing the generating law: the MAP fit under the TRUE
+    prior and mark law (``estimators.fit_cascade``, same truncation), then the ARE-optimal
+    point of the model's law of ``N`` at that estimate (``estimators.predictive``, given
+    ``N >= min_size``). It ignores the posterior's spread: its gap to ``best_achievable`` is
+    what the pipeline's plug-in forecast loses before any prior is learnt or correction fitted.
 
 Method (Monte Carlo):
 
@@ -62,7 +68,9 @@ import numpy as np
 from numba import njit
 
 from estimators.hawkes import DEFAULT_BETA_BOUNDS, _pass
-from estimators.marks import pareto_mean
+from estimators.fit import fit_cascade
+from estimators.marks import MarkLaw, pareto_mean
+from estimators.predictive import are_optimal_size
 from estimators.simulate import SIMULATION_LAWS, SIMULATION_PRIOR, LogNormalPrior, simulate_dataset
 
 __all__ = [
@@ -76,7 +84,7 @@ __all__ = [
     "NAMES",
 ]
 
-NAMES = ("oracle_mean", "oracle_are_optimal", "best_achievable", "posterior_mean")
+NAMES = ("oracle_mean", "oracle_are_optimal", "best_achievable", "posterior_mean", "map_plugin")
 
 #: Cells of the v grid and of each u slice; log-density drops that bound the grids.
 NV = 128
@@ -480,7 +488,10 @@ def evaluate_pair(
                                beta_bounds=beta_bounds)
     bay = selected_predictive(post.sample, n_obs, n_samples, alpha=alpha, mu=mu, min_size=min_size,
                               max_size=max_size)
+    law = MarkLaw.pareto(alpha, mu)
+    fit = fit_cascade(times, marks, t_obs, mark_law=law, prior=prior, max_n_star=max_n_star, beta_bounds=beta_bounds)
     forecasts = {
+        "map_plugin": are_optimal_size(fit.n_obs, fit.n_star, fit.G1, mark_law=law, min_size=min_size),
         "oracle_mean": n_obs + G1 / (1.0 - n_star),
         "oracle_are_optimal": are_optimal_point(orc["N"]),
         "best_achievable": are_optimal_point(bay["N"]),

@@ -47,6 +47,7 @@ def test_env_windows_and_config_file_from_env(tmp_path):
         ({"alpha": 1.5}, {}, "alpha must be > 2"),
         ({"windows": (1200, 600)}, {}, "increasing"),
         ({"kernel": "gauss"}, {}, "kernel"),
+        ({"marks": "lognormal"}, {}, "marks must be .pareto. or .learnt."),
         ({"nope": 1}, {}, "unknown setting"),
         ({"max_n_star": 1.5}, {}, "max_n_star"),
     ],

@@ -225,3 +225,31 @@ def test_the_embedded_pipeline_fits_under_the_learnt_prior(sim, scheduler, tmp_p
                 moved += n_hat != pytest.approx(course[T].hawkes[j], rel=1e-3)
                 late += 1
     assert early > 20 and late > 20 and moved > late / 2  # the prior changed most forecasts
+
+
+def test_the_embedded_pipeline_learns_the_marks_law_and_the_learner_takes_it(sim, scheduler, tmp_path, caplog):
+    """marks="learnt": once 30 cascades have ended the estimator learns the marks' law from their marks,
+    publishes it on ``marks`` and fits later windows under it (n_star / p is its mean); the learner
+    takes the law from ``marks``. Paced as the learnt-prior test above."""
+    from estimators import MarkLaw
+
+    s = settings_for(scheduler, terminated=600.0, stagger=3600.0, prior_min_cascades=30, marks="learnt")
+    with caplog.at_level("INFO", logger="tweetoscope"):
+        asyncio.run(run_embedded(sim, s, tmp_path, speed=50_000))
+    (law,) = [r["value"] for r in read_jsonl_topic(tmp_path / "marks.jsonl")]
+    law = MarkLaw(tuple(law["body"]), law["tail"], law["alpha"], law["mu"])
+    assert law != s.mark_law
+    assert any(m.startswith("learner: marks' law from 30 whole cascades") for m in caplog.messages)
+    early = late = 0
+    for r in read_jsonl_topic(tmp_path / "cascade_properties.jsonl"):
+        v = r["value"]
+        if v["type"] != "parameters":
+            continue
+        i, (p, _, n_star, _) = int(v["cid"]) - 1, v["params"]
+        if i < 20:
+            assert n_star / p == pytest.approx(s.mark_law.mean, rel=1e-9)
+            early += 1
+        elif i >= 50:
+            assert n_star / p == pytest.approx(law.mean, rel=1e-9)
+            late += 1
+    assert early > 20 and late > 20

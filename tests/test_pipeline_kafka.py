@@ -102,3 +102,24 @@ def test_dashboard_kafka_feed_reads_the_topics_and_the_lag(kafka_bootstrap, sche
     text = console.export_text()
     largest = max(latest.values(), key=lambda a: a.n_tot)
     assert f"top 3 of {len(expected)} alerts" in text and f"{largest.n_tot:,.0f}" in text
+
+
+def test_kafka_mode_publishes_the_learnt_marks_law_on_a_compacted_topic(kafka_bootstrap, scheduler, small, caplog):
+    """marks="learnt" on the broker: the estimator publishes the law it learnt from the final series on
+    ``marks`` (created compacted), and the learner takes it."""
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    from estimators import MarkLaw
+
+    s = settings_for(kafka_bootstrap, scheduler, marks="learnt", prior_min_cascades=10)
+    with caplog.at_level("INFO", logger="tweetoscope"):
+        assert asyncio.run(run_kafka(s, dataset=load_dataset(small), until_done=True)) == 0
+    laws = list(read_topic(s, "marks"))
+    assert laws and all(m.cascades >= 10 for m in laws)
+    law = MarkLaw(tuple(laws[-1].body), laws[-1].tail, laws[-1].alpha, laws[-1].mu)
+    assert law != s.mark_law and law.mean > 0
+    res = ConfigResource(ConfigResource.Type.TOPIC, s.topic_prefix + "marks")
+    admin = AdminClient(s.kafka_config())  # kept referenced until the result is in
+    config = admin.describe_configs([res])[res].result(timeout=30)
+    assert config["cleanup.policy"].value == "compact"
+    assert any(m.startswith("learner: marks' law from") for m in caplog.messages)

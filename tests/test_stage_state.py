@@ -164,6 +164,48 @@ def test_prior_state_is_restored_per_partition():
     assert b.n_fits == n // 2
 
 
+def test_the_marks_law_is_learnt_online_emitted_and_restored():
+    """With marks="learnt", final series' marks teach the estimator a law: it is bound to the next chunks,
+    emitted once on ``marks``, checkpointed with the fits and learnt again alike after a restore;
+    the learner takes it from ``marks`` (and dead-letters a bad law)."""
+    from estimators import MarkLaw
+    from tweetoscope.estimator import PackedFits
+    from tweetoscope.schemas import MARKS
+
+    s = Settings(prior_min_cascades=3, learner_every=1000, marks="learnt")
+    a = PriorLearner(s)
+    rng = np.random.default_rng(2)
+    n, k = 16, 400  # 6,400 marks: enough to learn from (tweetoscope.models.MIN_MARKS)
+    marks = [np.exp(rng.normal(5.0, 1.5, k)) for _ in range(n)]
+    chunk = [FitTask(f"c{i}", "", 9000, np.sort(rng.uniform(0, 100, k)), marks[i], "s", True, i % 2) for i in range(n)]
+    fits = PackedFits(np.column_stack([rng.uniform(1e-4, 5e-4, n), rng.uniform(1e-4, 1e-3, n), np.full(n, 0.5),
+                                       np.ones(n)]), np.full(n, k), np.zeros(n), np.ones(n, bool), {})
+    assert a.pack(chunk[:1]).mark_law == s.mark_law  # nothing learnt yet: the settings' Pareto law
+    (rec,) = a.encode((chunk, fits))
+    law = MARKS.decode(rec.value)
+    assert rec.topic == "marks" and law.cascades == n
+    assert a.mark_law == MarkLaw(tuple(law.body), law.tail, law.alpha, law.mu) == MarkLaw.fit(np.concatenate(marks))
+    assert a.mark_law != s.mark_law and a.pack(chunk[:1]).mark_law is a.mark_law
+    assert a.encode((chunk[:1], PackedFits(fits.params[:1], fits.n_obs[:1], fits.n_supp[:1], fits.converged[:1],
+                                           {}))) == []  # the same law is not emitted twice
+    changes = a.snapshot()
+    b = PriorLearner(s)
+    for p in (0, 1):
+        b.restore(p, [(key, v) for q, key, v in changes if q == p])
+    assert sum(m.size for m in b.marks.values()) == n * k + k  # the replayed final's marks counted again
+    assert b.pack(chunk[:1]).mark_law == MarkLaw.fit(np.concatenate([*marks, marks[0]]))
+
+    out = []
+    src, marks_in = Stream(), Stream()
+    node = learn(src, s, client=None, marks=marks_in)
+    node.sink(out.extend)
+    marks_in.emit([rec])
+    assert node.mark_law == a.mark_law and out == []
+    marks_in.emit([Record("marks", b'{"type": "marks", "cascades": 3, "body": [], "tail": 1, "alpha": 1.5, "mu": 1}',
+                          b"law")])
+    assert node.mark_law == a.mark_law and [r.topic for r in out] == ["marks.dlq"]
+
+
 def sample_records(n, offset0=0, T=600):
     rng = np.random.default_rng(7)
     out = []

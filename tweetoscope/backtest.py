@@ -41,7 +41,7 @@ import numpy as np
 import orjson
 from sklearn.model_selection import KFold, TimeSeriesSplit
 
-from estimators import ConvergenceWarning, LogNormalPrior, fit_cascade, pareto_mean
+from estimators import ConvergenceWarning, LogNormalPrior, MarkLaw, fit_cascade, pareto_mean
 from estimators.correction import predict_omega
 from estimators.forecast import forecast_size
 from estimators.metrics import are, best_constant, kendall, msle_log2, spearman, top_share
@@ -51,7 +51,7 @@ from streams.datasets import Cascade, Dataset
 from .collector import final_T_obs
 from .config import Settings
 from .estimator import complete_fit_kwargs, empirical_prior
-from .models import fit_correction
+from .models import fit_correction, learn_mark_law
 
 __all__ = ["PREDICTORS", "Score", "WindowFits", "fit_window", "complete_fits", "splits", "cross_validated_forecasts",
            "constant_forecasts", "summarise", "backtest"]
@@ -146,14 +146,16 @@ def _n_obs(c: Cascade, t_obs: float) -> int:
 
 def fit_window(
     cascades: Sequence[Cascade], t_obs: float, settings: Settings, *, tick: Callable[[], None] | None = None,
-    prior: LogNormalPrior | None = None, only: np.ndarray | None = None,
+    prior: LogNormalPrior | None = None, only: np.ndarray | None = None, mark_law: MarkLaw | None = None,
 ) -> WindowFits:
     """Fit every cascade with at least ``settings.min_cascade_size`` events before ``t_obs`` (seconds).
 
-    ``prior`` replaces the settings' prior of the exponential kernel; ``only`` restricts
-    the fits to these positions of ``cascades``.
+    ``prior`` replaces the settings' prior of the exponential kernel, ``mark_law`` the settings'
+    law of the marks; ``only`` restricts the fits to these positions of ``cascades``.
     """
     kw = settings.fit_kwargs()
+    if mark_law is not None:
+        kw["mark_law"] = mark_law
     if prior is not None and settings.kernel == "exp":
         kw["prior"] = prior
     index, rows = [], []
@@ -178,14 +180,17 @@ def fit_window(
     )
 
 
-def complete_fits(cascades: Sequence[Cascade], settings: Settings) -> np.ndarray:
+def complete_fits(cascades: Sequence[Cascade], settings: Settings, mark_law: MarkLaw | None = None) -> np.ndarray:
     """Maximum-likelihood ``(p, beta)`` of each complete cascade, shape (n, 2); NaN for those too small to fit.
 
     Each cascade is fitted whole, as the pipeline's estimator fits the collector's final
-    series: observed until ``terminated`` seconds after its last event (exponential kernel).
+    series: observed until ``terminated`` seconds after its last event (exponential kernel),
+    under ``mark_law`` (default the settings').
     """
     out = np.full((len(cascades), 2), np.nan)
     kw = complete_fit_kwargs(settings)
+    if mark_law is not None:
+        kw["mark_law"] = mark_law
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for i, c in enumerate(cascades):
@@ -230,18 +235,25 @@ def cross_validated_forecasts(
     never tested are NaN. With ``cascades`` and their :func:`complete_fits` ``full``
     (exponential kernel), each fold first learns the empirical prior of its training
     cascades and refits the window's cascades under it; without them, the fits in ``fits``
-    are used as they are.
+    are used as they are. With ``settings.marks == "learnt"`` (and ``cascades``), each fold
+    first learns the marks' law from its training cascades' marks
+    (:func:`tweetoscope.models.learn_mark_law`) and fits, learns the prior and corrects under it.
     """
     out = np.full(fits.index.size, np.nan)
+    learnt = cascades is not None and settings.marks == "learnt"
     refit = cascades is not None and full is not None and settings.kernel == "exp" and settings.empirical_prior
     for train, test in splits(fits, settings) if folds is None else folds:
-        f = fits
-        if refit:
-            pos = fits.index[train]
-            prior = empirical_prior(full[pos, 0], full[pos, 1], fits.n_true[train], settings)
-            f = fit_window(cascades, fits.t_obs, settings, prior=prior, only=fits.index)
+        f, law, pos = fits, settings.mark_law, fits.index[train]
+        if learnt:
+            law = learn_mark_law(np.concatenate([cascades[i].marks for i in pos]), settings.mark_law)
+        if refit or learnt:
+            prior = None
+            if refit:
+                p_beta = complete_fits([cascades[i] for i in pos], settings, law) if learnt else full[pos]
+                prior = empirical_prior(p_beta[:, 0], p_beta[:, 1], fits.n_true[train], settings, law)
+            f = fit_window(cascades, fits.t_obs, settings, prior=prior, only=fits.index, mark_law=law)
         model = fit_correction(f.X[train], f.n_true[train], n_estimators=settings.forest_trees, seed=settings.seed,
-                               alpha=settings.alpha, mu=settings.mu)  # as the pipeline's learner does
+                               mark_law=law)  # as the pipeline's learner does
         omega = predict_omega(model, f.X[test])
         out[test] = forecast_size(f.n_obs[test], f.G1[test], f.n_star[test], omega)
     return out

@@ -49,6 +49,10 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--kernel", choices=("exp", "powerlaw"), help="Hawkes kernel (default exp)")
     g.add_argument("--alpha", type=float, help=f"Pareto exponent of the marks (default {DEFAULTS.alpha})")
     g.add_argument("--mu", type=float, help=f"Pareto lower bound of the marks (default {DEFAULTS.mu})")
+    g.add_argument("--marks", choices=("pareto", "learnt"),
+                   help="law of the marks: pareto, Pareto(alpha, mu); learnt, learnt from the marks of complete "
+                        "cascades (a Pareto tail above a body of atoms), Pareto(alpha, mu) until "
+                        "prior_min_cascades of them are known (default pareto)")
     g.add_argument("--max-n-star", dest="max_n_star", type=float,
                    help=f"bound on the fitted branching factor (default {DEFAULTS.max_n_star})")
     g.add_argument("--seed", type=int, help="seed of every random generator (default 0)")

@@ -37,7 +37,10 @@ class Settings:
 
     Model
         ``windows``: observation windows T_obs; ``kernel``: ``"exp"`` or ``"powerlaw"``;
-        ``alpha``, ``mu``: Pareto law of the marks; ``max_n_star``: bound on the fitted
+        ``alpha``, ``mu``: Pareto law of the marks; ``marks``: ``"pareto"`` (that law) or
+        ``"learnt"`` (learnt from the marks of complete cascades, :func:`tweetoscope.models.learn_mark_law`:
+        by the backtest from each fold's training cascades, by the estimator online like the prior,
+        Pareto(``alpha``, ``mu``) until ``prior_min_cascades`` of them are known); ``max_n_star``: bound on the fitted
         branching factor; ``prior_*``: course prior on (p, beta) (see
         :class:`estimators.LogNormalPrior`); ``empirical_prior``: fit under the prior learnt
         from complete cascades (:mod:`estimators.prior`) once ``prior_min_cascades`` of
@@ -92,6 +95,7 @@ class Settings:
     kernel: str = "exp"
     alpha: float = 2.4
     mu: float = 10.0
+    marks: str = "pareto"
     max_n_star: float = 0.95
     prior_mean_p: float = 0.02
     prior_mean_beta: float = 2e-4
@@ -154,6 +158,8 @@ class Settings:
             raise ConfigError(f"session_timeout must be within 6 and 300 s (the broker's bounds), got {self.session_timeout}")
         if self.alpha <= 2 or self.mu <= 0:
             raise ConfigError(f"alpha must be > 2 and mu > 0, got alpha={self.alpha}, mu={self.mu}")
+        if self.marks not in ("pareto", "learnt"):
+            raise ConfigError(f"marks must be 'pareto' or 'learnt', got {self.marks!r}")
         if not 0 < self.max_n_star <= 1:
             raise ConfigError(f"max_n_star must be in (0, 1], got {self.max_n_star}")
         if self.cv_folds < 2:
@@ -188,9 +194,17 @@ class Settings:
         return LogNormalPrior(self.prior_mean_p, self.prior_mean_beta, self.prior_sd_p, self.prior_sd_beta,
                               self.prior_corr)
 
+    @property
+    def mark_law(self):
+        """The Pareto law set by ``alpha`` and ``mu``, an :class:`estimators.MarkLaw` (with ``marks="learnt"``,
+        the law until one is learnt)."""
+        from estimators.marks import MarkLaw
+
+        return MarkLaw.pareto(self.alpha, self.mu)
+
     def fit_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`estimators.fit_cascade` implied by these settings."""
-        kw: dict[str, Any] = {"kernel": self.kernel, "alpha": self.alpha, "mu": self.mu}
+        kw: dict[str, Any] = {"kernel": self.kernel, "mark_law": self.mark_law}
         if self.kernel == "exp":
             kw.update(prior=self.prior, max_n_star=self.max_n_star)
         return kw

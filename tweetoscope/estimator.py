@@ -8,7 +8,11 @@ Window series are fitted by MAP. With ``settings.empirical_prior`` the prior is 
 from the collector's *final* series (whole cascades, fitted by maximum likelihood): once
 ``prior_min_cascades`` of them are in, and again after every ``learner_every`` more, the
 prior becomes :func:`empirical_prior` of the last ``learner_max_samples``; until then it
-is the configured (course) prior. Final series produce no record.
+is the configured (course) prior. With ``settings.marks == "learnt"`` the marks' law is
+learnt at the same moments from a uniform sample (:data:`MARK_SAMPLE` per input partition)
+of the final series' marks (:func:`tweetoscope.models.learn_mark_law`); every fit, and the
+prior, then use it, and each new law goes to the ``marks`` topic for the learner. Final
+series produce no other record.
 """
 
 from __future__ import annotations
@@ -24,17 +28,19 @@ import msgspec
 import numpy as np
 from streamz import Stream
 
-from estimators import ConvergenceWarning, LogNormalPrior, fit_cascade, message_params
+from estimators import ConvergenceWarning, LogNormalPrior, MarkLaw, fit_cascade, message_params
 from estimators.prior import fit_prior
 import streams.dask  # noqa: F401  (registers the submit_batches node)
 from streams.records import Record
 from streams.state import Change, latest_entries
 
 from .config import Settings
-from .schemas import CASCADE_PROPERTIES, CASCADE_SERIES, MAX_VALUE, Parameters, SchemaError, Serie, dlq_record, encode
+from .models import learn_mark_law
+from .schemas import (CASCADE_PROPERTIES, CASCADE_SERIES, MARKS, MAX_VALUE, Marks, Parameters, SchemaError, Serie,
+                      dlq_record, encode)
 
 __all__ = ["FitTask", "PackedSeries", "PackedFits", "pack_series", "decode_series", "fit_chunk", "encode_results",
-           "complete_fit_kwargs", "empirical_prior", "PriorLearner", "estimator"]
+           "complete_fit_kwargs", "empirical_prior", "PriorLearner", "estimator", "MARK_SAMPLE"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +63,8 @@ class FitTask:
 class PackedSeries:
     """A chunk of series as flat arrays (cheap to ship to a worker): series ``i`` has the events
     ``offsets[i]:offsets[i+1]`` of ``times``/``marks``, the window ``T_obs[i]`` and ``final[i]``
-    (a whole cascade, fitted by maximum likelihood). ``prior``: the prior of the MAP fits
-    (``None``: the one in the fit settings)."""
+    (a whole cascade, fitted by maximum likelihood). ``prior``: the prior of the MAP fits,
+    ``mark_law``: the marks' law of every fit (``None``: the ones in the fit settings)."""
 
     offsets: np.ndarray
     times: np.ndarray
@@ -66,6 +72,7 @@ class PackedSeries:
     T_obs: np.ndarray
     final: np.ndarray
     prior: LogNormalPrior | None = None
+    mark_law: MarkLaw | None = None
 
 
 @dataclass(slots=True)
@@ -80,13 +87,14 @@ class PackedFits:
     errors: dict[int, str]
 
 
-def pack_series(chunk: list[FitTask], prior: LogNormalPrior | None = None) -> PackedSeries:
+def pack_series(chunk: list[FitTask], prior: LogNormalPrior | None = None,
+                mark_law: MarkLaw | None = None) -> PackedSeries:
     sizes = [s.times.size for s in chunk]
     return PackedSeries(
         offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
         times=np.concatenate([s.times for s in chunk]), marks=np.concatenate([s.marks for s in chunk]),
         T_obs=np.array([s.T_obs for s in chunk], dtype=np.float64), final=np.array([s.final for s in chunk], dtype=bool),
-        prior=prior,
+        prior=prior, mark_law=mark_law,
     )
 
 
@@ -113,6 +121,8 @@ def fit_chunk(chunk: PackedSeries, fit_kwargs: dict[str, Any]) -> PackedFits:
     converged = np.zeros(k, dtype=bool)
     errors: dict[int, str] = {}
     o = chunk.offsets
+    if chunk.mark_law is not None:
+        fit_kwargs = {**fit_kwargs, "mark_law": chunk.mark_law}
     window_kw = fit_kwargs if chunk.prior is None or fit_kwargs.get("kernel", "exp") != "exp" else {
         **fit_kwargs, "prior": chunk.prior}
     final_kw = {**fit_kwargs, "kernel": "exp", "prior": None}
@@ -166,20 +176,22 @@ def complete_fit_kwargs(settings: Settings) -> dict[str, Any]:
     return {**settings.fit_kwargs(), "kernel": "exp", "prior": None, "max_n_star": settings.max_n_star}
 
 
-def empirical_prior(p: np.ndarray, beta: np.ndarray, sizes: np.ndarray, settings: Settings) -> LogNormalPrior:
+def empirical_prior(p: np.ndarray, beta: np.ndarray, sizes: np.ndarray, settings: Settings,
+                    mark_law: MarkLaw | None = None) -> LogNormalPrior:
     """The prior on ``(p, beta)`` learnt from complete cascades (:func:`estimators.prior.fit_prior`).
 
     ``p``, ``beta``: maximum-likelihood estimates on whole cascades
     (:func:`complete_fit_kwargs`), ``sizes``: their final sizes, shape (n,) each. The
-    smallest size is taken as the sample's selection threshold. The settings' prior
-    with fewer than ``prior_min_cascades`` usable estimates.
+    smallest size is taken as the sample's selection threshold; ``mark_law`` (default the
+    settings') is the law the estimates were fitted under. The settings' prior with fewer than
+    ``prior_min_cascades`` usable estimates.
     """
     p, beta, sizes = (np.asarray(a, dtype=np.float64) for a in (p, beta, sizes))
     ok = np.isfinite(p) & np.isfinite(beta)
     if not settings.empirical_prior or ok.sum() < settings.prior_min_cascades:
         return settings.prior
     try:
-        return fit_prior(p[ok], beta[ok], alpha=settings.alpha, mu=settings.mu, max_n_star=settings.max_n_star,
+        return fit_prior(p[ok], beta[ok], mark_law=mark_law or settings.mark_law, max_n_star=settings.max_n_star,
                          min_size=float(np.min(sizes[ok])))
     except ValueError:  # too many estimates on the bounds
         return settings.prior
@@ -193,11 +205,17 @@ class PriorLearner:
     (a replayed final serie replaces its twin), at most ``learner_max_samples`` per input
     partition, refitting the prior after every ``learner_every`` new ones.
 
+    With ``settings.marks == "learnt"`` it also keeps a uniform sample of the final series'
+    marks, at most :data:`MARK_SAMPLE` per input partition (reservoir sampling, so that each
+    event counts alike), learns the marks' law from it at each refit of the prior (before
+    the prior, which is fitted under it), binds it to each chunk, and emits each new law as a
+    ``marks`` record.
+
     It is a :class:`streams.state.StateStore` (without a barrier: it only accumulates
-    statistics): each partition's fits are checkpointed to the estimator's changelog, so
-    that a restarted estimator, or the one that takes a partition over, starts from the
-    prior learnt so far instead of the course prior. A crash may lose the final fits of
-    the last checkpoint interval from the prior's sample, never an output.
+    statistics): each partition's fits and marks are checkpointed to the estimator's
+    changelog, so that a restarted estimator, or the one that takes a partition over, starts
+    from the prior and the marks' law learnt so far instead of the course's. A crash may lose
+    the final series of the last checkpoint interval from these samples, never an output.
     """
 
     def __init__(self, settings: Settings):
@@ -208,6 +226,12 @@ class PriorLearner:
         self.updates = 0
         self._dirty: set[int] = set()
         self._stale = False  # fits restored since the last refit
+        self.learn_marks = settings.marks == "learnt"
+        self.mark_law: MarkLaw = settings.mark_law
+        self.marks: dict[int, np.ndarray] = {}   # partition -> sample of marks (followers)
+        self.marks_seen: dict[int, int] = {}     # partition -> marks offered to its sample
+        self._rng = np.random.default_rng(settings.seed)
+        self._law_records: list[Record] = []     # new laws not emitted yet
 
     def pack(self, chunk: list[FitTask]) -> PackedSeries:
         """The chunk with the prior to fit it under (refitted first if fits were restored meanwhile)."""
@@ -215,7 +239,8 @@ class PriorLearner:
             self._stale = False
             if self.n_fits >= self.settings.prior_min_cascades:
                 self.refit()
-        return pack_series(chunk, self.prior if self.settings.empirical_prior else None)
+        return pack_series(chunk, self.prior if self.settings.empirical_prior else None,
+                           self.mark_law if self.learn_marks else None)
 
     @property
     def n_fits(self) -> int:
@@ -231,20 +256,48 @@ class PriorLearner:
             store[s.cid] = (float(fits.params[i, 0]), float(fits.params[i, 1]), s.times.size)
             while len(store) > self.settings.learner_max_samples:
                 store.popitem(last=False)
+            if self.learn_marks:
+                self._sample_marks(s.partition, s.marks)
             if s.partition >= 0:
                 self._dirty.add(s.partition)
         self.new += len(finals)
         if finals and self.n_fits >= self.settings.prior_min_cascades and (
                 self.updates == 0 or self.new >= self.settings.learner_every):
             self.refit()
+        laws, self._law_records = self._law_records, []
         if not finals:
-            return encode_results(done)
+            return laws + encode_results(done)
         keep = [i for i, s in enumerate(chunk) if not (s.final and i not in fits.errors)]
-        return encode_results(([chunk[i] for i in keep], _select(fits, keep)))
+        return laws + encode_results(([chunk[i] for i in keep], _select(fits, keep)))
+
+    def _sample_marks(self, partition: int, marks: np.ndarray) -> None:
+        """Offer a final series' marks to the partition's reservoir (Vitter's algorithm R, vectorised)."""
+        sample = self.marks.get(partition, np.empty(0))
+        seen = self.marks_seen.get(partition, 0)
+        room = max(MARK_SAMPLE - sample.size, 0)
+        sample = np.concatenate([sample, marks[:room]])
+        rest = marks[room:]
+        if rest.size:
+            # the k-th mark offered overall replaces a uniform slot with probability MARK_SAMPLE / k
+            k = seen + room + 1 + np.arange(rest.size)
+            slot = (self._rng.random(rest.size) * k).astype(np.int64)
+            hit = slot < MARK_SAMPLE
+            sample[slot[hit]] = rest[hit]   # later hits overwrite earlier ones, as in the sequential algorithm
+        self.marks[partition] = sample
+        self.marks_seen[partition] = seen + marks.size
+        if partition >= 0:
+            self._dirty.add(partition)
 
     def refit(self) -> None:
         a = np.array([v for store in self.fits.values() for v in store.values()], dtype=np.float64)
-        self.prior = empirical_prior(a[:, 0], a[:, 1], a[:, 2], self.settings)
+        if self.learn_marks and self.marks:
+            law = learn_mark_law(np.concatenate(list(self.marks.values())), self.settings.mark_law)
+            if law != self.mark_law:
+                self.mark_law = law
+                self._law_records.append(MARKS.record(Marks(cascades=len(a), body=list(law.body), tail=law.tail,
+                                                            alpha=law.alpha, mu=law.mu)))
+                logger.info("marks' law learnt from %d whole cascades: %s", len(a), law)
+        self.prior = empirical_prior(a[:, 0], a[:, 1], a[:, 2], self.settings, self.mark_law)
         self.new = 0
         self.updates += 1
         logger.info("prior on (p, beta) learnt from %d whole cascades: %s", len(a), self.prior)
@@ -254,20 +307,31 @@ class PriorLearner:
     def snapshot(self, partitions: Collection[int] | None = None) -> list[Change]:
         parts = set(self._dirty) if partitions is None else set(partitions) & self._dirty
         self._dirty -= parts
-        return [(p, b"fits", _encode_fits([(cid, *v) for cid, v in self.fits.get(p, {}).items()])) for p in parts]
+        out = [(p, b"fits", _encode_fits([(cid, *v) for cid, v in self.fits.get(p, {}).items()])) for p in parts]
+        if self.learn_marks:
+            out += [(p, b"marks", _encode_marks((self.marks_seen.get(p, 0), self.marks.get(p, np.empty(0)).tobytes())))
+                    for p in parts]
+        return out
 
     def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
         """Take the partition's fits back; the prior is refitted once, before the next chunk is packed
         (not once per restored partition)."""
         store = self.fits[partition] = OrderedDict()
-        for cid, p, beta, size in latest_entries(records, _decode_fits).get(b"fits", ()):
+        latest = latest_entries(records, _decode_any)
+        for cid, p, beta, size in _decode_fits(latest[b"fits"]) if b"fits" in latest else ():
             store[cid] = (p, beta, size)
+        if self.learn_marks and b"marks" in latest:
+            seen, raw = _decode_marks(latest[b"marks"])
+            self.marks[partition] = np.frombuffer(raw, dtype=np.float64).copy()
+            self.marks_seen[partition] = seen
         self._stale = True
         return len(store)
 
     def drop(self, partitions: Collection[int]) -> None:
         for p in partitions:
             self.fits.pop(p, None)
+            self.marks.pop(p, None)
+            self.marks_seen.pop(p, None)
             self._dirty.discard(p)
 
     def committed(self, partition: int, offset: int) -> None:
@@ -276,6 +340,15 @@ class PriorLearner:
 
 _encode_fits = msgspec.msgpack.Encoder().encode
 _decode_fits = msgspec.msgpack.Decoder(list[tuple[str, float, float, int]]).decode
+_encode_marks = msgspec.msgpack.Encoder().encode
+_decode_marks = msgspec.msgpack.Decoder(tuple[int, bytes]).decode
+
+#: Marks kept per input partition for learning the marks' law (``settings.marks == "learnt"``).
+MARK_SAMPLE = 20_000
+
+
+def _decode_any(raw: bytes) -> bytes:
+    return raw
 
 
 def _select(fits: PackedFits, keep: list[int]) -> PackedFits:

@@ -38,7 +38,7 @@ from .config import Settings
 from .generator import generator
 from .models import MAX_MODEL_BYTES
 from .pipeline import ALL_TOPICS, Stages, build_stages, start_dask
-from .schemas import MODELS
+from .schemas import MARKS, MODELS
 
 if TYPE_CHECKING:
     import distributed
@@ -56,13 +56,15 @@ CONSUMERS: dict[str, tuple[str, bool]] = {
     "cascade_properties": ("predictor", True),
     "models": ("predictor", False),
     "samples": ("learner", True),
+    "marks": ("learner", False),
 }
 
 #: Topic settings beyond the broker's defaults (time retention, ``retention.ms``, for the others;
-#: see docs/reliability.md). ``models`` keeps the latest file per window; changelogs the latest
-#: state per key.
+#: see docs/reliability.md). ``models`` keeps the latest file per window, ``marks`` the latest law;
+#: changelogs the latest state per key.
 TOPIC_CONFIG: dict[str, dict[str, str]] = {
     "models": {"cleanup.policy": "compact", "max.message.bytes": str(MAX_MODEL_BYTES + 2**20)},
+    "marks": {"cleanup.policy": "compact"},
     "changelog": {"cleanup.policy": "compact", "max.message.bytes": str(CHANGELOG_MAX_BYTES + 2**20),
                   "min.compaction.lag.ms": "60000"},
 }
@@ -97,10 +99,13 @@ class KafkaBus:
         """Create every topic of the pipeline, the changelogs included (existing ones are kept)."""
         s = self.settings
         wait_for_broker(self.config, timeout=30)
-        topics = {self.name(t): (s.partitions if "." not in t else 1) for t in ALL_TOPICS if t != MODELS.name}
+        topics = {self.name(t): (s.partitions if "." not in t else 1) for t in ALL_TOPICS
+                  if t not in (MODELS.name, MARKS.name)}
         create_topics(self.config, topics, replication=s.replication)
         create_topics(self.config, {self.name(MODELS.name): s.partitions}, replication=s.replication,
                       topic_config=TOPIC_CONFIG["models"])
+        create_topics(self.config, {self.name(MARKS.name): 1}, replication=s.replication,
+                      topic_config=TOPIC_CONFIG["marks"])
         changelogs = {changelog_topic(s, stage): s.partitions for stage, grouped in CONSUMERS.values() if grouped}
         create_topics(self.config, changelogs, replication=s.replication, topic_config=TOPIC_CONFIG["changelog"])
 

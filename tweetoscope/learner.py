@@ -12,7 +12,9 @@ after the previous refit of the same window; at most :data:`MAX_PENDING` refits 
 per window (beyond, the oldest waiting one is skipped). The forest's loss and leaf
 size are chosen by inner cross-validation at every :data:`SELECT_EVERY`-th boundary;
 the others reuse that choice (10x cheaper). Models go to ``models`` as skops files
-(signed with ``model_key`` when it is set).
+(signed with ``model_key`` when it is set). The model's own forecast (its ``"base"`` trend) is
+computed under the marks' law: the settings' Pareto law, or with ``settings.marks == "learnt"``
+the latest law the estimator published on ``marks`` (read from its beginning on every start).
 
 On Kafka the learner is a consumer-group member of ``samples`` (keyed by window, so
 windows spread over learners) and its state — the samples, the counts, the choice and
@@ -37,13 +39,14 @@ import msgspec
 import numpy as np
 from streamz import RefCounter, Stream
 
+from estimators.marks import COURSE_MARKS, MarkLaw
 from streams.dask import DaskUnavailable, resilient_result
 from streams.records import Record
 from streams.state import Change, latest_entries
 
 from .config import Settings
 from .models import dump_model, fit_correction, model_record, model_signature
-from .schemas import SAMPLES, Sample, SchemaError, dlq_record
+from .schemas import MARKS, SAMPLES, Sample, SchemaError, dlq_record
 
 __all__ = ["learn", "train_model", "SELECT_EVERY", "MAX_PENDING"]
 
@@ -58,16 +61,17 @@ MAX_PENDING = 4
 
 
 def train_model(X: np.ndarray, n_true: np.ndarray, n_obs: np.ndarray, n_estimators: int, seed: int,
-                choice: tuple[str, int, str] | None = None, alpha: float = 2.4,
-                mu: float = 10.0) -> tuple[bytes, tuple[str, int, str]]:
+                choice: tuple[str, int, str] | None = None,
+                mark_law: MarkLaw = COURSE_MARKS) -> tuple[bytes, tuple[str, int, str]]:
     """Fit the correction of one window (:func:`tweetoscope.models.fit_correction`); its skops file
     and the ``(loss, leaf, trend)`` used (runs on a Dask worker).
 
     ``X`` = ``[beta, n_star, G1]`` (shape (n, 3)) of the samples, ``n_true`` and ``n_obs``
-    shape (n,); ``choice`` None: select the candidate, else fit that one.
+    shape (n,); ``choice`` None: select the candidate, else fit that one; ``mark_law``: the marks'
+    law of the model's own forecast.
     """
-    model = fit_correction(np.column_stack([X, n_obs]), n_true, n_estimators=n_estimators, seed=seed, alpha=alpha,
-                           mu=mu, choice=choice)
+    model = fit_correction(np.column_stack([X, n_obs]), n_true, n_estimators=n_estimators, seed=seed,
+                           mark_law=mark_law, choice=choice)
     return dump_model(model), (model.loss, model.min_samples_leaf, model.trend)
 
 
@@ -106,15 +110,17 @@ class _Window:
 
 @Stream.register_api()
 class learn(Stream):
-    """Streamz node: ``samples`` record batches in, ``models`` (and dead-letter) record batches out."""
+    """Streamz node: ``samples`` record batches in, ``models`` (and dead-letter) record batches out.
 
-    def __init__(self, upstream, settings: Settings, client, **kwargs):
+    ``marks``: the stream of ``marks`` record batches (the learnt marks' law), if any."""
+
+    def __init__(self, upstream, settings: Settings, client, marks: Stream | None = None, **kwargs):
         self.client = client
         self.every = int(settings.learner_every)
         self.max_samples = int(settings.learner_max_samples)
         self.interval = float(settings.learner_interval)
         self.trees = int(settings.learner_trees)
-        self.alpha, self.mu = float(settings.alpha), float(settings.mu)
+        self.mark_law = settings.mark_law
         self.seed = int(settings.seed)
         self.retry_timeout = float(settings.dask_timeout)
         self.model_key = settings.model_key.encode() if settings.model_key else None
@@ -127,11 +133,32 @@ class learn(Stream):
         self.n_failed = 0
         self.n_skipped = 0  # refits skipped because the learner was behind
         self._dirty: dict[int, set[int]] = {}
-        Stream.__init__(self, upstream, ensure_io_loop=True, **kwargs)
+        self.samples = upstream
+        ups = [upstream] if marks is None else [upstream, marks]
+        Stream.__init__(self, upstreams=ups, ensure_io_loop=True, **kwargs)
+
+    def _on_marks(self, x: list[Record], metadata=None):
+        """Take the latest valid law of a ``marks`` batch; bad records go to ``marks.dlq``."""
+        dead = []
+        for r in x:
+            try:
+                d = MARKS.decode(r.value)
+                law = MarkLaw(tuple(d.body), d.tail, d.alpha, d.mu)
+                if not np.isfinite(law.mean):
+                    raise SchemaError(f"the law's mean is {law.mean}")
+            except (SchemaError, ValueError) as exc:
+                dead.append(dlq_record(r, f"unusable marks' law: {exc}"))
+                continue
+            if law != self.mark_law:
+                self.mark_law = law
+                logger.info("learner: marks' law from %d whole cascades: %s", d.cascades, law)
+        return self._emit(dead, metadata=metadata) if dead else None
 
     # ----------------------------------------------------------------- samples
 
     def update(self, x: list[Record], who=None, metadata=None):
+        if who is not None and who is not self.samples:
+            return self._on_marks(x, metadata)
         if self.error is not None:
             raise RuntimeError("the learner stopped: the Dask cluster is unavailable") from self.error
         dead = []
@@ -198,7 +225,7 @@ class learn(Stream):
     async def _fit(self, T_obs: int, w: _Window, refit: _Refit) -> None:
         a = np.array(refit.rows, dtype=np.float64)
         choice = None if refit.select or w.choice is None else w.choice
-        args = (train_model, a[:, :3], a[:, 4], a[:, 3], self.trees, self.seed, choice, self.alpha, self.mu)
+        args = (train_model, a[:, :3], a[:, 4], a[:, 3], self.trees, self.seed, choice, self.mark_law)
 
         def submit():
             return self.client.submit(*args, pure=False, priority=-10)

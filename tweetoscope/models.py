@@ -20,17 +20,20 @@ import numpy as np
 import skops.io as sio
 
 from estimators.correction import OmegaForest, fit_forest
+from estimators.marks import MarkLaw
 from streams.memory import BINARY
 from streams.records import Record
 
 from .schemas import MODELS, SchemaError
 
-__all__ = ["TRUSTED_TYPES", "MAX_MODEL_BYTES", "SELECTION_CV", "SELECTION_MAX", "fit_correction", "dump_model",
+__all__ = ["TRUSTED_TYPES", "MAX_MODEL_BYTES", "SELECTION_CV", "SELECTION_MAX", "MIN_MARKS", "learn_mark_law",
+           "fit_correction", "dump_model",
            "load_model", "model_record", "model_signature", "check_model"]
 
 #: Types a model file may hold beyond skops' defaults (numpy, builtins, scikit-learn estimators).
 TRUSTED_TYPES = frozenset({
     "estimators.correction.OmegaForest",
+    "estimators.marks.MarkLaw",
     "sklearn.tree._tree.Tree",
     "sklearn.ensemble._forest.RandomForestRegressor",
     "sklearn.tree._classes.DecisionTreeRegressor",
@@ -48,7 +51,26 @@ SELECTION_CV = 3
 SELECTION_MAX = 500
 
 
-def fit_correction(X: np.ndarray, n_true: np.ndarray, *, n_estimators: int, seed: int, alpha: float, mu: float,
+#: Fewest marks a mark law is learnt from (below, the settings' Pareto law is kept).
+MIN_MARKS = 1000
+
+
+def learn_mark_law(marks: np.ndarray, default: MarkLaw) -> MarkLaw:
+    """The marks' law learnt from the marks (followers, shape (n,)) of complete cascades, as the
+    estimator (online) and the backtest (per fold) learn it: :meth:`estimators.MarkLaw.fit`.
+
+    ``default`` (the settings' Pareto law) when fewer than :data:`MIN_MARKS` marks are known or
+    their tail has an infinite mean."""
+    m = np.asarray(marks, dtype=np.float64).ravel()
+    if m.size < MIN_MARKS:
+        return default
+    try:
+        return MarkLaw.fit(m)
+    except ValueError:
+        return default
+
+
+def fit_correction(X: np.ndarray, n_true: np.ndarray, *, n_estimators: int, seed: int, mark_law: MarkLaw,
                    choice: tuple[str, int, str] | None = None) -> OmegaForest:
     """The correction of one window, as both the pipeline's learner and the backtest learn it.
 
@@ -56,11 +78,11 @@ def fit_correction(X: np.ndarray, n_true: np.ndarray, *, n_estimators: int, seed
     final sizes (shape (n,)). ``choice`` None selects among
     :data:`estimators.correction.CANDIDATES` by :data:`SELECTION_CV`-fold inner
     cross-validation on at most :data:`SELECTION_MAX` samples; otherwise that candidate is
-    fitted directly. ``alpha``, ``mu``: the marks' law of the model's own forecast.
+    fitted directly. ``mark_law``: the marks' law of the model's own forecast.
     """
     kw = {} if choice is None else {"candidates": (choice,)}
     return fit_forest(X, n_true, n_estimators=n_estimators, random_state=seed, cv=SELECTION_CV,
-                      select_max=SELECTION_MAX, alpha=alpha, mu=mu, **kw)
+                      select_max=SELECTION_MAX, mark_law=mark_law, **kw)
 
 
 def dump_model(model: object) -> bytes:

@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 #: Every topic the pipeline writes, dead-letter topics included.
 ALL_TOPICS: tuple[str, ...] = tuple(TOPICS) + tuple(dlq_topic(t) for t in
                                                     ("tweets", "cascade_series", "cascade_properties", "models",
-                                                     "samples"))
+                                                     "samples", "marks"))
 
 
 @dataclass
@@ -109,7 +109,7 @@ def build_stages(
                                             stream_name="predictor")
         publish(out.predictor)
     if "learner" in stages:
-        out.learner = topic("samples").learn(settings, client, stream_name="learner")
+        out.learner = topic("samples").learn(settings, client, marks=topic("marks"), stream_name="learner")
         publish(out.learner)
     return out
 

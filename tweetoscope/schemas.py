@@ -29,6 +29,10 @@ Times are in seconds; ``T_obs`` is an observation window in seconds.
     ``n_obs``, ``n_tot`` (the learner needs them).
 ``models`` (key = str(T_obs))
     a skops file, header ``version`` (see :mod:`tweetoscope.models`).
+``marks`` (key = ``law``; ours)
+    ``{"type": "marks", "cascades", "body", "tail", "alpha", "mu"}``: the marks' law the estimator
+    learnt from ``cascades`` complete cascades (``settings.marks == "learnt"``,
+    :class:`estimators.MarkLaw`), for the learner's forecast.
 ``<topic>.dlq``
     ``{"reason", "topic", "partition", "offset", "key", "value"}``.
 """
@@ -46,7 +50,8 @@ from streams.records import Record, dlq_topic
 
 __all__ = [
     "SchemaError", "Topic", "Tweet", "Retweet", "Eos", "Serie", "Size", "Parameters", "Alert", "Stat", "Sample",
-    "DeadLetter", "TWEETS", "CASCADE_SERIES", "CASCADE_PROPERTIES", "ALERTS", "STATS", "SAMPLES", "MODELS",
+    "Marks", "DeadLetter", "TWEETS", "CASCADE_SERIES", "CASCADE_PROPERTIES", "ALERTS", "STATS", "SAMPLES", "MODELS",
+    "MARKS",
     "TOPICS", "encode", "dlq_record", "MAX_MESSAGE_BYTES", "MAX_VALUE",
 ]
 
@@ -168,6 +173,17 @@ class Sample(msgspec.Struct, tag_field="type", tag="sample"):
     n_tot: PositiveInt | None = None
 
 
+class Marks(msgspec.Struct, tag_field="type", tag="marks"):
+    """The marks' law: ``body`` atoms (followers) of total mass ``1 - tail`` and a Pareto(``alpha``, ``mu``)
+    tail of mass ``tail`` (:class:`estimators.MarkLaw`), learnt from ``cascades`` complete cascades."""
+
+    cascades: Annotated[int, Meta(ge=0)]
+    body: Annotated[list[Count], Meta(max_length=4096)]
+    tail: Annotated[float, Meta(gt=0, le=1)]
+    alpha: Annotated[float, Meta(gt=2, le=1000)]
+    mu: Positive
+
+
 class DeadLetter(msgspec.Struct):
     reason: str
     topic: str
@@ -230,9 +246,10 @@ STATS = Topic("stats", key=_by_window, decode=_decoder(Stat))
 FORECASTS = Topic("forecasts", key=_by_window, decode=_decoder(Forecast))
 SAMPLES = Topic("samples", key=_by_window, decode=_decoder(Sample))
 MODELS = Topic("models", key=_by_window, decode=lambda raw: raw)
+MARKS = Topic("marks", key=lambda v: b"law", decode=_decoder(Marks))
 
 TOPICS: dict[str, Topic] = {t.name: t for t in (TWEETS, CASCADE_SERIES, CASCADE_PROPERTIES, ALERTS, STATS, SAMPLES,
-                                                MODELS, FORECASTS)}
+                                                MODELS, FORECASTS, MARKS)}
 
 
 def dlq_record(record: Record, reason: str) -> Record:
