@@ -10,7 +10,7 @@ from .hawkes import COURSE_PRIOR, DEFAULT_BETA_BOUNDS, ConvergenceWarning, LogNo
 from .marks import COURSE_MARKS, MarkLaw, ParetoFit, fit_pareto, pareto_mean, sample_pareto
 from .predictive import are_optimal_size, remaining_size_pmf
 from .prior import fit_prior
-from .forecast import KERNELS, correction_features, forecast_size, message_params, omega_target
+from .forecast import KERNELS, correction_features, forecast_size, message_params, omega_target, series_features
 from .results import HawkesFit, PowerLawFit, remaining_size_sd
 from .simulate import SIMULATION_LAWS, SIMULATION_PRIOR, CascadeTooLarge, SimulationLaw, SimulatedCascade, draw_parameters, simulate_cascade, simulate_dataset
 
@@ -22,6 +22,7 @@ __all__ = [
     "omega_target",
     "message_params",
     "correction_features",
+    "series_features",
     "KERNELS",
     "remaining_size_sd",
     "are_optimal_size",

@@ -14,13 +14,18 @@ squared-error forest on omega would forecast a mean, which the heavy right tail
 of cascade sizes drags far above the ARE-optimal point.
 
 :class:`OmegaForest` is a trend times a random forest on the features
-``[beta, n_star, G1]``. The default trend is the model's own ARE-optimal forecast
+:data:`estimators.forecast.FEATURE_NAMES` (the fit's ``[b, n_star, G1]``, the count so
+far and the series' statistics). The default trend is the model's own ARE-optimal forecast
 (:func:`estimators.predictive.are_optimal_omega`: the ``1/N``-weighted median of the
 law of the final size, given ``N >= min_size``, the smallest size of the training
 cascades); the forest learns what the model gets wrong, and may be left out
-(``loss="none"``) when it only adds noise. The other trend is a log-linear median
-regression of omega on the features. :func:`fit_forest` picks among
-:data:`CANDIDATES` by an inner cross-validation of the mean ARE.
+(``loss="none"``) when it only adds noise. The other trends do without the model's
+law: a log-linear median regression of omega on ``[b, n_star, G1]``, a size growing
+with the count so far (``a n_obs**b``, ``b >= 0``) and one constant size, both with the
+least median ARE on the training cascades. :func:`fit_forest` picks among
+:data:`CANDIDATES` by an inner cross-validation of the mean ARE, so the chosen
+correction is never worse than the count's trend or the constant on the training folds
+by that score.
 """
 
 from __future__ import annotations
@@ -32,24 +37,28 @@ from sklearn.linear_model import QuantileRegressor
 from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_is_fitted
 
-from .forecast import are_weights, forecast_size, omega_target
+from .forecast import FEATURE_NAMES, are_weights, forecast_size, omega_target
 from .marks import COURSE_MARKS, MarkLaw
+from .metrics import best_constant
 from .predictive import are_optimal_omega
 
-__all__ = ["OmegaForest", "CANDIDATES", "fit_forest", "predict_omega"]
+__all__ = ["OmegaForest", "CANDIDATES", "TRENDS", "COUNT_EXPONENTS", "count_trend", "fit_forest", "predict_omega"]
 
 
 class OmegaForest(RegressorMixin, BaseEstimator):
-    """Predicts the correction ``omega`` from ``X = [beta, n_star, G1, n_obs]`` (shape (n, 4)).
+    """Predicts the correction ``omega`` from ``X`` = :data:`estimators.forecast.FEATURE_NAMES` (shape (n, 7)).
 
-    A trend times a random forest on ``[beta, n_star, G1]`` (Zhang & Lu,
-    "Regression-enhanced random forests", 2019):
+    A trend times a random forest on ``X`` (Zhang & Lu, "Regression-enhanced random
+    forests", 2019; NaN series statistics are routed by the trees):
 
     * ``trend="base"``: the ARE-optimal omega of the Hawkes model itself
       (:func:`estimators.predictive.are_optimal_omega` under the marks' law ``mark_law``,
       conditioned on ``N >= min_size_``, the smallest final size seen in ``fit``);
       ``trend="regression"``: the linear median regression of ``log omega`` on
-      ``log [beta, n_star, G1]``.
+      ``log [b, n_star, G1]``; ``trend="count"``: the size ``a n_obs**b`` with the least
+      median ARE (``b`` in :data:`COUNT_EXPONENTS`, ``count_`` = ``(a, b)``); ``trend="constant"``:
+      the same with ``b = 0``, one size for every cascade. A size trend below ``n_obs``
+      means no growth (omega at :data:`OMEGA_FLOOR`).
     * ``loss="are"``: absolute-error trees on the ratio of omega to the trend, fitted
       with the ARE weights (:func:`estimators.forecast.are_weights`), so splits and leaf values (weighted
       medians) minimise the ARE of the training cascades; ``loss="log"``: squared-error
@@ -75,20 +84,25 @@ class OmegaForest(RegressorMixin, BaseEstimator):
             base = are_optimal_omega(X[:, 3], X[:, 1], X[:, 2], mark_law=self.mark_law,
                                      min_size=self.min_size_)
             return np.log(np.maximum(base, OMEGA_FLOOR))
+        if self.trend in ("count", "constant"):
+            a, b = self.count_
+            return np.log(np.maximum(omega_target(a * X[:, 3] ** b, X[:, 3], X[:, 1], X[:, 2]), OMEGA_FLOOR))
         return self.trend_.predict(_log_features(X[:, :3]))
 
     def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> OmegaForest:
-        """Fit on ``X = [beta, n_star, G1, n_obs]`` (shape (n, 4)), targets ``omega`` (n,) and ARE weights (n,)."""
+        """Fit on ``X`` (shape (n, 7)), targets ``omega`` (n,) and ARE weights (n,)."""
         X = _check_X(X)
         y = np.asarray(y, dtype=np.float64)
-        if self.loss not in ("are", "log", "none") or self.trend not in ("base", "regression"):
-            raise ValueError(f"loss must be 'are', 'log' or 'none' and trend 'base' or 'regression', "
+        if self.loss not in ("are", "log", "none") or self.trend not in TRENDS:
+            raise ValueError(f"loss must be 'are', 'log' or 'none' and trend one of {TRENDS}, "
                              f"got {self.loss!r} and {self.trend!r}")
         n_true = forecast_size(X[:, 3], X[:, 2], X[:, 1], y)
         self.min_size_ = float(max(np.floor(n_true.min() + 1e-9), 1.0))
         logy = np.log(np.maximum(y, OMEGA_FLOOR))
         if self.trend == "regression":
             self.trend_ = QuantileRegressor(quantile=0.5, alpha=0.0, solver="highs").fit(_log_features(X[:, :3]), logy)
+        elif self.trend in ("count", "constant"):
+            self.count_ = count_trend(X[:, 3], n_true, (0.0,) if self.trend == "constant" else COUNT_EXPONENTS)
         trend = self._trend(X)
         resid = logy - trend
         if self.loss == "are":
@@ -97,25 +111,25 @@ class OmegaForest(RegressorMixin, BaseEstimator):
             self.forest_ = RandomForestRegressor(
                 n_estimators=self.n_estimators, criterion="absolute_error", min_samples_leaf=self.min_samples_leaf,
                 random_state=self.random_state, n_jobs=self.n_jobs,
-            ).fit(X[:, :3], np.exp(resid), sample_weight=w * np.exp(trend))
+            ).fit(X, np.exp(resid), sample_weight=w * np.exp(trend))
         elif self.loss == "log":
             self.forest_ = RandomForestRegressor(
                 n_estimators=self.n_estimators, min_samples_leaf=self.min_samples_leaf,
                 random_state=self.random_state, n_jobs=self.n_jobs,
-            ).fit(X[:, :3], resid)
+            ).fit(X, resid)
         else:
             self.forest_ = None
         self.n_features_in_ = X.shape[1]
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Correction factors for ``X = [beta, n_star, G1, n_obs]``, shape (n,)."""
+        """Correction factors for ``X`` (shape (n, 7)), shape (n,)."""
         check_is_fitted(self)
         X = _check_X(X)
         trend = np.exp(self._trend(X))
         if self.loss == "none":
             return trend
-        ratio = self.forest_.predict(X[:, :3])
+        ratio = self.forest_.predict(X)
         if self.loss == "log":
             ratio = np.exp(ratio)
         return ratio * trend
@@ -123,9 +137,27 @@ class OmegaForest(RegressorMixin, BaseEstimator):
 
 def _check_X(X: np.ndarray) -> np.ndarray:
     X = np.atleast_2d(np.asarray(X, dtype=np.float64))
-    if X.ndim != 2 or X.shape[1] != 4:
-        raise ValueError(f"X must have shape (n, 4) = [beta, n_star, G1, n_obs], got {X.shape}")
+    if X.ndim != 2 or X.shape[1] != len(FEATURE_NAMES):
+        raise ValueError(f"X must have shape (n, {len(FEATURE_NAMES)}) = {list(FEATURE_NAMES)}, got {X.shape}")
     return X
+
+
+def count_trend(n_obs: np.ndarray, n_true: np.ndarray, exponents: tuple[float, ...]) -> tuple[float, float]:
+    """``(a, b)``: the size ``a n_obs**b`` with the least median ARE over these cascades, ``b`` in ``exponents``.
+
+    For a given ``b`` the ARE is ``|a / r - 1|`` with ``r = n_true / n_obs**b``, so ``a`` is
+    :func:`estimators.metrics.best_constant` of ``r``; ``b = 0`` is the best constant size.
+    """
+    n_obs = np.asarray(n_obs, dtype=np.float64)
+    n_true = np.asarray(n_true, dtype=np.float64)
+    best, best_err = (1.0, 0.0), np.inf
+    for b in exponents:
+        r = n_true / n_obs ** b
+        a = best_constant(r, grid=256)
+        err = float(np.median(np.abs(a / r - 1.0)))
+        if err < best_err:
+            best, best_err = (a, float(b)), err
+    return best
 
 
 def _log_features(X: np.ndarray) -> np.ndarray:
@@ -135,11 +167,19 @@ def _log_features(X: np.ndarray) -> np.ndarray:
 #: omega below this is clipped before taking logs (no growth at all gives omega = 0).
 OMEGA_FLOOR = 1e-3
 
+#: The trends of :class:`OmegaForest`.
+TRENDS = ("base", "regression", "count", "constant")
+
+#: The exponents ``b`` that the ``count`` trend ``a n_obs**b`` chooses from (0: a constant; 1: proportional).
+COUNT_EXPONENTS = tuple(np.round(np.arange(0.0, 1.51, 0.1), 2).tolist())
+
 #: Candidates compared by inner cross-validation in :func:`fit_forest`: (loss, min_samples_leaf, trend).
 #: The model's own ARE-optimal forecast wins where the model holds (simulated cascades: a forest on
-#: top of it only adds noise); forests around a regression trend win where it does not (real cascades).
+#: top of it only adds noise); forests around a regression trend, the count's trend or a constant
+#: compete where it does not (real cascades).
 CANDIDATES: tuple[tuple[str, int, str], ...] = (
     ("none", 1, "base"), ("are", 3, "regression"), ("are", 10, "regression"), ("log", 3, "regression"),
+    ("none", 1, "count"), ("are", 10, "count"), ("none", 1, "constant"),
 )
 
 
@@ -154,7 +194,8 @@ def fit_forest(
     select_max: int | None = None,
     mark_law: MarkLaw = COURSE_MARKS,
 ) -> OmegaForest:
-    """Fit the correction on ``X = [beta, n_star, G1, n_obs]`` (shape (n, 4)) and true final sizes (shape (n,)).
+    """Fit the correction on ``X`` (:func:`estimators.forecast.correction_features`, shape (n, 7)) and true final
+    sizes (shape (n,)).
 
     Each candidate ``(loss, min_samples_leaf, trend)`` is scored by the mean ARE of an
     inner ``cv``-fold cross-validation on these samples; the best one is refitted on all
@@ -164,14 +205,12 @@ def fit_forest(
     ``G1 <= 0`` or ``n_star >= 1`` carry no information on omega and are left out.
     ``mark_law``: the marks' law, for the ``"base"`` trend.
     """
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2 or X.shape[1] != 4:
-        raise ValueError(f"X must have shape (n, 4) = [beta, n_star, G1, n_obs], got {X.shape}")
+    X = _check_X(X)
     n_true = np.asarray(n_true, dtype=np.float64)
     if X.shape[0] != n_true.shape[0]:
         raise ValueError("X and n_true must have the same number of samples")
-    if not np.isfinite(X).all():
-        raise ValueError("X must be finite")
+    if not np.isfinite(X[:, :4]).all() or np.isinf(X[:, 4:]).any():
+        raise ValueError("X must be finite (NaN allowed only in the series' statistics)")
     if not candidates:
         raise ValueError("at least one candidate is needed")
     keep = (X[:, 2] > 0) & (X[:, 1] < 1)
@@ -205,7 +244,7 @@ def fit_forest(
 
 
 def predict_omega(forest: OmegaForest, X: np.ndarray) -> np.ndarray:
-    """Correction factors for ``X = [beta, n_star, G1, n_obs]`` (shape (n, 4)); shape (n,), clipped at 0."""
+    """Correction factors for ``X`` (shape (n, 7)); shape (n,), clipped at 0."""
     check_is_fitted(forest)
     X = np.atleast_2d(np.asarray(X, dtype=np.float64))
     return np.maximum(forest.predict(X), 0.0)

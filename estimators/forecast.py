@@ -21,8 +21,14 @@ kernel         ``a``                         ``b``
 ``powerlaw``   ``kappa``, the kernel scale   ``theta``, the tail exponent of decay
 =============  ============================  =====================================
 
-and the correction's features are ``[b, n_star, G1, n_obs]`` (:func:`correction_features`),
-whatever side of the product computes them.
+and the correction's features are ``[b, n_star, G1, n_obs, n_recent, t_idle, mark_sum]``
+(:func:`correction_features`), whatever side of the product computes them: the fit's
+three numbers, the count so far, and three statistics of the observed series
+(:func:`series_features`) that the feature-driven predictors of Mishra, Rizoiu & Xie
+(CIKM 2016) found predictive: the events in the last quarter of the window, the time
+since the last event and the sum of the marks. Series statistics that a message did
+not carry (a course-format ``parameters`` message) are NaN, which the correction's
+trees route like any other value.
 """
 
 from __future__ import annotations
@@ -32,13 +38,19 @@ from typing import Protocol
 import numpy as np
 
 __all__ = ["KERNELS", "forecast_size", "omega_target", "are_weights", "message_params", "correction_features",
-           "FEATURE_NAMES"]
+           "series_features", "FEATURE_NAMES", "SERIES_FEATURES", "RECENT_SHARE"]
 
 #: The Hawkes kernels a fit can use.
 KERNELS = ("exp", "powerlaw")
 
 #: Names of the correction's features, in the columns' order of :func:`correction_features`.
-FEATURE_NAMES = ("b", "n_star", "G1", "n_obs")
+FEATURE_NAMES = ("b", "n_star", "G1", "n_obs", "n_recent", "t_idle", "mark_sum")
+
+#: The statistics of the observed series among the correction's features (:func:`series_features`).
+SERIES_FEATURES = FEATURE_NAMES[4:]
+
+#: ``n_recent`` counts the events of the last ``RECENT_SHARE`` of the observation window.
+RECENT_SHARE = 0.25
 
 
 class _Fit(Protocol):
@@ -90,14 +102,33 @@ def message_params(fit: _Fit) -> tuple[float, float, float, float]:
     raise ValueError(f"kernel must be one of {KERNELS}, got {fit.kernel!r}")
 
 
-def correction_features(params: object, n_obs: object) -> np.ndarray:
-    """The correction's features ``[b, n_star, G1, n_obs]``, shape (n, 4).
+def series_features(times: np.ndarray, marks: np.ndarray, t_obs: float) -> tuple[float, float, float]:
+    """``(n_recent, t_idle, mark_sum)`` of the events before ``t_obs`` (seconds from the cascade's start).
+
+    ``n_recent``: the events in the last :data:`RECENT_SHARE` of the window
+    ``[(1 - RECENT_SHARE) t_obs, t_obs)``; ``t_idle``: seconds from the last event to ``t_obs``;
+    ``mark_sum``: the sum of their marks. ``times`` and ``marks``: shape (n,), times sorted.
+    """
+    times = np.asarray(times, dtype=np.float64)
+    k = int(np.searchsorted(times, t_obs, side="left"))
+    if k == 0:
+        return 0.0, float(t_obs), 0.0
+    recent = k - int(np.searchsorted(times[:k], (1.0 - RECENT_SHARE) * t_obs, side="left"))
+    return float(recent), float(t_obs - times[k - 1]), float(np.sum(np.asarray(marks, dtype=np.float64)[:k]))
+
+
+def correction_features(params: object, n_obs: object, series: object = None) -> np.ndarray:
+    """The correction's features :data:`FEATURE_NAMES`, shape (n, 7).
 
     ``params``: rows of :func:`message_params`, shape (n, 4) (or (4,) for one fit);
-    ``n_obs``: the events observed, shape (n,).
+    ``n_obs``: the events observed, shape (n,); ``series``: rows of :func:`series_features`,
+    shape (n, 3), NaN where unknown (``None``: all unknown).
     """
     P = np.atleast_2d(np.asarray(params, dtype=np.float64))
     n = np.atleast_1d(np.asarray(n_obs, dtype=np.float64))
     if P.ndim != 2 or P.shape[1] != 4 or n.shape != (P.shape[0],):
         raise ValueError(f"params must have shape (n, 4) and n_obs shape (n,), got {P.shape} and {n.shape}")
-    return np.column_stack([P[:, 1:4], n])
+    S = np.full((P.shape[0], 3), np.nan) if series is None else np.asarray(series, dtype=np.float64).reshape(-1, 3)
+    if S.shape[0] != P.shape[0]:
+        raise ValueError(f"series must have shape (n, 3) = {SERIES_FEATURES}, got {S.shape}")
+    return np.column_stack([P[:, 1:4], n, S])

@@ -140,8 +140,7 @@ def test_the_backtest_and_the_learner_select_and_fit_the_correction_alike(small_
     folds = splits(fits, FAST)
     cv = cross_validated_forecasts(fits, FAST, folds=folds)
     train, test = folds[0]
-    data, choice = train_model(fits.X[train, :3], fits.n_true[train], fits.n_obs[train], FAST.forest_trees, FAST.seed,
-                               mark_law=FAST.mark_law)
+    data, choice = train_model(fits.X[train], fits.n_true[train], FAST.forest_trees, FAST.seed, mark_law=FAST.mark_law)
     model = load_model(data)
     assert (model.loss, model.min_samples_leaf, model.trend) == choice
     learnt = forecast_size(fits.n_obs[test], fits.G1[test], fits.n_star[test], predict_omega(model, fits.X[test]))

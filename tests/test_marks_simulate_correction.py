@@ -97,19 +97,53 @@ def test_forest_learns_a_constant_correction_as_a_weighted_median():
     n_obs = rng.integers(5, 50, n).astype(float)
     # true sizes: the Hawkes forecast scaled by 0.5 (the forest must learn omega = 0.5)
     n_true = n_obs + 0.5 * X[:, 2] / (1 - X[:, 1])
-    X4 = np.column_stack([X, n_obs])
-    forest = fit_forest(X4, n_true)
+    X7 = np.column_stack([X, n_obs, rng.integers(0, 5, n), rng.uniform(0, 600, n), rng.uniform(10, 1e4, n)])
+    forest = fit_forest(X7, n_true)
     assert forest.trend == "regression"  # the model's own forecast is not 0.5 times the mean: a forest must win
-    np.testing.assert_allclose(predict_omega(forest, X4[:20]), 0.5, atol=1e-6)
+    np.testing.assert_allclose(predict_omega(forest, X7[:20]), 0.5, atol=1e-6)
+
+
+@pytest.mark.parametrize("exponent", [0.0, 1.3])
+def test_the_correction_chooses_the_counts_trend_where_the_size_follows_the_count(exponent):
+    """Where the final size is a power of the count so far (a constant when the power is 0) and the
+    fit's numbers say nothing, the inner cross-validation picks the count's trend or the constant,
+    which forecast those sizes; the series' statistics may be missing (NaN)."""
+    from estimators.correction import count_trend
+
+    rng = np.random.default_rng(3)
+    n = 300
+    n_obs = rng.integers(5, 200, n).astype(float)
+    n_true = np.maximum(np.round(4.0 * n_obs ** exponent), n_obs) if exponent else np.full(n, 300.0)
+    X = np.column_stack([rng.uniform(1e-4, 1e-3, n), rng.uniform(0.1, 0.9, n), rng.uniform(1, 50, n), n_obs,
+                         np.full((n, 3), np.nan)])
+    a, b = count_trend(n_obs, n_true, (0.0, 0.5, 1.0, 1.3))
+    assert b == exponent and a == pytest.approx(4.0 if exponent else 300.0, rel=0.02)
+    forest = fit_forest(X, n_true, n_estimators=10)
+    assert forest.trend in ("count", "constant")
+    n_hat = forecast_size(n_obs, X[:, 2], X[:, 1], predict_omega(forest, X))
+    assert np.median(are(n_hat, n_true)) < 0.02
+
+
+def test_series_features_count_the_recent_events_the_idle_time_and_the_marks():
+    from estimators.forecast import RECENT_SHARE, correction_features, series_features
+
+    times = np.array([0.0, 10.0, 70.0, 80.0, 99.0, 100.0, 150.0])
+    marks = np.arange(1.0, 8.0)
+    assert RECENT_SHARE == 0.25
+    assert series_features(times, marks, 100.0) == (2.0, 1.0, 15.0)  # 75 <= t < 100: 80, 99; 70 is before
+    assert series_features(times[:1], marks[:1], 100.0) == (0.0, 100.0, 1.0)
+    assert series_features(times[:0], marks[:0], 100.0) == (0.0, 100.0, 0.0)
+    X = correction_features([[0.1, 1e-3, 0.5, 10.0]], [5])
+    assert X.shape == (1, 7) and np.isnan(X[0, 4:]).all() and X[0, :4].tolist() == [1e-3, 0.5, 10.0, 5.0]
 
 
 def test_forest_rejects_bad_shapes():
     with pytest.raises(ValueError, match="shape"):
-        fit_forest(np.ones((5, 3)), np.ones(5))
+        fit_forest(np.ones((5, 4)), np.ones(5))
     with pytest.raises(ValueError, match="finite"):
-        fit_forest(np.full((5, 4), np.nan), np.ones(5))
+        fit_forest(np.full((5, 7), np.nan), np.ones(5))
     with pytest.raises(ValueError, match="same number"):
-        fit_forest(np.ones((5, 4)), np.ones(4))
+        fit_forest(np.ones((5, 7)), np.ones(4))
 
 
 def test_metrics():

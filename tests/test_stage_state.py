@@ -110,7 +110,8 @@ def test_unusable_models_are_refused_and_the_current_model_stays(bad, tmp_path):
 def small_model() -> bytes:
     rng = np.random.default_rng(0)
     X = np.column_stack([rng.uniform(1e-4, 1e-2, 40), rng.uniform(0.1, 0.9, 40), rng.uniform(1, 50, 40),
-                         rng.integers(5, 50, 40)])
+                         rng.integers(5, 50, 40), rng.integers(0, 5, 40), rng.uniform(0, 600, 40),
+                         rng.uniform(10, 1e4, 40)])
     return dump_model(fit_forest(X, X[:, 3] * 2, n_estimators=5, random_state=0))
 
 
@@ -149,9 +150,10 @@ def test_prior_state_is_restored_per_partition():
     chunk = [FitTask(f"c{i}", "", 9000, np.sort(rng.uniform(0, 100, 20)), np.full(20, 10.0), "s", True, i % 2)
              for i in range(n)]
     fits = PackedFits(np.column_stack([rng.uniform(0.005, 0.02, n), rng.uniform(1e-4, 1e-3, n), np.full(n, 0.5),
-                                       np.ones(n)]), np.full(n, 20), np.zeros(n), np.ones(n, bool), {})
+                                       np.ones(n)]), np.full(n, 20), np.zeros(n), np.ones(n, bool), np.zeros((n, 3)), {})
     assert a.encode((chunk, fits)) == []  # final series produce no record
-    a.encode((chunk[:2], PackedFits(fits.params[:2], fits.n_obs[:2], fits.n_supp[:2], fits.converged[:2], {})))
+    a.encode((chunk[:2], PackedFits(fits.params[:2], fits.n_obs[:2], fits.n_supp[:2], fits.converged[:2],
+                                    fits.series[:2], {})))
     assert a.n_fits == n  # replayed finals replace their twins
     changes = a.snapshot()
     assert sorted(p for p, _, _ in changes) == [0, 1] and a.snapshot() == []
@@ -179,7 +181,7 @@ def test_the_marks_law_is_learnt_online_emitted_and_restored():
     marks = [np.exp(rng.normal(5.0, 1.5, k)) for _ in range(n)]
     chunk = [FitTask(f"c{i}", "", 9000, np.sort(rng.uniform(0, 100, k)), marks[i], "s", True, i % 2) for i in range(n)]
     fits = PackedFits(np.column_stack([rng.uniform(1e-4, 5e-4, n), rng.uniform(1e-4, 1e-3, n), np.full(n, 0.5),
-                                       np.ones(n)]), np.full(n, k), np.zeros(n), np.ones(n, bool), {})
+                                       np.ones(n)]), np.full(n, k), np.zeros(n), np.ones(n, bool), np.zeros((n, 3)), {})
     assert a.pack(chunk[:1]).mark_law == s.mark_law  # nothing learnt yet: the settings' Pareto law
     (rec,) = a.encode((chunk, fits))
     law = MARKS.decode(rec.value)
@@ -187,7 +189,7 @@ def test_the_marks_law_is_learnt_online_emitted_and_restored():
     assert a.mark_law == MarkLaw(tuple(law.body), law.tail, law.alpha, law.mu) == MarkLaw.fit(np.concatenate(marks))
     assert a.mark_law != s.mark_law and a.pack(chunk[:1]).mark_law is a.mark_law
     assert a.encode((chunk[:1], PackedFits(fits.params[:1], fits.n_obs[:1], fits.n_supp[:1], fits.converged[:1],
-                                           {}))) == []  # the same law is not emitted twice
+                                           fits.series[:1], {}))) == []  # the same law is not emitted twice
     changes = a.snapshot()
     b = PriorLearner(s)
     for p in (0, 1):
@@ -213,7 +215,9 @@ def sample_records(n, offset0=0, T=600):
         n_obs = int(rng.integers(5, 50))
         value = Sample(cid=f"c{i}", X=(float(rng.uniform(1e-4, 1e-2)), float(rng.uniform(0.1, 0.9)),
                                        float(rng.uniform(1, 50))), W=1.0, T_obs=T, n_obs=n_obs,
-                       n_tot=n_obs + int(rng.integers(0, 100)))
+                       n_tot=n_obs + int(rng.integers(0, 100)),
+                       series=(float(rng.integers(0, 5)), float(rng.uniform(0, 600)), float(rng.uniform(10, 1e4)))
+                       if i % 2 else None)  # half of them as course-format samples
         out.append(Record(SAMPLES.name, encode(value), str(T).encode(), partition=0, offset=offset0 + i))
     return out
 
@@ -257,7 +261,7 @@ def test_learner_versions_are_deterministic_and_survive_a_restore(scheduler):
     for v in ref_models:
         a = sio.loads(ref_models[v], trusted=sio.get_untrusted_types(data=ref_models[v]))
         b = sio.loads(got_models[v], trusted=sio.get_untrusted_types(data=got_models[v]))
-        X = np.random.default_rng(v).uniform(0.1, 1, (10, 4))
+        X = np.random.default_rng(v).uniform(0.1, 1, (10, 7))
         np.testing.assert_array_equal(a.predict(X), b.predict(X))
     dead = [r for r in ref if r.topic.endswith(".dlq")]
     assert len(dead) == 1 and b"n_tot" in dead[0].value

@@ -43,7 +43,7 @@ from sklearn.model_selection import KFold, TimeSeriesSplit
 
 from estimators import ConvergenceWarning, LogNormalPrior, MarkLaw, fit_cascade, pareto_mean
 from estimators.correction import predict_omega
-from estimators.forecast import forecast_size
+from estimators.forecast import correction_features, forecast_size, message_params, series_features
 from estimators.metrics import are, best_constant, kendall, msle_log2, spearman, top_share
 from estimators.seismic import seismic_predict
 from streams.datasets import Cascade, Dataset
@@ -125,7 +125,7 @@ class WindowFits:
     """Hawkes fits of the scored cascades at one window.
 
     ``index`` (positions in the dataset, shape (k,)), ``n_obs``, ``n_true``,
-    ``X`` (the correction's features ``[beta, n_star, G1, n_obs]``, shape (k, 4)),
+    ``X`` (the correction's features, :func:`estimators.forecast.correction_features`, shape (k, 7)),
     ``G1``, ``n_star``, ``hawkes`` (uncorrected forecasts) and the seconds the fits took.
     """
 
@@ -171,12 +171,13 @@ def fit_window(
                 continue
             f = fit_cascade(c.times, c.marks, t_obs, **kw)
             index.append(i)
-            rows.append((f.n_obs, c.size, *f.features, f.G1, f.n_star, f.final_size))
+            rows.append((f.n_obs, c.size, *message_params(f), f.final_size, *series_features(c.times, c.marks, t_obs)))
     seconds = time.perf_counter() - start
-    r = np.array(rows, dtype=np.float64).reshape(-1, 8)
+    r = np.array(rows, dtype=np.float64).reshape(-1, 10)
     return WindowFits(
         t_obs=float(t_obs), index=np.array(index, dtype=np.int64), n_obs=r[:, 0], n_true=r[:, 1],
-        X=np.column_stack([r[:, 2:5], r[:, 0]]), G1=r[:, 5], n_star=r[:, 6], hawkes=r[:, 7], seconds=seconds,
+        X=correction_features(r[:, 2:6], r[:, 0], r[:, 7:10]), G1=r[:, 5], n_star=r[:, 4], hawkes=r[:, 6],
+        seconds=seconds,
     )
 
 

@@ -28,7 +28,7 @@ import msgspec
 import numpy as np
 from streamz import Stream
 
-from estimators import ConvergenceWarning, LogNormalPrior, MarkLaw, fit_cascade, message_params
+from estimators import ConvergenceWarning, LogNormalPrior, MarkLaw, fit_cascade, message_params, series_features
 from estimators.prior import fit_prior
 import streams.dask  # noqa: F401  (registers the submit_batches node)
 from streams.records import Record
@@ -78,12 +78,14 @@ class PackedSeries:
 @dataclass(slots=True)
 class PackedFits:
     """Fits of a packed chunk: ``params`` (k, 4) = :func:`estimators.forecast.message_params`; ``n_obs``, ``n_supp``,
-    ``converged`` (k,); ``errors`` maps a series' index to why it could not be fitted."""
+    ``converged`` (k,); ``series`` (k, 3) = :func:`estimators.forecast.series_features`; ``errors`` maps a
+    series' index to why it could not be fitted."""
 
     params: np.ndarray
     n_obs: np.ndarray
     n_supp: np.ndarray
     converged: np.ndarray
+    series: np.ndarray
     errors: dict[int, str]
 
 
@@ -119,6 +121,7 @@ def fit_chunk(chunk: PackedSeries, fit_kwargs: dict[str, Any]) -> PackedFits:
     n_obs = np.zeros(k, dtype=np.int64)
     n_supp = np.zeros(k)
     converged = np.zeros(k, dtype=bool)
+    series = np.zeros((k, 3))
     errors: dict[int, str] = {}
     o = chunk.offsets
     if chunk.mark_law is not None:
@@ -137,7 +140,8 @@ def fit_chunk(chunk: PackedSeries, fit_kwargs: dict[str, Any]) -> PackedFits:
                 continue
             params[i] = message_params(f)
             n_obs[i], n_supp[i], converged[i] = f.n_obs, f.final_size - f.n_obs, f.converged
-    return PackedFits(params, n_obs, n_supp, converged, errors)
+            series[i] = series_features(chunk.times[o[i]:o[i + 1]], chunk.marks[o[i]:o[i + 1]], chunk.T_obs[i])
+    return PackedFits(params, n_obs, n_supp, converged, series, errors)
 
 
 
@@ -157,9 +161,11 @@ def encode_results(done: tuple[list[FitTask], PackedFits]) -> list[Record]:
             out.append(dead_series(s, error))
             continue
         n_supp = float(fits.n_supp[i])
+        stats = fits.series[i]
         value = Parameters(cid=s.cid, msg=s.msg, n_obs=int(fits.n_obs[i]),
                            n_supp=n_supp if abs(n_supp) <= MAX_VALUE else None,
-                           params=tuple(params.tolist()), T_obs=s.T_obs, converged=bool(fits.converged[i]))
+                           params=tuple(params.tolist()), T_obs=s.T_obs, converged=bool(fits.converged[i]),
+                           series=tuple(stats.tolist()) if np.all((stats >= 0) & (stats <= MAX_VALUE)) else None)
         out.append(Record(CASCADE_PROPERTIES.name, encode(value), str(s.T_obs).encode()))
     return out
 
@@ -354,7 +360,7 @@ def _decode_any(raw: bytes) -> bytes:
 def _select(fits: PackedFits, keep: list[int]) -> PackedFits:
     where = {j: n for n, j in enumerate(keep)}
     return PackedFits(fits.params[keep], fits.n_obs[keep], fits.n_supp[keep], fits.converged[keep],
-                      {where[i]: e for i, e in fits.errors.items() if i in where})
+                      fits.series[keep], {where[i]: e for i, e in fits.errors.items() if i in where})
 
 
 def estimator(series: Stream, settings: Settings, client) -> tuple[Stream, Stream]:

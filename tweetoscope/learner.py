@@ -34,6 +34,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -60,34 +61,49 @@ SELECT_EVERY = 10
 MAX_PENDING = 4
 
 
-def train_model(X: np.ndarray, n_true: np.ndarray, n_obs: np.ndarray, n_estimators: int, seed: int,
+def train_model(X: np.ndarray, n_true: np.ndarray, n_estimators: int, seed: int,
                 choice: tuple[str, int, str] | None = None,
                 mark_law: MarkLaw = COURSE_MARKS) -> tuple[bytes, tuple[str, int, str]]:
     """Fit the correction of one window (:func:`tweetoscope.models.fit_correction`); its skops file
     and the ``(loss, leaf, trend)`` used (runs on a Dask worker).
 
-    ``X`` = ``[beta, n_star, G1]`` (shape (n, 3)) of the samples, ``n_true`` and ``n_obs``
+    ``X``: the samples' :func:`estimators.forecast.correction_features` (shape (n, 7)), ``n_true``
     shape (n,); ``choice`` None: select the candidate, else fit that one; ``mark_law``: the marks'
     law of the model's own forecast.
     """
-    model = fit_correction(np.column_stack([X, n_obs]), n_true, n_estimators=n_estimators, seed=seed,
-                           mark_law=mark_law, choice=choice)
+    model = fit_correction(X, n_true, n_estimators=n_estimators, seed=seed, mark_law=mark_law, choice=choice)
     return dump_model(model), (model.loss, model.min_samples_leaf, model.trend)
 
 
+def _sample_row(d: Sample) -> tuple[float, ...]:
+    """A sample as the learner keeps it: ``(b, n_star, G1, n_obs, n_tot, n_recent, t_idle, mark_sum)``,
+    the series' statistics NaN when the sample did not carry them."""
+    return (*d.X, d.n_obs, d.n_tot, *(d.series or (math.nan,) * 3))
+
+
+def _training_set(rows: list[tuple[float, ...]]) -> tuple[np.ndarray, np.ndarray]:
+    """``X`` (shape (n, 7), :func:`estimators.forecast.correction_features`) and ``n_true`` (n,) of
+    :func:`_sample_row` rows (rows of 5, from a checkpoint written before the series' statistics,
+    have them NaN)."""
+    a = np.full((len(rows), 8), np.nan)
+    for i, r in enumerate(rows):
+        a[i, :len(r)] = r
+    return np.column_stack([a[:, :4], a[:, 5:]]), a[:, 4]
+
+
 class _Refit(msgspec.Struct, array_like=True):
-    """A refit taken at a boundary: the model ``version`` and its training set (rows of X, n_obs, n_tot)."""
+    """A refit taken at a boundary: the model ``version`` and its training set (rows of :func:`_sample_row`)."""
 
     version: int
     select: bool
-    rows: list[tuple[float, float, float, int, int]]
+    rows: list[tuple[float, ...]]
 
 
 class _WindowRecord(msgspec.Struct, array_like=True):
     offset: int
     seen: int
     choice: tuple[str, int, str] | None
-    samples: list[tuple[str, float, float, float, int, int]]
+    samples: list[tuple[Any, ...]]  # (cid, *_sample_row)
     pending: list[_Refit]
 
 
@@ -183,7 +199,7 @@ class learn(Stream):
             return  # read again after a restart: already in the state
         w.offset = max(w.offset, r.offset)
         new = w.samples.pop(d.cid, None) is None
-        w.samples[d.cid] = (*d.X, d.n_obs, d.n_tot)
+        w.samples[d.cid] = _sample_row(d)
         if len(w.samples) > self.max_samples:
             w.samples.popitem(last=False)
         if new:
@@ -223,9 +239,9 @@ class learn(Stream):
         self._maybe_refit()
 
     async def _fit(self, T_obs: int, w: _Window, refit: _Refit) -> None:
-        a = np.array(refit.rows, dtype=np.float64)
+        X, n_true = _training_set(refit.rows)
         choice = None if refit.select or w.choice is None else w.choice
-        args = (train_model, a[:, :3], a[:, 4], a[:, 3], self.trees, self.seed, choice, self.mark_law)
+        args = (train_model, X, n_true, self.trees, self.seed, choice, self.mark_law)
 
         def submit():
             return self.client.submit(*args, pure=False, priority=-10)

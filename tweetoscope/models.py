@@ -74,7 +74,7 @@ def fit_correction(X: np.ndarray, n_true: np.ndarray, *, n_estimators: int, seed
                    choice: tuple[str, int, str] | None = None) -> OmegaForest:
     """The correction of one window, as both the pipeline's learner and the backtest learn it.
 
-    ``X``: :func:`estimators.forecast.correction_features` rows (shape (n, 4)); ``n_true``:
+    ``X``: :func:`estimators.forecast.correction_features` rows (shape (n, 7)); ``n_true``:
     final sizes (shape (n,)). ``choice`` None selects among
     :data:`estimators.correction.CANDIDATES` by :data:`SELECTION_CV`-fold inner
     cross-validation on at most :data:`SELECTION_MAX` samples; otherwise that candidate is
@@ -114,8 +114,9 @@ def model_record(T_obs: int, version: int, data: bytes) -> Record:
                   headers={"version": str(version), **BINARY})
 
 
-#: A row of features every usable model must predict a finite, non-negative correction for.
-_PROBE = np.array([[1e-3, 0.5, 10.0, 20.0]])
+#: Rows of features every usable model must predict a finite correction for (the second one as a
+#: course-format message gives them: without the series' statistics).
+_PROBE = np.array([[1e-3, 0.5, 10.0, 20.0, 3.0, 60.0, 2000.0], [1e-3, 0.5, 10.0, 20.0, np.nan, np.nan, np.nan]])
 
 
 def model_signature(key: bytes, data: bytes) -> str:
@@ -137,6 +138,6 @@ def check_model(data: bytes, headers: dict[str, str], key: bytes | None) -> obje
         omega = predict_omega(model, _PROBE)
     except Exception as exc:  # noqa: BLE001 - any object skops trusts may come out of a file
         raise SchemaError(f"not a usable correction model ({type(model).__name__}): {exc}") from None
-    if omega.shape != (1,) or not np.isfinite(omega).all():
+    if omega.shape != (len(_PROBE),) or not np.isfinite(omega).all():
         raise SchemaError(f"the model predicts {omega!r} for a valid cascade")
     return model

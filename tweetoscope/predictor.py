@@ -214,7 +214,8 @@ class predict_join(Stream):
         params = np.array([e.params.params for _, e in items], dtype=np.float64)  # estimators.forecast.message_params
         n_obs = np.array([e.params.n_obs for _, e in items], dtype=np.float64)
         version, model = self.models.get(T_obs, (0, None))
-        X = correction_features(params, n_obs)
+        series = [e.params.series or (np.nan,) * 3 for _, e in items]  # unknown in course-format parameters
+        X = correction_features(params, n_obs, series)
         omega = np.ones(len(items)) if model is None else predict_omega(model, X)
         n_star, G1 = params[:, 2], params[:, 3]
         forecast = forecast_size(n_obs, G1, n_star, omega)
@@ -249,7 +250,7 @@ class predict_join(Stream):
             omega = float(omega_target(n_tot, n_obs, n_star, G1))
             if np.isfinite(omega) and abs(omega) <= MAX_VALUE:
                 out.append(SAMPLES.record(Sample(cid=cid, X=(b, n_star, G1), W=omega, T_obs=T_obs, n_obs=n_obs,
-                                                 n_tot=n_tot)))
+                                                 n_tot=n_tot, series=e.params.series)))
 
     # ------------------------------------------------------------- StateStore
 

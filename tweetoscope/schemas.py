@@ -18,7 +18,8 @@ Times are in seconds; ``T_obs`` is an observation window in seconds.
     ``{"type": "size", "cid", "n_tot", "t_end"}`` and
     ``{"type": "parameters", "cid", "msg", "n_obs", "n_supp", "params": [p, beta, n_star, G1]}``
     (``[kappa, theta, n_star, G1]`` with the power-law kernel: :func:`estimators.forecast.message_params`);
-    extra ``T_obs``, ``source``, ``converged``.
+    extra ``T_obs``, ``source``, ``converged``, ``series`` = ``[n_recent, t_idle, mark_sum]``
+    (:func:`estimators.forecast.series_features`, for the correction).
 ``alerts`` (key = str(T_obs))
     ``{"type": "alert", "cid", "msg", "T_obs", "n_tot"}`` (``n_tot`` is the forecast); extra
     ``n_obs``, ``model_version``.
@@ -26,7 +27,7 @@ Times are in seconds; ``T_obs`` is an observation window in seconds.
     ``{"type": "stat", "cid", "T_obs", "ARE"}``; extra ``n_hat``, ``n_tot``, ``model_version``.
 ``samples`` (key = str(T_obs))
     ``{"type": "sample", "cid", "X": [beta, n_star, G1], "W": omega}`` (``theta`` for ``beta`` with the power-law kernel); extra ``T_obs``,
-    ``n_obs``, ``n_tot`` (the learner needs them).
+    ``n_obs``, ``n_tot``, ``series`` (the learner needs them).
 ``models`` (key = str(T_obs))
     a skops file, header ``version`` (see :mod:`tweetoscope.models`).
 ``marks`` (key = ``law``; ours)
@@ -66,6 +67,8 @@ Id = Annotated[int, Meta(ge=0)]
 Positive = Annotated[float, Meta(gt=0, le=MAX_VALUE)]
 PositiveInt = Annotated[int, Meta(ge=1, le=int(MAX_VALUE))]
 Real = Annotated[float, Meta(ge=-MAX_VALUE, le=MAX_VALUE)]
+#: ``[n_recent, t_idle, mark_sum]`` of a window's series (:func:`estimators.forecast.series_features`).
+SeriesStats = tuple[Count, Count, Count]
 
 #: Largest message value a stage decodes (bytes): Kafka's default largest message. Bigger ones
 #: go to the dead-letter topic unread.
@@ -125,6 +128,7 @@ class Parameters(msgspec.Struct, tag_field="type", tag="parameters"):
     msg: str = ""
     T_obs: Window | None = None
     converged: bool = True
+    series: SeriesStats | None = None
 
 
 class Alert(msgspec.Struct, tag_field="type", tag="alert"):
@@ -171,6 +175,7 @@ class Sample(msgspec.Struct, tag_field="type", tag="sample"):
     T_obs: Window | None = None
     n_obs: PositiveInt | None = None
     n_tot: PositiveInt | None = None
+    series: SeriesStats | None = None
 
 
 class Marks(msgspec.Struct, tag_field="type", tag="marks"):
