@@ -192,64 +192,45 @@ def test_estimator_learns_its_prior_from_final_series():
     assert orjson.loads(rec.value)["params"] == pytest.approx([ref.p, ref.beta, ref.n_star, ref.G1], rel=1e-9)
 
 
-def test_the_embedded_pipeline_fits_under_the_learnt_prior(sim, scheduler, tmp_path, caplog):
-    """Cascades end one after the other; once 30 have ended, later windows are fitted under the learnt prior.
+def test_the_embedded_pipeline_fits_under_the_learnt_prior_and_marks_law(sim, scheduler, tmp_path, caplog):
+    """Cascades end one after the other; once 30 have ended, the estimator learns the prior and
+    (marks="learnt") the marks' law from them, publishes the law on ``marks`` and fits later
+    windows under both; the learner takes the law from ``marks``.
 
     Paced replay (an hour between cascade starts, 50,000 event seconds per second): the
     fits of the whole cascades come back long before the windows of cascade 50 close.
     """
     import re
 
-    from estimators import LogNormalPrior
-
-    s = settings_for(scheduler, terminated=600.0, stagger=3600.0, prior_min_cascades=30)
-    with caplog.at_level("INFO", logger="tweetoscope.estimator"):
-        asyncio.run(run_embedded(sim, s, tmp_path, speed=50_000))
-    learnt = [m for m in caplog.messages if m.startswith("prior on (p, beta) learnt from")]
-    assert len(learnt) == 1  # learner_every is huge: learnt once, at 30 whole cascades
-    prior = LogNormalPrior(**{k: float(v) for k, v in re.findall(r"(\w+)=(?:np\.float64\()?([-0-9.e]+)", learnt[0])})
-    params = {(r["value"]["cid"], r["value"]["T_obs"]): r["value"]
-              for r in read_jsonl_topic(tmp_path / "cascade_properties.jsonl") if r["value"]["type"] == "parameters"}
-    course = {T: fit_window(sim.cascades, T, s) for T in s.windows}
-    under = {T: fit_window(sim.cascades, T, s, prior=prior) for T in s.windows}
-    early = late = moved = 0
-    for T in s.windows:
-        for j, i in enumerate(course[T].index):
-            got = params[(str(i + 1), T)]
-            n_hat = got["n_obs"] + got["params"][3] / (1 - got["params"][2])
-            if i < 20:  # windows closed before 30 cascades had ended: the course prior
-                assert n_hat == pytest.approx(course[T].hawkes[j], rel=1e-6)
-                early += 1
-            elif i >= 50:  # long after: the learnt prior
-                assert n_hat == pytest.approx(under[T].hawkes[j], rel=1e-6)
-                moved += n_hat != pytest.approx(course[T].hawkes[j], rel=1e-3)
-                late += 1
-    assert early > 20 and late > 20 and moved > late / 2  # the prior changed most forecasts
-
-
-def test_the_embedded_pipeline_learns_the_marks_law_and_the_learner_takes_it(sim, scheduler, tmp_path, caplog):
-    """marks="learnt": once 30 cascades have ended the estimator learns the marks' law from their marks,
-    publishes it on ``marks`` and fits later windows under it (n_star / p is its mean); the learner
-    takes the law from ``marks``. Paced as the learnt-prior test above."""
-    from estimators import MarkLaw
+    from estimators import LogNormalPrior, MarkLaw
 
     s = settings_for(scheduler, terminated=600.0, stagger=3600.0, prior_min_cascades=30, marks="learnt")
     with caplog.at_level("INFO", logger="tweetoscope"):
         asyncio.run(run_embedded(sim, s, tmp_path, speed=50_000))
+    learnt = [m for m in caplog.messages if m.startswith("prior on (p, beta) learnt from")]
+    assert len(learnt) == 1  # learner_every is huge: learnt once, at 30 whole cascades
+    prior = LogNormalPrior(**{k: float(v) for k, v in re.findall(r"(\w+)=(?:np\.float64\()?([-0-9.e]+)", learnt[0])})
     (law,) = [r["value"] for r in read_jsonl_topic(tmp_path / "marks.jsonl")]
     law = MarkLaw(tuple(law["body"]), law["tail"], law["alpha"], law["mu"])
     assert law != s.mark_law
     assert any(m.startswith("learner: marks' law from 30 whole cascades") for m in caplog.messages)
-    early = late = 0
-    for r in read_jsonl_topic(tmp_path / "cascade_properties.jsonl"):
-        v = r["value"]
-        if v["type"] != "parameters":
-            continue
-        i, (p, _, n_star, _) = int(v["cid"]) - 1, v["params"]
-        if i < 20:
-            assert n_star / p == pytest.approx(s.mark_law.mean, rel=1e-9)
-            early += 1
-        elif i >= 50:
-            assert n_star / p == pytest.approx(law.mean, rel=1e-9)
-            late += 1
-    assert early > 20 and late > 20
+    params = {(r["value"]["cid"], r["value"]["T_obs"]): r["value"]
+              for r in read_jsonl_topic(tmp_path / "cascade_properties.jsonl") if r["value"]["type"] == "parameters"}
+    course = {T: fit_window(sim.cascades, T, s) for T in s.windows}
+    under = {T: fit_window(sim.cascades, T, s, prior=prior, mark_law=law) for T in s.windows}
+    early = late = moved = 0
+    for T in s.windows:
+        for j, i in enumerate(course[T].index):
+            got = params[(str(i + 1), T)]
+            p, _, n_star, G1 = got["params"]
+            n_hat = got["n_obs"] + G1 / (1 - n_star)
+            if i < 20:  # windows closed before 30 cascades had ended: the course prior and law
+                assert n_hat == pytest.approx(course[T].hawkes[j], rel=1e-6)
+                assert n_star / p == pytest.approx(s.mark_law.mean, rel=1e-9)
+                early += 1
+            elif i >= 50:  # long after: the learnt prior and law
+                assert n_hat == pytest.approx(under[T].hawkes[j], rel=1e-6)
+                assert n_star / p == pytest.approx(law.mean, rel=1e-9)
+                moved += n_hat != pytest.approx(course[T].hawkes[j], rel=1e-3)
+                late += 1
+    assert early > 20 and late > 20 and moved > late / 2  # prior and law changed most forecasts

@@ -66,14 +66,21 @@ def test_kafka_mode_forecasts_equal_the_backtest(kafka_bootstrap, scheduler, sma
     assert all(f.alert and f.n_tot == pytest.approx(expected[k][0], rel=1e-6) for k, f in forecasts.items())
 
 
-def test_dashboard_kafka_feed_reads_the_topics_and_the_lag(kafka_bootstrap, scheduler, small):
+def test_dashboard_kafka_feed_reads_the_topics_and_the_lag(kafka_bootstrap, scheduler, small, caplog):
+    """The dashboard's Kafka feed and the alerts command read what a run on the broker wrote. The run
+    learns the marks' law (marks="learnt"): the estimator publishes the law it learnt from the final
+    series on ``marks`` (created compacted), and the learner takes it."""
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    from estimators import MarkLaw
     from tweetoscope.dashboard import KafkaFeed
 
-    s = settings_for(kafka_bootstrap, scheduler)
+    s = settings_for(kafka_bootstrap, scheduler, marks="learnt", prior_min_cascades=10)
     feed = KafkaFeed(s)
     try:
         assert feed.poll().messages == [] and "No pipeline to read" in feed.status  # nothing there yet
-        assert asyncio.run(run_kafka(s, dataset=load_dataset(small), until_done=True)) == 0
+        with caplog.at_level("INFO", logger="tweetoscope"):
+            assert asyncio.run(run_kafka(s, dataset=load_dataset(small), until_done=True)) == 0
         got, deadline = [], time.monotonic() + 60
         while sum(t == "forecasts" for t, _ in got) < len(expected_forecasts(small, s)) and time.monotonic() < deadline:
             polled = feed.poll()
@@ -102,18 +109,7 @@ def test_dashboard_kafka_feed_reads_the_topics_and_the_lag(kafka_bootstrap, sche
     text = console.export_text()
     largest = max(latest.values(), key=lambda a: a.n_tot)
     assert f"top 3 of {len(expected)} alerts" in text and f"{largest.n_tot:,.0f}" in text
-
-
-def test_kafka_mode_publishes_the_learnt_marks_law_on_a_compacted_topic(kafka_bootstrap, scheduler, small, caplog):
-    """marks="learnt" on the broker: the estimator publishes the law it learnt from the final series on
-    ``marks`` (created compacted), and the learner takes it."""
-    from confluent_kafka.admin import AdminClient, ConfigResource
-
-    from estimators import MarkLaw
-
-    s = settings_for(kafka_bootstrap, scheduler, marks="learnt", prior_min_cascades=10)
-    with caplog.at_level("INFO", logger="tweetoscope"):
-        assert asyncio.run(run_kafka(s, dataset=load_dataset(small), until_done=True)) == 0
+    # the marks' law
     laws = list(read_topic(s, "marks"))
     assert laws and all(m.cascades >= 10 for m in laws)
     law = MarkLaw(tuple(laws[-1].body), laws[-1].tail, laws[-1].alpha, laws[-1].mu)

@@ -140,7 +140,7 @@ def test_adaptive_local_cluster_grows_under_a_backlog_and_shrinks_idle():
         client, cluster = await start_dask(Settings(dask_min_workers=1, dask_workers=3))
         counts = [len(cluster.scheduler.workers)]
         try:
-            futures = client.map(busy, [6_000_000 + i for i in range(100)], pure=False)  # ~25 s on one worker
+            futures = client.map(busy, [6_000_000 + i for i in range(60)], pure=False)  # ~15 s on one worker
             deadline = time.monotonic() + 120
             while len(cluster.scheduler.workers) < 3 and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
