@@ -117,6 +117,10 @@ class submit_batches(Stream):
     on_error : callable, optional
         ``on_error(chunk, exc) -> output`` for a task that still raises after ``retries``:
         what to emit instead of ``(chunk, result)``.
+
+    ``on_task``, if set (an attribute, default None), is called as ``on_task(seconds, items)``
+    when a task's result is in: the seconds from its submission (retries included) and
+    its number of items (for latency metrics).
     """
 
     def __init__(self, upstream, client, func: Callable, *, pack: Callable[[list], object] = list,
@@ -145,6 +149,7 @@ class submit_batches(Stream):
         self._slot = asyncio.Event()
         self._slot.set()
         self.error: BaseException | None = None
+        self.on_task: Callable[[float, int], None] | None = None
         Stream.__init__(self, upstream, ensure_io_loop=True, **kwargs)
 
     def update(self, x: Sequence, who=None, metadata=None):
@@ -185,13 +190,13 @@ class submit_batches(Stream):
                 self._busy_since = time.perf_counter()
             self.in_flight += 1
             self.n_tasks += 1
-            task = asyncio.ensure_future(self._wait(future, packed, chunk, metadata))
+            task = asyncio.ensure_future(self._wait(future, packed, chunk, metadata, time.perf_counter()))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if self._queued < self.chunk_size:
             self._slot.set()
 
-    async def _wait(self, future, packed, chunk: list, metadata) -> None:
+    async def _wait(self, future, packed, chunk: list, metadata, submitted: float) -> None:
         try:
             output = await self._result(future, packed, chunk)
         except Exception as exc:
@@ -200,6 +205,8 @@ class submit_batches(Stream):
             self._finished()
             return
         self.n_items += len(chunk)
+        if self.on_task is not None:
+            self.on_task(time.perf_counter() - submitted, len(chunk))
         try:
             self._emit(output, metadata=metadata)
         finally:

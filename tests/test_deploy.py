@@ -24,7 +24,7 @@ K8S = ROOT / "dask-k8s"
 TOOLS = ROOT / ".venv-tools" / "bin"
 KUSTOMIZE = ROOT / ".venv" / "bin" / "kustomize"
 #: conda-forge names that differ from PyPI's
-CONDA_NAMES = {"confluent-kafka": "python-confluent-kafka"}
+CONDA_NAMES = {"confluent-kafka": "python-confluent-kafka", "prometheus-client": "prometheus_client"}
 
 
 def requirement(text: str) -> tuple[str, str]:

@@ -17,6 +17,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from streams.datasets import load_dataset, write_jsonl
+from streams.kafka import read_topic as read_messages
 from tweetoscope.alerts import read_topic
 from tweetoscope.backtest import fit_window
 from tweetoscope.config import Settings
@@ -56,6 +57,18 @@ class Stage:
     def get(self, path: str) -> int:
         return health_status(self.port, path)
 
+    def metrics(self) -> dict[tuple[str, tuple], float]:
+        """``GET /metrics``, parsed by prometheus_client: ``{(sample name, sorted labels): value}``."""
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+            assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            text = r.read().decode()
+        return {(sm.name, tuple(sorted(sm.labels.items()))): sm.value
+                for family in text_string_to_metric_families(text) for sm in family.samples}
+
     def stop(self, sig=signal.SIGTERM) -> int | None:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -64,6 +77,13 @@ class Stage:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return None
+
+
+def total(stages, names: list[str], sample: str, **labels: str) -> float:
+    """The sum of a metric's samples with these labels over the named stages' scrapes."""
+    want = set(labels.items())
+    return sum(v for name in names for (n, lab), v in stages[name].metrics().items()
+               if n == sample and want <= set(lab))
 
 
 _NOT_READY = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
@@ -109,6 +129,9 @@ def test_two_collectors_two_predictors_share_the_work_exactly_once(kafka_bootstr
         wait_until(two_collectors, 60, "two collectors with partitions", every=0.3)
         assigned = [{p for t, p in parts if t == tweets} for parts in members.values()]
         assert all(assigned) and set().union(*assigned) == {0, 1, 2, 3} and not assigned[0] & assigned[1]
+        collectors, predictors = ["collector-1", "collector-2"], ["predictor-1", "predictor-2"]
+        assert total(stages, collectors, "tweetoscope_records_consumed_total", topic="tweets") == 0
+        assert stages["estimator-1"].metrics()[("tweetoscope_fit_task_seconds_count", ())] == 0
         gen = Stage("generate", "generator", s, str(data), "--sources", str(s.sources))
         assert gen.proc.wait(180) == 0, gen.proc.stderr.read()
         expected = expected_keys(data, s)
@@ -118,6 +141,26 @@ def test_two_collectors_two_predictors_share_the_work_exactly_once(kafka_bootstr
         stats = Counter((m.cid, m.T_obs) for m in read_topic(s, "stats"))
         assert set(stats) == expected
         assert max(series.values()) == 1 and max(stats.values()) == 1  # steady state: each handled once
+        # the metrics moved with the records, each counted once over the instances
+        n_tweets = sum(1 for _ in read_messages(s.kafka_config(), s.topic_prefix + "tweets"))  # eos records too
+        wait_until(lambda: total(stages, collectors, "tweetoscope_records_consumed_total", topic="tweets") == n_tweets
+                   and total(stages, collectors, "tweetoscope_consumer_lag_records", topic="tweets") == 0, 30,
+                   "the collectors' metrics to count every tweet", every=0.3)
+        n_series = total(stages, collectors, "tweetoscope_records_produced_total", topic="cascade_series")
+        assert n_series == sum(series.values())
+        est = stages["estimator-1"].metrics()
+        assert est[("tweetoscope_records_consumed_total", (("topic", "cascade_series"),))] == n_series
+        assert est[("tweetoscope_series_per_task_sum", ())] == n_series  # every series fitted in some task
+        assert 0 < est[("tweetoscope_fit_task_seconds_count", ())] == est[("tweetoscope_series_per_task_count", ())]
+        assert est[("tweetoscope_dask_tasks_in_flight", (("stage", "estimator"),))] == 0
+        n_alerts = sum(1 for _ in read_topic(s, "alerts"))
+        assert total(stages, predictors, "tweetoscope_alerts_total") == n_alerts == len(expected)  # threshold 0
+        assert total(stages, predictors, "tweetoscope_alerts_total", window="600") == sum(T == 600 for _, T in expected)
+        assert total(stages, predictors, "tweetoscope_records_consumed_total", topic="cascade_properties") == (
+            total(stages, collectors, "tweetoscope_records_produced_total", topic="cascade_properties")
+            + est[("tweetoscope_records_produced_total", (("topic", "cascade_properties"),))])
+        assert all(0 <= v < 120 for (n, _), v in stages["collector-1"].metrics().items()
+                   if n == "tweetoscope_last_commit_age_seconds")
     finally:
         codes = {name: st.stop() for name, st in stages.items()}
     assert all(code == 0 for code in codes.values()), codes

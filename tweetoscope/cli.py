@@ -214,8 +214,8 @@ def _add_kafka_flags(p: argparse.ArgumentParser, *, required: bool = False) -> N
     g.add_argument("--instance-id", dest="instance_id",
                    help="stable id of this instance (static group membership), e.g. the pod name")
     g.add_argument("--health-port", dest="health_port", type=int,
-                   help="serve GET /healthz (alive: can make progress) and /readyz (consuming: in its group, state "
-                   "restored, Dask connected) on this port (default: none)")
+                   help="serve GET /healthz (alive: can make progress), /readyz (consuming: in its group, state "
+                   "restored, Dask connected) and /metrics (Prometheus) on this port (default: none)")
     g.add_argument("--checkpoint-interval", dest="checkpoint_interval", type=float,
                    help=f"seconds between two checkpoints of a stage's state, each followed by a commit "
                    f"(default {DEFAULTS.checkpoint_interval:g})")

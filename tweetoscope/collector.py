@@ -87,7 +87,7 @@ def encode_outputs(items: list, terminated: float | None = None, min_size: int =
             origin = it.origin
             if not isinstance(origin, Record):  # held across a restart: only where it was read is known
                 origin = Record(TWEETS.name, b"", partition=origin.partition, offset=origin.offset)
-            out.append(dlq_record(origin, it.reason))
+            out.append(dlq_record(origin, it.reason, "rejected-event"))
     return out
 
 

@@ -174,7 +174,8 @@ def dead_series(s: FitTask, reason: str) -> Record:
     """The ``cascade_series.dlq`` record of a series that could not be fitted."""
     value = Serie(cid=s.cid, msg=s.msg, T_obs=s.T_obs, tweets=list(zip(s.times.tolist(), s.marks.tolist())),
                   source=s.source, final=s.final)
-    return dlq_record(Record(CASCADE_SERIES.name, encode(value), s.cid.encode(), partition=s.partition), reason)
+    return dlq_record(Record(CASCADE_SERIES.name, encode(value), s.cid.encode(), partition=s.partition), reason,
+                      "fit")
 
 
 def complete_fit_kwargs(settings: Settings) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from streams.replay import ReplaySchedule
 
 from .config import Settings
 from .generator import generator
+from .metrics import OutputCounter
 from .models import MAX_MODEL_BYTES
 from .pipeline import ALL_TOPICS, Stages, build_stages, start_dask
 from .schemas import MARKS, MODELS
@@ -91,6 +92,7 @@ class KafkaBus:
         self.sources: list[KafkaSource] = []
         self.by_topic: dict[str, KafkaSource] = {}
         self.sinks: list[KafkaSink] = []
+        self.outputs = OutputCounter()  # records emitted, by topic (for /metrics)
 
     def name(self, topic: str) -> str:
         return self.prefix + topic
@@ -133,6 +135,7 @@ class KafkaBus:
 
     def publish(self, stream: Stream) -> KafkaSink:
         """Produce the record batches of ``stream`` (each record to its own topic)."""
+        stream = stream.map(self.outputs)
         if self.prefix:
             prefix = self.prefix
             stream = stream.map(lambda batch: [dataclasses.replace(r, topic=prefix + r.topic) for r in batch])
@@ -277,10 +280,20 @@ async def _watch(bus: KafkaBus, stages: Stages, client, stop: asyncio.Event, fai
 def _serve_health(port: int, bus: KafkaBus, stages: Stages, client: distributed.Client | None) -> HTTPServer:
     """``GET /healthz`` (live): 200 while the stage can make progress, 503 with the reason once it cannot
     (it then exits non-zero); ``GET /readyz``: 200 while every source consumes (in its group, its state
-    restored, no error) and the Dask cluster, if any, is connected, else 503 with the reason.
-    Returns the HTTP server."""
+    restored, no error) and the Dask cluster, if any, is connected, else 503 with the reason;
+    ``GET /metrics``: the Prometheus metrics (:mod:`tweetoscope.metrics`). Returns the HTTP server."""
     from tornado.httpserver import HTTPServer
     from tornado.web import Application, RequestHandler
+
+    from .metrics import CONTENT_TYPE, StageMetrics
+
+    cut = len(bus.prefix)
+    metrics = StageMetrics(bus, stages, bus.outputs, strip=lambda t: t[cut:] if t.startswith(bus.prefix) else t)
+
+    class Metrics(RequestHandler):
+        def get(self) -> None:
+            self.set_header("Content-Type", CONTENT_TYPE)
+            self.write(metrics.exposition())
 
     class Alive(RequestHandler):
         def get(self) -> None:
@@ -309,7 +322,8 @@ def _serve_health(port: int, bus: KafkaBus, stages: Stages, client: distributed.
         if handler.get_status() >= 500 and handler.request.path != "/readyz":
             logger.warning("%s %s: %d", handler.request.method, handler.request.path, handler.get_status())
 
-    server = HTTPServer(Application([("/healthz", Alive), ("/readyz", Ready)], log_function=log))
+    server = HTTPServer(Application([("/healthz", Alive), ("/readyz", Ready), ("/metrics", Metrics)],
+                                    log_function=log))
     server.listen(port)
     return server
 

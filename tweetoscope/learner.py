@@ -259,7 +259,7 @@ class learn(Stream):
             data = None
             reason = f"refit of T_obs={T_obs} at version {refit.version} failed: {type(exc).__name__}: {exc}"
             value = f'{{"T_obs": {T_obs}, "version": {refit.version}}}'.encode()
-            self._emit([dlq_record(Record(SAMPLES.name, value, str(T_obs).encode()), reason)])
+            self._emit([dlq_record(Record(SAMPLES.name, value, str(T_obs).encode()), reason, "refit")])
         finally:
             self.fitting = None
         if self.windows.get(T_obs) is w and w.running is refit:  # still ours

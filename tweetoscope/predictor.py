@@ -133,7 +133,7 @@ class predict_join(Stream):
                 except (SchemaError, ValueError, UnicodeDecodeError) as exc:
                     logger.warning("models record %d:%d refused: %s", r.partition, r.offset, exc)
                     dead.append(dlq_record(Record(r.topic, b"<model file>", r.key, partition=r.partition,
-                                                  offset=r.offset), f"unusable model: {exc}"))
+                                                  offset=r.offset), f"unusable model: {exc}", "model"))
             if dead:
                 self._emit(dead, metadata=metadata)
         finally:
@@ -195,7 +195,8 @@ class predict_join(Stream):
             self.n_evicted += 1
             missing = "parameters" if entry.params is None else "size"
             value = entry.size if entry.size is not None else entry.params
-            out.append(dlq_record(CASCADE_PROPERTIES.record(value), f"join timed out: no {missing} for {key}"))
+            out.append(dlq_record(CASCADE_PROPERTIES.record(value), f"join timed out: no {missing} for {key}",
+                                  "join-timeout"))
             self._mark_done(key, entry)
         return self._emit(out, metadata=metadata) if out else None
 
@@ -225,7 +226,7 @@ class predict_join(Stream):
             if b:  # an overflowing feature or correction: the record cannot be used
                 del self.state[key]
                 out.append(dlq_record(CASCADE_PROPERTIES.record(e.params),
-                                      f"forecast is not a finite number (n_obs={n}, G1={g1}, n*={ns})"))
+                                      f"forecast is not a finite number (n_obs={n}, G1={g1}, n*={ns})", "forecast"))
                 self._mark_done(key, e)
                 continue
             e.forecast, e.version = n_hat, version

@@ -35,7 +35,8 @@ Times are in seconds; ``T_obs`` is an observation window in seconds.
     learnt from ``cascades`` complete cascades (``settings.marks == "learnt"``,
     :class:`estimators.MarkLaw`), for the learner's forecast.
 ``<topic>.dlq``
-    ``{"reason", "topic", "partition", "offset", "key", "value"}``.
+    ``{"reason", "topic", "partition", "offset", "key", "value"}``; extra ``kind``
+    (:data:`DEAD_LETTER_KINDS`).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from msgspec import Meta
 from streams.records import Record, dlq_topic
 
 __all__ = [
-    "SchemaError", "Topic", "Tweet", "Retweet", "Eos", "Serie", "Size", "Parameters", "Alert", "Stat", "Sample",
+    "SchemaError", "DEAD_LETTER_KINDS", "Topic", "Tweet", "Retweet", "Eos", "Serie", "Size", "Parameters", "Alert", "Stat", "Sample",
     "Marks", "DeadLetter", "TWEETS", "CASCADE_SERIES", "CASCADE_PROPERTIES", "ALERTS", "STATS", "SAMPLES", "MODELS",
     "MARKS",
     "TOPICS", "encode", "dlq_record", "MAX_MESSAGE_BYTES", "MAX_VALUE",
@@ -190,12 +191,23 @@ class Marks(msgspec.Struct, tag_field="type", tag="marks"):
 
 
 class DeadLetter(msgspec.Struct):
+    """A record that could not be used: ``reason`` (free text) and ``kind``, its class among
+    :data:`DEAD_LETTER_KINDS` (the ``reason`` label of ``tweetoscope_dead_letters_total``)."""
+
     reason: str
     topic: str
     partition: int
     offset: int
     key: str | None
     value: str
+    kind: str = "invalid"
+
+
+#: Classes of dead letters: ``invalid`` (undecodable or out of range), ``rejected-event`` (an event the
+#: collector cannot place), ``fit`` (a series the fit refused), ``join-timeout`` (a parameters or size
+#: record whose twin never came), ``forecast`` (a non-finite forecast), ``model`` (an unusable model
+#: file), ``refit`` (a learner refit that failed).
+DEAD_LETTER_KINDS = ("invalid", "rejected-event", "fit", "join-timeout", "forecast", "model", "refit")
 
 
 #: ``encode(message) -> bytes``: strict JSON of a message struct (or of plain JSON-able data).
@@ -257,8 +269,9 @@ TOPICS: dict[str, Topic] = {t.name: t for t in (TWEETS, CASCADE_SERIES, CASCADE_
                                                 MODELS, FORECASTS, MARKS)}
 
 
-def dlq_record(record: Record, reason: str) -> Record:
-    """The dead-letter record of a bad ``record``: where it came from, its raw value and the reason.
+def dlq_record(record: Record, reason: str, kind: str = "invalid") -> Record:
+    """The dead-letter record of a bad ``record``: where it came from, its raw value, the reason and its
+    ``kind`` (one of :data:`DEAD_LETTER_KINDS`, also in the record's ``kind`` header).
 
     Values longer than :data:`MAX_DEAD_VALUE_BYTES` are cut (the reason says so); bytes that
     are not UTF-8 are replaced.
@@ -271,6 +284,6 @@ def dlq_record(record: Record, reason: str) -> Record:
     value = DeadLetter(
         reason=reason, topic=record.topic, partition=record.partition, offset=record.offset,
         key=key.decode("utf-8", "replace") if key is not None else None,
-        value=raw.decode("utf-8", "replace"),
+        value=raw.decode("utf-8", "replace"), kind=kind,
     )
-    return Record(topic=dlq_topic(record.topic), value=encode(value), key=record.key)
+    return Record(topic=dlq_topic(record.topic), value=encode(value), key=record.key, headers={"kind": kind})
