@@ -20,12 +20,13 @@ far and the series' statistics). The default trend is the model's own ARE-optima
 law of the final size, given ``N >= min_size``, the smallest size of the training
 cascades); the forest learns what the model gets wrong, and may be left out
 (``loss="none"``) when it only adds noise. The other trends do without the model's
-law: a log-linear median regression of omega on ``[b, n_star, G1]``, a size growing
-with the count so far (``a n_obs**b``, ``b >= 0``) and one constant size, both with the
-least median ARE on the training cascades. :func:`fit_forest` picks among
-:data:`CANDIDATES` by an inner cross-validation of the mean ARE, so the chosen
-correction is never worse than the count's trend or the constant on the training folds
-by that score.
+law: a log-linear median regression of omega on ``[b, n_star, G1]`` and a size growing
+with the count so far (``a n_obs**b``, ``b >= 0.1``, the least median ARE on the training
+cascades). :func:`fit_forest` picks among :data:`CANDIDATES` by an inner cross-validation
+of the mean ARE, so the chosen correction is never worse than the count's trend on the
+training folds by that score. A constant size is not among them: on a set selected by
+size it often has the least ARE, but it ranks nothing, so it could never raise an alert
+on one cascade rather than another (it is the backtest's ``constant`` baseline).
 """
 
 from __future__ import annotations
@@ -56,9 +57,8 @@ class OmegaForest(RegressorMixin, BaseEstimator):
       conditioned on ``N >= min_size_``, the smallest final size seen in ``fit``);
       ``trend="regression"``: the linear median regression of ``log omega`` on
       ``log [b, n_star, G1]``; ``trend="count"``: the size ``a n_obs**b`` with the least
-      median ARE (``b`` in :data:`COUNT_EXPONENTS`, ``count_`` = ``(a, b)``); ``trend="constant"``:
-      the same with ``b = 0``, one size for every cascade. A size trend below ``n_obs``
-      means no growth (omega at :data:`OMEGA_FLOOR`).
+      median ARE (``b`` in :data:`COUNT_EXPONENTS`, ``count_`` = ``(a, b)``); below ``n_obs``
+      it means no growth (omega at :data:`OMEGA_FLOOR`).
     * ``loss="are"``: absolute-error trees on the ratio of omega to the trend, fitted
       with the ARE weights (:func:`estimators.forecast.are_weights`), so splits and leaf values (weighted
       medians) minimise the ARE of the training cascades; ``loss="log"``: squared-error
@@ -84,7 +84,7 @@ class OmegaForest(RegressorMixin, BaseEstimator):
             base = are_optimal_omega(X[:, 3], X[:, 1], X[:, 2], mark_law=self.mark_law,
                                      min_size=self.min_size_)
             return np.log(np.maximum(base, OMEGA_FLOOR))
-        if self.trend in ("count", "constant"):
+        if self.trend == "count":
             a, b = self.count_
             return np.log(np.maximum(omega_target(a * X[:, 3] ** b, X[:, 3], X[:, 1], X[:, 2]), OMEGA_FLOOR))
         return self.trend_.predict(_log_features(X[:, :3]))
@@ -101,8 +101,8 @@ class OmegaForest(RegressorMixin, BaseEstimator):
         logy = np.log(np.maximum(y, OMEGA_FLOOR))
         if self.trend == "regression":
             self.trend_ = QuantileRegressor(quantile=0.5, alpha=0.0, solver="highs").fit(_log_features(X[:, :3]), logy)
-        elif self.trend in ("count", "constant"):
-            self.count_ = count_trend(X[:, 3], n_true, (0.0,) if self.trend == "constant" else COUNT_EXPONENTS)
+        elif self.trend == "count":
+            self.count_ = count_trend(X[:, 3], n_true, COUNT_EXPONENTS)
         trend = self._trend(X)
         resid = logy - trend
         if self.loss == "are":
@@ -168,18 +168,19 @@ def _log_features(X: np.ndarray) -> np.ndarray:
 OMEGA_FLOOR = 1e-3
 
 #: The trends of :class:`OmegaForest`.
-TRENDS = ("base", "regression", "count", "constant")
+TRENDS = ("base", "regression", "count")
 
-#: The exponents ``b`` that the ``count`` trend ``a n_obs**b`` chooses from (0: a constant; 1: proportional).
-COUNT_EXPONENTS = tuple(np.round(np.arange(0.0, 1.51, 0.1), 2).tolist())
+#: The exponents ``b`` that the ``count`` trend ``a n_obs**b`` chooses from (1: proportional). From 0.1,
+#: not 0: the trend must rank the cascades as their count does (0 would be one constant size).
+COUNT_EXPONENTS = tuple(np.round(np.arange(0.1, 1.51, 0.1), 2).tolist())
 
 #: Candidates compared by inner cross-validation in :func:`fit_forest`: (loss, min_samples_leaf, trend).
 #: The model's own ARE-optimal forecast wins where the model holds (simulated cascades: a forest on
-#: top of it only adds noise); forests around a regression trend, the count's trend or a constant
-#: compete where it does not (real cascades).
+#: top of it only adds noise); forests around a regression trend or the count's trend compete where
+#: it does not (real cascades).
 CANDIDATES: tuple[tuple[str, int, str], ...] = (
     ("none", 1, "base"), ("are", 3, "regression"), ("are", 10, "regression"), ("log", 3, "regression"),
-    ("none", 1, "count"), ("are", 10, "count"), ("none", 1, "constant"),
+    ("none", 1, "count"), ("are", 10, "count"),
 )
 
 

@@ -103,23 +103,24 @@ def test_forest_learns_a_constant_correction_as_a_weighted_median():
     np.testing.assert_allclose(predict_omega(forest, X7[:20]), 0.5, atol=1e-6)
 
 
-@pytest.mark.parametrize("exponent", [0.0, 1.3])
+@pytest.mark.parametrize("exponent", [0.5, 1.3])
 def test_the_correction_chooses_the_counts_trend_where_the_size_follows_the_count(exponent):
-    """Where the final size is a power of the count so far (a constant when the power is 0) and the
-    fit's numbers say nothing, the inner cross-validation picks the count's trend or the constant,
-    which forecast those sizes; the series' statistics may be missing (NaN)."""
+    """Where the final size is a power of the count so far and the fit's numbers say nothing, the
+    inner cross-validation picks the count's trend, which forecasts those sizes; the series'
+    statistics may be missing (NaN)."""
     from estimators.correction import count_trend
 
     rng = np.random.default_rng(3)
     n = 300
     n_obs = rng.integers(5, 200, n).astype(float)
-    n_true = np.maximum(np.round(4.0 * n_obs ** exponent), n_obs) if exponent else np.full(n, 300.0)
+    n_true = np.round(40.0 * n_obs ** exponent)  # above n_obs: every cascade grows
     X = np.column_stack([rng.uniform(1e-4, 1e-3, n), rng.uniform(0.1, 0.9, n), rng.uniform(1, 50, n), n_obs,
                          np.full((n, 3), np.nan)])
     a, b = count_trend(n_obs, n_true, (0.0, 0.5, 1.0, 1.3))
-    assert b == exponent and a == pytest.approx(4.0 if exponent else 300.0, rel=0.02)
+    assert b == exponent and a == pytest.approx(40.0, rel=0.02)
+    assert count_trend(n_obs, np.full(n, 300.0), (0.0, 0.5)) == (300.0, 0.0)  # b = 0: the best constant
     forest = fit_forest(X, n_true, n_estimators=10)
-    assert forest.trend in ("count", "constant")
+    assert forest.trend == "count"
     n_hat = forecast_size(n_obs, X[:, 2], X[:, 1], predict_omega(forest, X))
     assert np.median(are(n_hat, n_true)) < 0.02
 
