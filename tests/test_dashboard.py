@@ -14,13 +14,24 @@ import pytest
 from helpers import free_port, wait_until
 
 from tweetoscope.dashboard import DashboardState, OutDirFeed
-from tweetoscope.dashboard.panels import Accuracy, AlertFeed, Health, Inspector, TopK
+from tweetoscope.dashboard.panels import Accuracy, AlertFeed, Health, Inspector, Outcomes, TopK
 from tweetoscope.schemas import Alert, Forecast, Serie, Stat
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-PANEL_SOURCES = ("topk-source", "alerts-source", "accuracy-line-600", "accuracy-hist-600", "inspector-observed",
-                 "inspector-forecast", "health-source")
+PANEL_SOURCES = ("topk-source", "alerts-source", "accuracy-line-600", "accuracy-hist-600", "outcomes-600",
+                 "inspector-observed", "inspector-forecast", "health-source")
+
+#: Elements matching a CSS selector anywhere in the page, inside Bokeh's shadow roots too.
+DEEP_COUNT_JS = """
+const found = [];
+const walk = (root) => {
+  root.querySelectorAll(arguments[0]).forEach((e) => found.push(e));
+  root.querySelectorAll('*').forEach((e) => { if (e.shadowRoot) walk(e.shadowRoot); });
+};
+walk(document);
+return found.filter((e) => e.offsetWidth > 0 && e.offsetHeight > 0).length;
+"""
 
 
 def forecast(cid, T, n, **kw):
@@ -35,7 +46,8 @@ def fed_state():
     msgs += [("forecasts", forecast("7", 1200, None))]  # supercritical
     msgs += [("alerts", Alert(cid="7", T_obs=600, n_tot=999.0)), ("alerts", Alert(cid="7", T_obs=600, n_tot=999.0)),
              ("alerts", Alert(cid="30", T_obs=600, n_tot=300.0))]
-    msgs += [("stats", Stat(cid=str(i), T_obs=600, ARE=i / 20, n_tot=100)) for i in range(1, 31)]
+    msgs += [("stats", Stat(cid=str(i), T_obs=600, ARE=i / 20, n_hat=100 * (1 + i / 20), n_tot=100))
+             for i in range(1, 31)]
     msgs += [("cascade_series", Serie(cid="7", T_obs=600, tweets=[(0.0, 10.0), (5.0, 3.0), (9.0, 1.0)])),
              ("cascade_series", Serie(cid="7", T_obs=300, tweets=[(0.0, 10.0)])),  # a shorter one: ignored
              ("models", (600, 40)), ("models", (600, 20))]
@@ -62,17 +74,73 @@ def test_alert_feed_newest_first_and_idempotent():
     assert p.source.data["cid"] == ["30", "7"]  # the duplicate alert of (7, 600) shown once
 
 
-def test_accuracy_rolling_median_and_histogram():
+def test_accuracy_rolling_median_streamed_and_histogram():
     s = fed_state()
     p = Accuracy(s, (600, 1200), rolling=10)
     p.update()
     line, hist = p.sources[600]
     are = np.arange(1, 31) / 20
-    assert line.data["median"][0] == pytest.approx(np.median(are[:10]))
+    assert line.data["median"][0] == pytest.approx(are[0])  # fewer than 10 stats yet: the median of those
+    assert line.data["median"][9] == pytest.approx(np.median(are[:10]))
     assert line.data["median"][-1] == pytest.approx(np.median(are[-10:]))
     assert sum(hist.data["count"]) == 30
-    assert len(line.data["time"]) == 21 and line.data["time"][-1] == 1000.0 * 1000  # at the last stat's arrival
+    assert len(line.data["time"]) == 30 and line.data["time"][-1] == 1000.0 * 1000  # at the last stat's arrival
     assert p.sources[1200][0].data["time"] == []  # no stat for that window yet
+    p.update()
+    assert len(line.data["time"]) == 30  # nothing new: nothing streamed
+    s.ingest([("stats", Stat(cid="x", T_obs=600, ARE=2.5, n_tot=10))], now=1020.0)
+    p.update()
+    assert len(line.data["time"]) == 31 and line.data["median"][-1] == pytest.approx(np.median([*are[-9:], 2.5]))
+    assert p.lines.xaxis[0].formatter.seconds == "%H:%M:%S"  # wall-clock labels, never milliseconds
+    assert p.lines.xaxis[0].formatter.milliseconds == "%H:%M:%S"
+
+
+def test_outcomes_scatter_forecast_against_truth_log_log():
+    s = fed_state()
+    p = Outcomes(s, (600, 1200), points=25)
+    p.update()
+    src = p.sources[600]
+    assert len(src.data["forecast"]) == 25  # the rollover keeps the last 25
+    assert src.data["forecast"][-1] == pytest.approx(250.0) and set(src.data["true"]) == {100}
+    assert p.plot.x_scale.__class__.__name__ == "LogScale" and p.diagonal.data["x"] == [100, 250.0]
+
+
+def test_one_failing_panel_leaves_the_others_drawn(monkeypatch, caplog):
+    """MOCK (named as such): a panel made to raise, which no real input makes them do."""
+    from bokeh.document import Document
+
+    from tweetoscope.dashboard import Dashboard
+
+    class Feed:
+        source, status = "a fed state", None
+
+        def close(self):
+            pass
+
+    d = Dashboard(Feed(), (600, 1200))
+    d.state = fed_state()
+    monkeypatch.setattr(TopK, "update", lambda self: 1 / 0)
+    doc = Document()
+    d.make_document(doc)
+    assert "the topk panel failed: division by zero" in doc.get_model_by_name("status").text
+    assert len(doc.get_model_by_name("alerts-source").data["cid"]) == 2  # the others drew
+    assert any("topk panel failed" in r.message for r in caplog.records)
+    d.close()
+
+
+def test_memory_feed_reads_the_bus_it_is_served_beside():
+    from streams.memory import MemoryBus
+    from tweetoscope.dashboard import MemoryFeed
+    from tweetoscope.schemas import ALERTS, TWEETS, Tweet
+
+    bus = MemoryBus()
+    feed = MemoryFeed(bus)
+    bus.publish([ALERTS.record(Alert(cid="1", T_obs=600, n_tot=5.0)), TWEETS.record(Tweet(msg="hi", t=0.0, m=3.0, tweet_id=1),
+                                                                                     key=b"s"),
+                 ALERTS.record(Alert(cid="2", T_obs=600, n_tot=6.0))])
+    got = feed.poll()
+    assert [m.cid for _, m in got.messages] == ["1", "2"] and got.tweets == 1
+    assert feed.poll().messages == [] and feed.poll().tweets == 0
 
 
 def test_inspector_shows_series_forecasts_band_and_truth():
@@ -169,6 +237,7 @@ def browser():
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1500,2000"):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the page's console, for the test
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     yield driver
     driver.quit()
@@ -197,14 +266,19 @@ def test_every_panel_renders_with_data_in_chromium(running_pipeline, browser, tm
         lambda d: (r := d.execute_script(ROWS_JS, PANEL_SOURCES)) and all(r[n] > 0 for n in PANEL_SOURCES) and r)
     assert proc.poll() is None, "the pipeline should still be running while the page shows it"
     assert rows["status"] == ""
-    for name in ("panel-topk", "panel-alerts", "panel-accuracy", "panel-inspector", "panel-health"):
+    for name in ("panel-topk", "panel-alerts", "panel-accuracy", "panel-outcomes", "panel-inspector", "panel-health"):
         assert browser.execute_script(f"return Bokeh.documents[0].get_model_by_name('{name}') !== null")
+    # the rendered page, not only the models: table rows and plot canvases laid out in the DOM
+    WebDriverWait(browser, 30, poll_frequency=0.5).until(
+        lambda d: d.execute_script(DEEP_COUNT_JS, ".slick-row") >= 10 and d.execute_script(DEEP_COUNT_JS, "canvas") >= 4)
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and "favicon.ico" not in e["message"]]
+    assert severe == [], severe
     shot = tmp_path / "dashboard.png"
     browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
     keep = ROOT / "out" / "screenshots"
     keep.mkdir(parents=True, exist_ok=True)
-    shutil.copy(shot, keep / "dashboard.png")
+    shutil.copy(shot, keep / "dashboard.png")  # docs/dashboard.png is a reviewed copy of one of these
 
 
 def test_pull_session_sees_the_panels(running_pipeline):
@@ -230,11 +304,16 @@ def test_dashboard_without_a_pipeline_says_so_and_shows_the_dask_cluster(tmp_pat
         try:
             url = f"http://127.0.0.1:{port}/"
             wait_http(url, proc)
-            with pull_session(url=url) as session:
-                doc = session.document
-                text = doc.get_model_by_name("status").text
-                health = dict(zip(doc.get_model_by_name("health-source").data["what"],
-                                  doc.get_model_by_name("health-source").data["value"]))
+
+            def page() -> tuple[str, dict] | None:  # a new session renders the state the poller filled
+                with pull_session(url=url) as session:
+                    doc = session.document
+                    text = doc.get_model_by_name("status").text
+                    health = dict(zip(doc.get_model_by_name("health-source").data["what"],
+                                      doc.get_model_by_name("health-source").data["value"]))
+                return (text, health) if health.get("Dask workers") not in (None, "unknown") else None
+
+            text, health = wait_until(page, 30, "the first poll of the feed and the cluster", every=0.3)
             assert "No pipeline to read" in text and "tweetoscope run" in text
             assert health["Dask workers"] == "1" and health["fit tasks in flight"] == "0"
         finally:

@@ -364,15 +364,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         return asyncio.run(with_dashboard())
     on_dask = None
     if not args.no_dashboard:
-        def on_dask(client, stages) -> None:
-            from .dashboard import OutDirFeed
+        def on_dask(client, stages, bus) -> None:
+            from .dashboard import MemoryFeed
 
             def dask_info() -> dict:
                 info = client.scheduler_info() or {}  # an asynchronous client's cached totals
                 return {"workers": info.get("n_workers"), "link": client.dashboard_link,
                         "in_flight": stages.estimator.in_flight if stages.estimator is not None else None}
 
-            _serve_beside_run(args, lambda: OutDirFeed(args.out), settings.windows, dask_info)
+            _serve_beside_run(args, lambda: MemoryFeed(bus), settings.windows, dask_info)
 
     summary = asyncio.run(run_embedded(dataset, settings, args.out, speed=args.speed, progress=True, on_dask=on_dask))
     print_run(summary)

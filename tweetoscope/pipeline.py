@@ -194,14 +194,15 @@ async def run_embedded(
     initial_models: dict[int, tuple[int, object]] | None = None,
     on_start: Callable[[Stages, MemoryBus], None] | None = None,
     progress: bool = False,
-    on_dask: Callable[[object, Stages], None] | None = None,
+    on_dask: Callable[[object, Stages, MemoryBus], None] | None = None,
 ) -> RunSummary:
     """Replay ``dataset`` through all stages wired in memory; write every topic to ``out_dir/<topic>.jsonl``.
 
     Returns once the replay is fully processed: every window fitted, every join done and
     every refit published. ``initial_models`` seeds the predictor (``T_obs -> (version, model)``).
-    ``on_dask(client, stages)`` is called once the stages are built (the dashboard starts
-    there); the JSONL files are then flushed every second so that readers see them grow.
+    ``on_dask(client, stages, bus)`` is called once the stages are built (the dashboard starts
+    there, on the bus); the JSONL files are then flushed every second so that other readers
+    (``tweetoscope dashboard --out``) see them grow.
     """
     from tornado.ioloop import IOLoop
 
@@ -228,7 +229,7 @@ async def run_embedded(
             on_start(stages, bus)
         flusher = None
         if on_dask is not None:
-            on_dask(client, stages)
+            on_dask(client, stages, bus)
             from tornado.ioloop import PeriodicCallback
 
             flusher = PeriodicCallback(lambda: [sink.flush() for sink in jsonl], 1000)

@@ -1,14 +1,18 @@
-"""Where the dashboard reads a running pipeline: its output folder (embedded run) or its Kafka topics.
+"""Where the dashboard reads a running pipeline: the in-memory bus of the run it is served beside, an
+embedded run's output folder, or the Kafka topics.
 
 A feed's :meth:`poll` returns the messages that arrived since the previous call, as
 ``(topic, message)`` pairs (messages decoded by :mod:`tweetoscope.schemas`; for
 ``models``, the model's ``(T_obs, version)``), plus counters for the health panel.
 ``status`` is ``None`` while the pipeline is readable, else a sentence saying why not.
+:class:`tweetoscope.dashboard.Dashboard` calls :meth:`poll` on a thread of its own, never on the
+event loop that serves the pages.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,7 @@ import orjson
 from ..config import Settings
 from ..schemas import TOPICS, Alert, Forecast, Sample, Serie, Stat
 
-__all__ = ["Polled", "OutDirFeed", "KafkaFeed", "READ_TOPICS"]
+__all__ = ["Polled", "MemoryFeed", "OutDirFeed", "KafkaFeed", "READ_TOPICS"]
 
 #: Topics whose messages the dashboard decodes (``tweets`` are only counted).
 READ_TOPICS = ("forecasts", "alerts", "stats", "samples", "cascade_series", "models")
@@ -36,6 +40,45 @@ class Polled:
     messages: list[tuple[str, Any]] = field(default_factory=list)
     tweets: int = 0
     lag: dict[str, int] | None = None  # None: not applicable (embedded run)
+
+
+class MemoryFeed:
+    """The topics of a run's in-memory bus (:class:`streams.memory.MemoryBus`), as they are emitted.
+
+    Sinks on the bus keep the records of :data:`READ_TOPICS` (the last ``capacity``: a dashboard
+    that falls behind shows the latest) and count the tweets; :meth:`poll` (on another thread)
+    decodes what arrived since the previous call. Nothing is read from files.
+    """
+
+    def __init__(self, bus, capacity: int = 200_000):
+        self.source = "this run (in memory)"
+        self.status: str | None = None
+        self._pending: deque = deque(maxlen=capacity)  # (topic, Record), appended on the loop, taken by poll
+        self._tweets = self._tweets_seen = 0
+        for topic in READ_TOPICS:
+            bus.topic(topic).sink(lambda batch, t=topic: self._pending.extend((t, r) for r in batch))
+        bus.topic("tweets").sink(self._count)
+
+    def _count(self, batch: list) -> None:
+        self._tweets += len(batch)
+
+    def poll(self) -> Polled:
+        got = Polled()
+        total = self._tweets
+        got.tweets, self._tweets_seen = total - self._tweets_seen, total
+        for _ in range(len(self._pending)):
+            topic, r = self._pending.popleft()
+            if topic == "models":
+                got.messages.append((topic, (int(r.key or b"0"), int(r.headers.get("version", 0)))))
+                continue
+            try:
+                got.messages.append((topic, TOPICS[topic].decode(r.value)))
+            except ValueError:
+                continue
+        return got
+
+    def close(self) -> None:
+        pass
 
 
 class OutDirFeed:

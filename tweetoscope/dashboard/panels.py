@@ -1,5 +1,8 @@
 """The dashboard's panels: one component per panel, each owning its ``ColumnDataSource`` (as the Dask
-dashboard's components do). ``update()`` refreshes a panel's sources from a :class:`DashboardState`."""
+dashboard's components do). ``update()`` refreshes a panel's sources from a :class:`DashboardState`:
+growing series through ``ColumnDataSource.stream`` with a rollover, whole tables only when they
+changed. No panel does any I/O: the state is filled off the event loop by
+:class:`tweetoscope.dashboard.Dashboard`."""
 
 from __future__ import annotations
 
@@ -7,7 +10,8 @@ import time
 
 import numpy as np
 from bokeh.layouts import column, row
-from bokeh.models import (ColumnDataSource, DataTable, Div, NumberFormatter, Select, Spinner, TableColumn, Whisker)
+from bokeh.models import (ColumnDataSource, DataTable, DatetimeTickFormatter, Div, NumberFormatter, Select, Spinner,
+                          TableColumn, Whisker)
 from bokeh.palettes import Category10
 from bokeh.plotting import figure
 
@@ -15,7 +19,14 @@ from estimators import remaining_size_sd
 
 from .state import DashboardState
 
-__all__ = ["TopK", "AlertFeed", "Accuracy", "Inspector", "Health", "PANELS"]
+__all__ = ["TopK", "AlertFeed", "Accuracy", "Outcomes", "Inspector", "Health", "PANELS"]
+
+
+def _set(source: ColumnDataSource, data: dict) -> None:
+    """Replace a table's data only if it changed (a whole table is sent to the browser)."""
+    if data != source.data:
+        source.data = data
+
 
 def _int() -> NumberFormatter:
     return NumberFormatter(format="0,0")  # a model belongs to one document: a new one per panel
@@ -47,12 +58,12 @@ class TopK:
 
     def update(self) -> None:
         top = self.state.top(int(self.k.value or 20))
-        self.source.data = {
+        _set(self.source, {
             "cid": [f.cid for f in top], "msg": [f.msg[:80] for f in top], "T_obs": [f.T_obs for f in top],
             "n_obs": [f.n_obs for f in top], "forecast": [_finite(f.n_tot) for f in top],
             "model_version": [f.model_version for f in top],
             "alert": ["yes" if (f.cid, f.T_obs) in self.state.alerted else "" for f in top],
-        }
+        })
 
 
 class AlertFeed:
@@ -74,27 +85,37 @@ class AlertFeed:
 
     def update(self) -> None:
         latest = list(self.state.alerts)[-self.rows:][::-1]
-        self.source.data = {
+        _set(self.source, {
             "time": [time.strftime("%H:%M:%S", time.localtime(t)) for t, _ in latest],
             "cid": [a.cid for _, a in latest], "T_obs": [a.T_obs for _, a in latest],
             "forecast": [a.n_tot for _, a in latest], "model_version": [a.model_version for _, a in latest],
             "msg": [a.msg[:80] for _, a in latest],
-        }
+        })
+
+
+def _clock() -> DatetimeTickFormatter:
+    """Wall-clock labels at every zoom level of a datetime axis (a fast replay spans seconds: Bokeh's
+    defaults would label it in milliseconds). A new one per panel: a model belongs to one document."""
+    return DatetimeTickFormatter(microseconds="%H:%M:%S", milliseconds="%H:%M:%S", seconds="%H:%M:%S",
+                                 minsec="%H:%M:%S", minutes="%H:%M", hourmin="%H:%M", hours="%H:%M", days="%d %b")
 
 
 class Accuracy:
-    """ARE per window: its rolling median over time (the last ``rolling`` stats at each stat's arrival),
-    and its histogram."""
+    """ARE per window: its rolling median over wall-clock time (at each stat's arrival, the median of the
+    last ``rolling`` stats, fewer at the start; streamed, the last ``points`` kept), and its histogram."""
 
     name = "accuracy"
 
-    def __init__(self, state: DashboardState, windows: tuple[int, ...], rolling: int = 50, bins: int = 30):
-        self.state, self.windows, self.rolling = state, windows, rolling
+    def __init__(self, state: DashboardState, windows: tuple[int, ...], rolling: int = 50, bins: int = 30,
+                 points: int = 5000):
+        self.state, self.windows, self.rolling, self.points = state, windows, rolling, points
+        self._done = dict.fromkeys(windows, 0)  # stats of each window already drawn
         self.edges = np.linspace(0.0, 2.0, bins + 1)  # ARE above 2 lands in the last bin
         colors = Category10[10]
         self.lines = figure(height=260, sizing_mode="stretch_width", title=f"rolling median ARE (last {rolling})",
                             x_axis_type="datetime", x_axis_label="time the true size arrived",
                             y_axis_label="median ARE", name="accuracy-lines")
+        self.lines.xaxis.formatter = _clock()
         self.hist = figure(height=260, sizing_mode="stretch_width", title="ARE histogram",
                            x_axis_label="ARE (last bin: >= 2)", y_axis_label="cascades", name="accuracy-hist")
         self.sources: dict[int, tuple[ColumnDataSource, ColumnDataSource]] = {}
@@ -112,17 +133,64 @@ class Accuracy:
                              sizing_mode="stretch_width", name="panel-accuracy")
 
     def update(self) -> None:
+        st = self.state
         for w, (line, hist) in self.sources.items():
-            stats = self.state.stats.get(w, ())
-            are = np.array([a for _, a in stats], dtype=float)
-            if are.size == 0:
+            seen = st.stats_seen.get(w, 0)
+            if seen == self._done[w]:
                 continue
-            k = min(self.rolling, are.size)
-            windows = np.lib.stride_tricks.sliding_window_view(are, k)
-            arrived = np.array([t for t, _ in stats], dtype=float)[k - 1:] * 1000.0  # ms since the epoch
-            line.data = {"time": arrived, "median": np.median(windows, axis=1)}
-            counts, _ = np.histogram(np.minimum(are, self.edges[-1] - 1e-9), bins=self.edges)
+            rows = st.news(st.stats, st.stats_seen, w, self._done[w], context=self.rolling - 1)
+            new = min(seen - self._done[w], len(rows))
+            are = np.array([a for _, a in rows], dtype=float)
+            ends = range(len(rows) - new, len(rows))
+            medians = [float(np.median(are[max(0, j - self.rolling + 1):j + 1])) for j in ends]
+            arrived = [rows[j][0] * 1000.0 for j in ends]  # ms since the epoch
+            line.stream({"time": arrived, "median": medians}, rollover=self.points)
+            self._done[w] = seen
+            every = np.array([a for _, a in st.stats[w]], dtype=float)
+            counts, _ = np.histogram(np.minimum(every, self.edges[-1] - 1e-9), bins=self.edges)
             hist.data = {"left": self.edges[:-1], "right": self.edges[1:], "count": counts}
+
+
+class Outcomes:
+    """Forecast against true size (log-log), per window, for the cascades whose size is known; the
+    diagonal is the exact forecast. Streamed, the last ``points`` per window kept."""
+
+    name = "outcomes"
+
+    def __init__(self, state: DashboardState, windows: tuple[int, ...], points: int = 2000):
+        self.state, self.points = state, points
+        self._done = dict.fromkeys(windows, 0)
+        self._range = (np.inf, 0.0)
+        colors = Category10[10]
+        self.plot = figure(height=260, sizing_mode="stretch_width", title="forecast against true size",
+                           x_axis_type="log", y_axis_type="log", x_axis_label="forecast size",
+                           y_axis_label="true size", name="outcomes-plot")
+        self.diagonal = ColumnDataSource({"x": [], "y": []}, name="outcomes-diagonal")
+        self.plot.line("x", "y", source=self.diagonal, color="gray", line_dash="dashed")
+        self.sources: dict[int, ColumnDataSource] = {}
+        for i, w in enumerate(windows):
+            src = ColumnDataSource({"forecast": [], "true": []}, name=f"outcomes-{w}")
+            self.plot.scatter("forecast", "true", source=src, size=5, alpha=0.5, color=colors[i % 10],
+                              legend_label=f"{w} s")
+            self.sources[w] = src
+        self.plot.legend.location = "top_left"
+        self.layout = column(Div(text="<h3>Forecasts and outcomes</h3>"), self.plot, sizing_mode="stretch_width",
+                             name="panel-outcomes")
+
+    def update(self) -> None:
+        st = self.state
+        lo, hi = self._range
+        for w, src in self.sources.items():
+            seen = st.outcomes_seen.get(w, 0)
+            rows = [(f, n) for f, n in st.news(st.outcomes, st.outcomes_seen, w, self._done[w]) if f > 0]
+            self._done[w] = seen
+            if rows:
+                src.stream({"forecast": [f for f, _ in rows], "true": [n for _, n in rows]}, rollover=self.points)
+                lo = min(lo, *(min(f, n) for f, n in rows))
+                hi = max(hi, *(max(f, n) for f, n in rows))
+        if (lo, hi) != self._range and hi > 0:
+            self._range = (lo, hi)
+            self.diagonal.data = {"x": [lo, hi], "y": [lo, hi]}
 
 
 class Inspector:
@@ -135,6 +203,7 @@ class Inspector:
         self.state = state
         self.select = Select(title="cascade (largest forecasts first)", options=[], width=320, name="inspector-select")
         self.select.on_change("value", lambda attr, old, new: self.update())
+        self._shown: tuple[str, int] | None = None  # (cascade, state version) drawn
         self.observed = ColumnDataSource({"t": [], "count": []}, name="inspector-observed")
         self.forecast = ColumnDataSource({"T_obs": [], "forecast": [], "lower": [], "upper": []},
                                          name="inspector-forecast")
@@ -161,8 +230,9 @@ class Inspector:
             self.select.value = options[0]  # triggers update() again through on_change
             return
         cid = self.select.value
-        if not cid:
+        if not cid or self._shown == (cid, self.state.version):
             return
+        self._shown = (cid, self.state.version)
         info = self.state.cascade(cid)
         times = np.sort(info["times"])
         self.observed.data = {"t": times, "count": np.arange(1, times.size + 1)}
@@ -206,10 +276,10 @@ class Health:
             rows.append((f"model {w} s", f"version {version}, {now - at:,.0f} s old"))
         for w, (count, at) in sorted(self.state.samples.items()):
             rows.append((f"samples {w} s", f"{count:,}, last {now - at:,.0f} s ago"))
-        self.source.data = {"what": [r[0] for r in rows], "value": [r[1] for r in rows]}
+        _set(self.source, {"what": [r[0] for r in rows], "value": [r[1] for r in rows]})
         link = f'<a href="{h.dask_link}" target="_blank">Dask dashboard</a>' if h.dask_link else "Dask dashboard: unknown"
         if self.link.text != link:
             self.link.text = link
 
 
-PANELS = (TopK, AlertFeed, Accuracy, Inspector, Health)
+PANELS = (TopK, AlertFeed, Accuracy, Outcomes, Inspector, Health)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict, defaultdict, deque
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +33,7 @@ class DashboardState:
     a flat memory.
     """
 
-    def __init__(self, *, capacity: int = 50_000, series_capacity: int = 5_000, history: int = 10_000,
-                 dask_info: Callable[[], dict[str, Any]] | None = None):
+    def __init__(self, *, capacity: int = 50_000, series_capacity: int = 5_000, history: int = 10_000):
         self.capacity, self.series_capacity = capacity, series_capacity
         self.forecasts: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self.windows_of: defaultdict[str, set[int]] = defaultdict(set)  # cid -> windows in ``forecasts``
@@ -42,17 +41,22 @@ class DashboardState:
         self.alerted: set[tuple[str, int]] = set()
         self.alerts: deque = deque(maxlen=500)  # (wall time, Alert), newest last
         self.stats: dict[int, deque] = defaultdict(lambda: deque(maxlen=history))  # T_obs -> (wall time, ARE)
+        # T_obs -> (forecast, true size) of the cascades whose size is known
+        self.outcomes: dict[int, deque] = defaultdict(lambda: deque(maxlen=history))
+        self.stats_seen: defaultdict[int, int] = defaultdict(int)  # T_obs -> stats ingested so far
+        self.outcomes_seen: defaultdict[int, int] = defaultdict(int)  # T_obs -> outcomes ingested so far
         self.true_size: OrderedDict[str, int] = OrderedDict()
         self.series: OrderedDict[str, tuple[int, np.ndarray, str]] = OrderedDict()  # cid -> (T_obs, times, msg)
         self.models: dict[int, tuple[int, float]] = {}  # T_obs -> (version, wall time)
         self.samples: dict[int, list] = defaultdict(lambda: [0, 0.0])  # T_obs -> [count, last wall time]
         self.health = Health()
         self._events: deque = deque(maxlen=30)  # (wall time, total events)
-        self.dask_info = dask_info
         self.version = 0  # bumped on every ingest that changed something
 
     def ingest(self, messages: list[tuple[str, Any]], tweets: int = 0, lag: dict[str, int] | None = None,
-               now: float | None = None) -> None:
+               now: float | None = None, dask: dict[str, Any] | None = None) -> None:
+        """Take what a feed's poll brought (wall time ``now``, default the clock's) and, if given, what the
+        Dask cluster said (``workers``, ``in_flight``, ``link``)."""
         now = time.time() if now is None else now
         for topic, m in messages:
             if topic == "forecasts":
@@ -73,6 +77,10 @@ class DashboardState:
                     self.alerts.append((now, m))
             elif topic == "stats":
                 self.stats[m.T_obs].append((now, m.ARE))
+                self.stats_seen[m.T_obs] += 1
+                if m.n_hat is not None and m.n_tot is not None:
+                    self.outcomes[m.T_obs].append((m.n_hat, m.n_tot))
+                    self.outcomes_seen[m.T_obs] += 1
                 if m.n_tot is not None:
                     self.true_size[m.cid] = m.n_tot
                     if len(self.true_size) > self.series_capacity:
@@ -98,16 +106,21 @@ class DashboardState:
         self.health.events_per_s = (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
         if lag is not None:
             self.health.lag = dict(lag)
-        if self.dask_info is not None:
-            try:
-                info = self.dask_info()
-            except Exception:  # the cluster went away: say nothing rather than fail the page
-                info = {}
-            self.health.workers = info.get("workers")
-            self.health.in_flight = info.get("in_flight")
-            self.health.dask_link = info.get("link")
+        if dask is not None:
+            self.health.workers = dask.get("workers")
+            self.health.in_flight = dask.get("in_flight")
+            self.health.dask_link = dask.get("link")
         if messages or tweets:
             self.version += 1
+
+    def news(self, series: dict[int, deque], seen: dict[int, int], window: int, done: int, context: int = 0) -> list:
+        """The entries of ``series[window]`` ingested after the first ``done`` (``seen[window]`` in all),
+        with up to ``context`` entries before them; as many as the bounded series still holds."""
+        new = seen.get(window, 0) - done
+        if new <= 0:
+            return []
+        held = series.get(window, ())
+        return list(held)[-min(len(held), new + context):]
 
     def top(self, k: int) -> list[Any]:
         """The ``k`` largest forecasts (latest per (cascade, window)); infinite ones first.
