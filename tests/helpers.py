@@ -87,3 +87,22 @@ def start_stage(name: str, s, *extra: str, instance: str | None = None, health_p
         if health_port:
             cmd += ["--health-port", str(health_port)]
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def scrape_metrics(port: int) -> dict[tuple[str, tuple], float]:
+    """A stage's ``GET /metrics`` on ``port``, parsed by prometheus_client: ``{(sample name, sorted labels): value}``."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = r.read().decode()
+    return {(sm.name, tuple(sorted(sm.labels.items()))): sm.value
+            for family in text_string_to_metric_families(text) for sm in family.samples}
+
+
+def metric_total(ports: list[int], sample: str, **labels: str) -> float:
+    """The sum of a metric's samples with these labels over the stages scraped on ``ports``."""
+    want = set(labels.items())
+    return sum(v for port in ports for (n, lab), v in scrape_metrics(port).items() if n == sample and want <= set(lab))

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 from faults import ROOT, STAGES, Pipeline, compare, fault_settings, inject_hostile, models_by_version, reference, \
     samples_in_log_order
-from helpers import free_port, reusable_ports, wait_until
+from helpers import free_port, metric_total, reusable_ports, scrape_metrics, wait_until
 
 from streams.datasets import load_dataset, write_jsonl
+from tweetoscope.schemas import ALERTS
 
 SEEDS = [int(s) for s in os.environ.get("TWEETOSCOPE_CHAOS_SEEDS", "0").split(",")]
 CHAOS_SECONDS = float(os.environ.get("TWEETOSCOPE_CHAOS_SECONDS", "20"))
@@ -130,6 +131,50 @@ def test_instances_joining_and_leaving_hand_their_state_over(pipeline, data, ref
         run.faults.append((time.time(), f"{name} leaves"))
         assert run.stop(name) == 0, run.procs[name].tail()
     finish(run, ref, gen, "rebalance")
+
+
+def test_two_instances_of_each_stage_on_four_partitions_give_the_outputs_of_one(kafka_bootstrap, scheduler, data,
+                                                                               ref, tmp_path):
+    """Scale-out: two instances of every stage, every topic on four partitions, process the same input
+    as one instance of each on two partitions (the reference): every output by value, no duplicate at
+    all. Their /metrics count every record once over the instances."""
+    # eight stage processes start at once on two cores: a session timeout longer than the fault cases' 6 s
+    run = Pipeline(fault_settings(kafka_bootstrap, scheduler, partitions=4, session_timeout=20.0), tmp_path)
+    try:
+        run.start_all(instances=2)
+        ports = {stage: [run.procs[f"{stage}-{i}"].port for i in (1, 2)] for stage in STAGES}
+        assert metric_total(ports["collector"], "tweetoscope_records_consumed_total", topic="tweets") == 0
+        gen = run.generate(data, SPEED)
+        assert gen.proc.wait(240) == 0, gen.tail()
+        run.wait_done(ref)
+        n_tweets = len(run.read("tweets"))
+        wait_until(lambda: metric_total(ports["collector"], "tweetoscope_records_consumed_total", topic="tweets")
+                   == n_tweets and metric_total(ports["collector"], "tweetoscope_consumer_lag_records") == 0, 30,
+                   "the collectors' metrics to count every tweet", every=0.3)
+        series = metric_total(ports["collector"], "tweetoscope_records_produced_total", topic="cascade_series")
+        assert series == len(run.read("cascade_series"))
+        assert metric_total(ports["estimator"], "tweetoscope_records_consumed_total", topic="cascade_series") == series
+        assert metric_total(ports["estimator"], "tweetoscope_series_per_task_sum") == series  # each fitted once
+        assert metric_total(ports["estimator"], "tweetoscope_fit_task_seconds_count") > 0
+        assert metric_total(ports["estimator"], "tweetoscope_dask_tasks_in_flight") == 0
+        alerts = [ALERTS.decode(m.value()) for m in run.read("alerts")]
+        assert metric_total(ports["predictor"], "tweetoscope_alerts_total") == len(alerts)  # threshold 0
+        assert metric_total(ports["predictor"], "tweetoscope_alerts_total", window="600") == sum(
+            m.T_obs == 600 for m in alerts)
+        assert metric_total(ports["learner"], "tweetoscope_records_consumed_total", topic="samples") == len(
+            run.read("samples"))
+        versions = [v for port in ports["learner"] for (n, _), v in scrape_metrics(port).items()
+                    if n == "tweetoscope_model_version"]
+        assert versions and max(versions) >= run.s.learner_every  # the learners published models
+        assert all(0 <= v < 120 for port in ports["collector"] for (n, _), v in scrape_metrics(port).items()
+                   if n == "tweetoscope_last_commit_age_seconds")
+        codes = run.close()
+        assert all(code == 0 for code in codes.values()), codes
+        report = compare(run, ref, bound=-1.0)  # no fault: any duplicate fails
+        print(f"two of each on four partitions: {report.line()}")
+        report.assert_ok()
+    finally:
+        run.close()
 
 
 def test_broker_stopped_longer_than_the_session_timeout(data, ref, scheduler, tmp_path):

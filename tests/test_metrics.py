@@ -1,4 +1,5 @@
-"""The metrics' counting rules, in process (the stages' /metrics on the real broker: tests/test_scale_out.py)."""
+"""The metrics' counting rules, in process (the stages' /metrics on the real broker:
+tests/test_faults.py::test_two_instances_of_each_stage_on_four_partitions_give_the_outputs_of_one)."""
 
 from __future__ import annotations
 

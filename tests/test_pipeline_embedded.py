@@ -169,7 +169,7 @@ def test_estimator_learns_its_prior_from_final_series():
     from tweetoscope.collector import final_T_obs
     from tweetoscope.estimator import FitTask, PriorLearner, complete_fit_kwargs, empirical_prior, fit_chunk
 
-    s = Settings(prior_min_cascades=30, learner_every=10)
+    s = Settings(prior_min_cascades=30, learner_every=10, marks="pareto")  # the prior alone
     cascades = simulate_dataset(40, random_state=5)
     state = PriorLearner(s)
     finals = [FitTask(str(i), "", final_T_obs(float(c.times[-1]), s.terminated), c.times, c.marks, "s", True)

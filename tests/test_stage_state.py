@@ -141,7 +141,7 @@ def test_fit_chunk_dead_letters_any_exception_of_a_fit():
 
 
 def test_prior_state_is_restored_per_partition():
-    s = Settings(prior_min_cascades=3, learner_every=1)
+    s = Settings(prior_min_cascades=3, learner_every=1, marks="pareto")  # the prior alone (the law: below)
     a = PriorLearner(s)
     rng = np.random.default_rng(1)
     from tweetoscope.estimator import PackedFits

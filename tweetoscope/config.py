@@ -37,7 +37,7 @@ class Settings:
 
     Model
         ``windows``: observation windows T_obs; ``kernel``: ``"exp"`` or ``"powerlaw"``;
-        ``alpha``, ``mu``: Pareto law of the marks; ``marks``: ``"pareto"`` (that law) or
+        ``alpha``, ``mu``: Pareto law of the marks; ``marks``: ``"pareto"`` (that law) or, the default,
         ``"learnt"`` (learnt from the marks of complete cascades, :func:`tweetoscope.models.learn_mark_law`:
         by the backtest from each fold's training cascades, by the estimator online like the prior,
         Pareto(``alpha``, ``mu``) until ``prior_min_cascades`` of them are known); ``max_n_star``: bound on the fitted
@@ -95,7 +95,7 @@ class Settings:
     kernel: str = "exp"
     alpha: float = 2.4
     mu: float = 10.0
-    marks: str = "pareto"
+    marks: str = "learnt"
     max_n_star: float = 0.95
     prior_mean_p: float = 0.02
     prior_mean_beta: float = 2e-4

@@ -59,7 +59,9 @@ def connection(config: Mapping[str, Any]) -> dict[str, Any]:
 _NOT_READY = (ck.KafkaError.NOT_LEADER_FOR_PARTITION, ck.KafkaError.LEADER_NOT_AVAILABLE,
               ck.KafkaError.UNKNOWN_TOPIC_OR_PART, ck.KafkaError.NOT_COORDINATOR,
               ck.KafkaError.COORDINATOR_LOAD_IN_PROGRESS, ck.KafkaError.COORDINATOR_NOT_AVAILABLE,
-              ck.KafkaError._TRANSPORT, ck.KafkaError._TIMED_OUT, ck.KafkaError._ALL_BROKERS_DOWN)
+              ck.KafkaError._TRANSPORT, ck.KafkaError._TIMED_OUT, ck.KafkaError._ALL_BROKERS_DOWN,
+              # the client's metadata does not list the partition yet (a topic just created or grown)
+              ck.KafkaError._UNKNOWN_PARTITION)
 
 
 def _client_config(config: Mapping[str, Any] | str) -> dict[str, Any]:
