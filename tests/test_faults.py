@@ -106,7 +106,7 @@ def assert_models_equal_an_uninterrupted_learners(run: Pipeline) -> None:
 
     want, got = asyncio.run(uninterrupted()), models_by_version(run)
     assert set(got) == set(want) and want
-    X = np.random.default_rng(0).uniform([1e-4, 0.1, 1, 5], [1e-2, 0.9, 50, 50], (20, 4))
+    X = np.random.default_rng(0).uniform([1e-4, 0.1, 1, 5, 0, 0, 10], [1e-2, 0.9, 50, 50, 20, 600, 1e5], (20, 7))
     for key in want:
         a, b = (sio.loads(d, trusted=sio.get_untrusted_types(data=d)) for d in (want[key], got[key]))
         np.testing.assert_array_equal(a.predict(X), b.predict(X))
