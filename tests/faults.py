@@ -35,6 +35,8 @@ import orjson
 import skops.io as sio
 
 from helpers import free_port, health_status, wait_until
+from estimators.correction import predict_omega
+from estimators.forecast import correction_features
 from streams.datasets import load_dataset
 from streams.kafka import TopicReader, committed_offsets, end_offsets
 from streams.memory import read_jsonl_topic
@@ -426,7 +428,8 @@ def compare(run: Pipeline, ref: Reference, *, bound: float | None = None,
             model = models.get((key[1], version))
             if model is None:
                 return None
-            omega = max(float(model.predict(np.array([[beta, n_star, G1, r["n_obs"]]]))[0]), 0.0)
+            X = correction_features([r["params"]], [r["n_obs"]], [r.get("series") or [np.nan] * 3])
+            omega = float(predict_omega(model, X)[0])
         return r["n_obs"] + omega * G1 / (1 - n_star) if n_star < 1 else None
 
     for topic in ("forecasts", "alerts"):
