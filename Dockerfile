@@ -1,29 +1,82 @@
-# One image for every tweetoscope command (stages, dashboard, Dask scheduler and workers).
-# Build: docker build -t tweetoscope:0.1.0 .
-# Dependencies are pinned by constraints.txt (kept by the project; see its header).
+# The image of every tweetoscope command (stages, dashboard, Dask scheduler and workers), and a
+# variant for `tweetoscope cluster` with the Kubernetes clients (the project's [k8s] extra):
+#   docker build -t tweetoscope:0.1.0 .                          # default target: stage
+#   docker build --target k8s -t tweetoscope-k8s:0.1.0 .         # + dask-kubernetes, for `tweetoscope cluster`
+# Runtime dependencies are pinned by constraints.txt, the build tools (pip, setuptools, wheel) by
+# build-constraints.txt (PIP_CONSTRAINT). They are installed in layers of their own, from pyproject.toml
+# and the constraints only, so a change of the sources rebuilds only the project's layers (seconds).
+# Both images run as the non-root user 10001; data/ and the manifests are root-owned, read-only to it.
+# BuildKit builds only the stages the target needs; the legacy builder builds them all (k8s included).
 
-# ---- build stage: wheels for the package and its pinned dependencies
-FROM python:3.11-slim-bookworm AS build
+# The base image, pinned by digest. The default is the digest of the local stand-in for
+# python:3.11-slim-bookworm (no image registry is reachable here; the stand-in is pushed through a local
+# registry mirror). Where Docker Hub is reachable this must be the official image's digest:
+#   docker pull python:3.11-slim-bookworm && docker image inspect -f '{{index .RepoDigests 0}}' python:3.11-slim-bookworm
+# then set it here (or: docker build --build-arg BASE_DIGEST=sha256:... .).
+ARG BASE_DIGEST=sha256:10c53b5bdb84ba395912b8c84537cb40de8ed462f863ab0cc1f0a502eb0abddc
+
+# ---- deps: the pinned runtime dependencies in /opt/venv, installed by the pinned build tools of /opt/tools
+# (pip --python), so that the runtime venv has no pip, setuptools or wheel
+FROM python:3.11-slim-bookworm@${BASE_DIGEST} AS deps
 WORKDIR /src
-RUN python -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH \
+ENV PATH=/opt/venv/bin:/opt/tools/bin:$PATH \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY pyproject.toml README.md constraints.txt ./
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_CONSTRAINT=/src/build-constraints.txt
+COPY build-constraints.txt ./
+RUN python -m venv /opt/tools \
+    && /opt/tools/bin/pip install --upgrade pip setuptools wheel \
+    && /opt/tools/bin/python -m venv --without-pip /opt/venv
+# The project's dependencies (and, below, its [k8s] extra's), read from pyproject.toml: wheels only,
+# so nothing is built from source; the tests the installed packages ship are removed (never imported
+# at run time).
+COPY pyproject.toml constraints.txt ./
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+open('requirements.txt', 'w').write('\\n'.join(p['dependencies'])); \
+open('requirements-k8s.txt', 'w').write('\\n'.join(p['optional-dependencies']['k8s']))" \
+    && pip --python /opt/venv/bin/python install --only-binary :all: --constraint constraints.txt \
+        --requirement requirements.txt \
+    && pip --python /opt/venv/bin/python check \
+    && find /opt/venv/lib/python3.11/site-packages -type d -name tests -prune -exec rm -rf {} +
+
+# ---- deps-k8s: deps plus the [k8s] extra (dask-kubernetes, the Kubernetes clients)
+FROM deps AS deps-k8s
+RUN pip --python /opt/venv/bin/python install --only-binary :all: --constraint constraints.txt \
+        --requirement requirements-k8s.txt \
+    && pip --python /opt/venv/bin/python check \
+    && find /opt/venv/lib/python3.11/site-packages -type d -name tests -prune -exec rm -rf {} +
+
+# ---- project: the package alone, as a wheel built by the pinned setuptools and wheel of /opt/tools
+# (--no-build-isolation), installed without its dependencies (--no-deps) for /opt/venv under /opt/project
+# (--root), whose opt/venv the final images copy onto their /opt/venv. Its first layers are those of deps.
+FROM python:3.11-slim-bookworm@${BASE_DIGEST} AS project
+WORKDIR /src
+ENV PATH=/opt/venv/bin:/opt/tools/bin:$PATH \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_CONSTRAINT=/src/build-constraints.txt
+COPY build-constraints.txt ./
+RUN python -m venv /opt/tools \
+    && /opt/tools/bin/pip install --upgrade pip setuptools wheel \
+    && /opt/tools/bin/python -m venv --without-pip /opt/venv
+COPY pyproject.toml README.md ./
 COPY tweetoscope/ tweetoscope/
 COPY streams/ streams/
 COPY estimators/ estimators/
-RUN pip install --constraint constraints.txt ".[k8s]"
+RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheel . \
+    && pip --python /opt/venv/bin/python install --no-deps --no-warn-script-location --root /opt/project \
+        /wheel/tweetoscope-*.whl
 
-# ---- final stage: the virtual environment only; no compiler, no build tools
-FROM python:3.11-slim-bookworm
-LABEL org.opencontainers.image.title="tweetoscope" \
-      org.opencontainers.image.description="Real-time retweet cascade forecasts: streamz + Kafka + Dask + Bokeh"
+# ---- k8s: the stage image plus the Kubernetes clients, for `tweetoscope cluster` (--target k8s)
+FROM python:3.11-slim-bookworm@${BASE_DIGEST} AS k8s
+LABEL org.opencontainers.image.title="tweetoscope-k8s" \
+      org.opencontainers.image.description="Real-time retweet cascade forecasts: streamz + Kafka + Dask + Bokeh; with dask-kubernetes"
 RUN groupadd --system --gid 10001 tweetoscope \
     && useradd --system --uid 10001 --gid tweetoscope --home-dir /home/tweetoscope --create-home tweetoscope
-COPY --from=build /opt/venv /opt/venv
-COPY --chown=tweetoscope:tweetoscope data/ /opt/tweetoscope/data/
-COPY --chown=tweetoscope:tweetoscope dask-k8s/operator/ /opt/tweetoscope/dask-k8s/operator/
+COPY --from=deps-k8s /opt/venv /opt/venv
+# Root-owned: the process (user 10001) only reads them.
+COPY data/ /opt/tweetoscope/data/
+COPY dask-k8s/operator/ /opt/tweetoscope/dask-k8s/operator/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     NUMBA_CACHE_DIR=/tmp/numba-cache \
@@ -36,3 +89,30 @@ EXPOSE 5006 8080 8786 8787
 HEALTHCHECK NONE
 ENTRYPOINT ["tweetoscope"]
 CMD ["--help"]
+# Last, so that a change of the sources rebuilds this layer only.
+COPY --from=project /opt/project/ /
+
+# ---- stage (the default target): every tweetoscope command but `tweetoscope cluster`, no Kubernetes clients
+FROM python:3.11-slim-bookworm@${BASE_DIGEST} AS stage
+LABEL org.opencontainers.image.title="tweetoscope" \
+      org.opencontainers.image.description="Real-time retweet cascade forecasts: streamz + Kafka + Dask + Bokeh"
+RUN groupadd --system --gid 10001 tweetoscope \
+    && useradd --system --uid 10001 --gid tweetoscope --home-dir /home/tweetoscope --create-home tweetoscope
+COPY --from=deps /opt/venv /opt/venv
+# Root-owned: the process (user 10001) only reads them.
+COPY data/ /opt/tweetoscope/data/
+COPY dask-k8s/operator/ /opt/tweetoscope/dask-k8s/operator/
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    NUMBA_CACHE_DIR=/tmp/numba-cache \
+    MPLCONFIGDIR=/tmp
+WORKDIR /home/tweetoscope
+USER 10001:10001
+EXPOSE 5006 8080 8786 8787
+# checkov:skip=CKV_DOCKER_2: one image runs several commands with different health checks; the
+# Kubernetes manifests and docker-compose.yml probe each (stages: GET :8080/healthz and /readyz).
+HEALTHCHECK NONE
+ENTRYPOINT ["tweetoscope"]
+CMD ["--help"]
+# Last, so that a change of the sources rebuilds this layer only.
+COPY --from=project /opt/project/ /

@@ -62,16 +62,20 @@ def test_constraints_pin_every_runtime_dependency():
 # ------------------------------------------------------------------ image
 
 
-def dockerfile_stages() -> list[list[str]]:
-    stages: list[list[str]] = []
+def dockerfile_lines() -> list[str]:
+    """The Dockerfile's instructions, continuation lines joined, without comments and blank lines."""
     text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def dockerfile_stages() -> list[list[str]]:
+    """The instructions of each stage, from its FROM (the global ARGs before the first FROM are left out)."""
+    stages: list[list[str]] = []
+    for line in dockerfile_lines():
         if line.upper().startswith("FROM "):
             stages.append([])
-        stages[-1].append(line)
+        if stages:
+            stages[-1].append(line)
     return stages
 
 
@@ -87,6 +91,182 @@ def test_dockerfile_is_multi_stage_slim_non_root_without_compilers():
     assert "--constraint constraints.txt" in build
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "tests"} <= set(ignored)
+
+
+def dockerfile_global_args() -> dict[str, str]:
+    args = {}
+    for line in dockerfile_lines():
+        if line.upper().startswith("FROM "):
+            break
+        m = re.fullmatch(r"ARG\s+(\w+)(?:=(\S*))?", line, re.IGNORECASE)
+        if m:
+            args[m.group(1)] = m.group(2) or ""
+    return args
+
+
+def stage_name(stage: list[str]) -> str | None:
+    m = re.search(r"\sAS\s+(\S+)$", stage[0], re.IGNORECASE)
+    return m.group(1) if m else None
+
+
+def stage_commands(lines: list[str]) -> list[str]:
+    """The shell commands of the RUN instructions among ``lines``, split at ``&&``."""
+    return [c.strip() for line in lines if line.upper().startswith("RUN ") for c in line[4:].split("&&")]
+
+
+def copy_from(line: str) -> str | None:
+    m = re.match(r"COPY\s.*--from=(\S+)", line, re.IGNORECASE)
+    return m.group(1) if m else None
+
+
+def copied_paths(line: str) -> list[str]:
+    """The sources of a COPY from the build context (not --from), options left out."""
+    if not line.upper().startswith("COPY ") or copy_from(line):
+        return []
+    return [a for a in shlex.split(line)[1:-1] if not a.startswith("--")]
+
+
+def is_pip_install(command: str) -> bool:
+    return re.search(r"\bpip(3)?\b.*\binstall\b", command) is not None
+
+
+def installs_k8s_extra(command: str) -> bool:
+    return is_pip_install(command) and re.search(r"\[k8s\]|requirements-k8s|dask-kubernetes", command) is not None
+
+
+def stage_closure(name: str) -> list[str]:
+    """The stages whose files the image of stage ``name`` holds: its FROM chain and what it copies --from."""
+    by_name = {stage_name(s): s for s in dockerfile_stages()}
+    seen: list[str] = []
+
+    def visit(n: str) -> None:
+        if n in seen or n not in by_name:
+            return
+        seen.append(n)
+        visit(by_name[n][0].split()[1])
+        for line in by_name[n]:
+            if copy_from(line):
+                visit(copy_from(line))
+
+    visit(name)
+    return seen
+
+
+SOURCES = ("tweetoscope", "streams", "estimators")
+
+
+def test_dockerfile_installs_the_pinned_dependencies_before_the_sources():
+    """Dependencies (from constraints.txt) in layers of their own, before any COPY of the sources; the
+    project after them with --no-deps; the final images copy the project last."""
+    stages = dockerfile_stages()
+    by_name = {stage_name(s): s for s in stages}
+    sources_in: dict[str, bool] = {}  # stage -> the sources are copied in it or in its FROM chain
+    context_in: dict[str, set[str]] = {}  # stage -> what it and its FROM chain copy from the build context
+    deps_installs = project_installs = 0
+    for stage in stages:
+        parent = stage[0].split()[1]
+        copied = sources_in.get(parent, False)
+        context = set(context_in.get(parent, set()))
+        for line in stage:
+            paths = [p.rstrip("/") for p in copied_paths(line)]
+            context |= set(paths)
+            if any(p in SOURCES or p in (".", "") for p in paths):
+                copied = True
+            for command in stage_commands([line]):
+                if not is_pip_install(command):
+                    continue
+                if "--constraint constraints.txt" in command:
+                    assert not copied, f"dependencies installed after the sources are copied: {command}"
+                    assert context <= {"pyproject.toml", "constraints.txt", "build-constraints.txt"}, \
+                        f"copied before the dependencies' layer: {sorted(context)}"
+                    assert "--no-deps" not in command
+                    deps_installs += 1
+                elif "--no-deps" in command:
+                    assert copied, f"the project is installed before its sources are copied: {command}"
+                    project_installs += 1
+                else:  # the build tools, pinned by PIP_CONSTRAINT
+                    assert set(command.split()[command.split().index("install") + 1:]) <= \
+                        {"--upgrade", "-U", "pip", "setuptools", "wheel"}, command
+        sources_in[stage_name(stage) or ""] = copied
+        context_in[stage_name(stage) or ""] = context
+    assert deps_installs >= 1 and project_installs >= 1
+    # The final images: the project's files (from a stage that copied the sources) are their last layer.
+    for name in (stage_name(stages[-1]), "k8s"):
+        layers = [line for line in by_name[name] if line.upper().startswith(("COPY ", "RUN ", "ADD "))]
+        with_sources = [i for i, line in enumerate(layers) if sources_in.get(copy_from(line) or "", False)]
+        assert with_sources == [len(layers) - 1], (name, layers)
+
+
+def test_dockerfile_pins_the_base_image_and_the_build_tools():
+    args = dockerfile_global_args()
+    stages = dockerfile_stages()
+    names = {stage_name(s) for s in stages}
+    for stage in stages:
+        image = stage[0].split()[1]
+        if image in names:
+            continue
+        m = re.fullmatch(r"python:[\d.]+-slim-\w+@(sha256:[0-9a-f]{64}|\$\{(\w+)\})", image)
+        assert m, f"base image not pinned by digest: {stage[0]}"
+        if m.group(2):
+            assert re.fullmatch(r"sha256:[0-9a-f]{64}", args.get(m.group(2), "")), (m.group(2), args)
+    pins = {}
+    for line in (ROOT / "build-constraints.txt").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==", 1)
+            pins[name.strip().lower()] = version.strip()
+    assert {"pip", "setuptools", "wheel"} <= set(pins), pins
+    runtime = dict(requirement(line) for line in (ROOT / "constraints.txt").read_text().splitlines()
+                   if "==" in line and not line.startswith("#"))
+    for name, version in pins.items():  # both files constrain the same installs: they must agree
+        assert runtime.get(name, f"=={version}") == f"=={version}", (name, version, runtime.get(name))
+    env: dict[str, str] = {}
+    for stage in stages:
+        parent = stage[0].split()[1]
+        constraint = env.get(parent)
+        for line in stage:
+            m = re.match(r"ENV\s.*\bPIP_CONSTRAINT=(\S+)", line)
+            if m:
+                constraint = m.group(1)
+            if any(is_pip_install(c) for c in stage_commands([line])):
+                assert constraint and constraint.endswith("build-constraints.txt"), (stage[0], line)
+        env[stage_name(stage) or ""] = constraint
+
+
+def test_dockerfile_leaves_data_and_manifests_root_owned_and_runs_as_non_root():
+    stages = dockerfile_stages()
+    for line in dockerfile_lines():
+        if line.upper().startswith("COPY ") and re.search(r"\b(data|dask-k8s)/", line):
+            assert "--chown" not in line, line
+    for name in (stage_name(stages[-1]), "k8s"):
+        (stage,) = [s for s in stages if stage_name(s) == name]
+        users = [line.split()[1] for line in stage if line.upper().startswith("USER ")]
+        assert users and not users[-1].startswith(("root", "0")), (name, users)
+        assert any(re.search(r"COPY\s+data/", line) for line in stage), name
+
+
+def test_dockerfile_default_target_has_no_kubernetes_clients():
+    """The default target (the last stage) lacks the [k8s] extra; the k8s target adds it, pinned."""
+    stages = dockerfile_stages()
+    by_name = {stage_name(s): s for s in stages}
+    default = stage_name(stages[-1])
+    assert default != "k8s" and "k8s" in by_name
+    commands = [c for n in stage_closure(default) for c in stage_commands(by_name[n])]
+    assert not any(installs_k8s_extra(c) for c in commands), stage_closure(default)
+    k8s = [c for n in stage_closure("k8s") for c in stage_commands(by_name[n]) if installs_k8s_extra(c)]
+    assert k8s and all("--constraint constraints.txt" in c for c in k8s), k8s
+
+
+def test_dockerfile_requirements_are_the_projects(tmp_path):
+    """The requirement files the image installs, made from pyproject.toml by the Dockerfile's own command."""
+    (command,) = [c for c in stage_commands(dockerfile_lines()) if c.startswith("python -c ")
+                  and "requirements.txt" in c]
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    r = subprocess.run([sys.executable, *shlex.split(command)[1:]], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert (tmp_path / "requirements.txt").read_text().split("\n") == project["dependencies"]
+    assert (tmp_path / "requirements-k8s.txt").read_text().split("\n") == project["optional-dependencies"]["k8s"]
 
 
 def test_checkov_passes_on_the_dockerfile():

@@ -86,10 +86,21 @@ def _kube(call, what: str):
                            "~/.kube/config, and the dask-kubernetes operator installed?)") from None
 
 
+def _kube_cluster():
+    """dask-kubernetes' ``KubeCluster``, or a :class:`ClusterError` naming the extra that provides it."""
+    try:
+        from dask_kubernetes.operator import KubeCluster
+    except ImportError as exc:
+        raise ClusterError(f"{exc}: `tweetoscope cluster` and `run --cluster k8s` need the k8s extra "
+                           "(pip install 'tweetoscope[k8s]', or the image's k8s target: "
+                           "docker build --target k8s)") from None
+    return KubeCluster
+
+
 def cluster_up(spec: dict[str, Any], *, namespace: str = "default", minimum: int = 1, maximum: int = 10):
     """Create the Dask cluster of ``spec`` (or attach to it if it runs), make it adaptive; returns the KubeCluster."""
     _check_bounds(minimum, maximum)
-    from dask_kubernetes.operator import KubeCluster
+    KubeCluster = _kube_cluster()
 
     cluster = _kube(lambda: KubeCluster(custom_cluster_spec=spec, namespace=namespace, shutdown_on_close=False,
                                         quiet=True), f"creating DaskCluster {spec['metadata']['name']}")
@@ -98,7 +109,7 @@ def cluster_up(spec: dict[str, Any], *, namespace: str = "default", minimum: int
 
 
 def _existing(name: str, namespace: str):
-    from dask_kubernetes.operator import KubeCluster
+    KubeCluster = _kube_cluster()
 
     return _kube(lambda: KubeCluster.from_name(name, namespace=namespace, quiet=True),
                  f"finding DaskCluster {name} in namespace {namespace}")
