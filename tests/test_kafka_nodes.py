@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,14 +49,14 @@ async def until(condition: Callable[[], Any], timeout: float, what: str) -> None
         await asyncio.sleep(0.02)
 
 
-def produce_ids(bootstrap: str, topic: str, n: int, *, headers: bool = False) -> None:
-    """Write records key=value=b"<i>" for i < n (with a header ``h`` if asked).
+def produce_ids(bootstrap: str, topic: str, n: int, *, headers: bool = False, start: int = 0) -> None:
+    """Write records key=value=b"<i>" for start <= i < n (with a header ``h`` if asked).
 
     Small record batches: a fetch returns at least one whole record batch, so with big
     ones a consumer would read the partitions one after the other instead of together.
     """
     producer = ck.Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 100})
-    for i in range(n):
+    for i in range(start, n):
         while True:
             try:
                 producer.produce(topic, b"%d" % i, b"%d" % i, headers={"h": f"h{i}"} if headers else None)
@@ -567,7 +568,7 @@ class CommittedOnlyDelivered:
 def test_rebalance_commits_revoked_partitions_and_loses_nothing(kafka_bootstrap, kafka_topic_factory, relays):
     a, b = kafka_topic_factory(4), kafka_topic_factory(4)
     n = 10_000
-    produce_ids(kafka_bootstrap, a, n)
+    produce_ids(kafka_bootstrap, a, n // 2)
     group = group_name()
     check = CommittedOnlyDelivered(kafka_bootstrap, group, a, 4, b)
     # small fetches, so that all four partitions progress together (as on a live stream)
@@ -577,6 +578,10 @@ def test_rebalance_commits_revoked_partitions_and_loses_nothing(kafka_bootstrap,
     first = relays.start(a, b, group, "first", *slow)
     relays.wait_until(lambda: check() >= 1500, 30, "the first relay to commit 1500 records")
     second = relays.start(a, b, group, "second", *slow)
+    # the second half is posted once the second relay holds partitions, so that both relays consume
+    # whatever the start-up time of the second (the first may have drained the first half by then)
+    relays.wait_until(lambda: re.search(r"assigned \[\(", second.log()), 60, "the second relay to get partitions")
+    produce_ids(kafka_bootstrap, a, n, start=n // 2)
     relays.wait_until(lambda: check() == n, 60, "both relays to commit everything")
     summaries = [relays.stop(first), relays.stop(second)]
     assert "revoked" in first.log()
