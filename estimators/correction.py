@@ -153,7 +153,7 @@ def count_trend(n_obs: np.ndarray, n_true: np.ndarray, exponents: tuple[float, .
     best, best_err = (1.0, 0.0), np.inf
     for b in exponents:
         r = n_true / n_obs ** b
-        a = best_constant(r, grid=256)
+        a = best_constant(r, grid=32)  # the centres of the middle windows do the work (see there)
         err = float(np.median(np.abs(a / r - 1.0)))
         if err < best_err:
             best, best_err = (a, float(b)), err

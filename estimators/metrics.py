@@ -103,18 +103,30 @@ def top_share(pred: object, true: object, fraction: float = 0.1) -> float | None
 def best_constant(true: object, grid: int = 4096) -> float:
     """The single size with the least median ARE over the sizes ``true`` (shape (n,), > 0).
 
-    Searched among the sizes themselves and ``grid`` points spaced geometrically between
-    the smallest and the largest (the median ARE is piecewise linear in the constant, so
-    the result is within a relative ``log(max / min) / grid`` of the exact minimiser).
+    The ``j``-th smallest ARE of a constant ``c`` is at most ``e`` where ``j`` sizes lie in
+    ``[c / (1 + e), c / (1 - e)]``, so the constant that minimises it is the centre
+    ``2 lo hi / (lo + hi)`` of the ``j`` consecutive sorted sizes of least ratio ``hi / lo``
+    (O(n log n)). The median (the mean of the two middle AREs for even n) is evaluated exactly
+    at those centres, for the orders next to the middle, and at ``grid`` points spaced
+    geometrically between the smallest and the largest size: the best of them is returned.
+    Cost O(n (grid + 50)).
     """
     sizes = np.asarray(true, dtype=np.float64).ravel()
     if sizes.size == 0 or not np.isfinite(sizes).all() or (sizes <= 0).any():
         raise ValueError("true sizes must be a non-empty array of finite sizes > 0")
-    lo, hi = float(sizes.min()), float(sizes.max())
-    cands = np.unique(np.concatenate([sizes, np.geomspace(lo, hi, grid) if hi > lo else []]))
+    s = np.sort(sizes)
+    n = s.size
+    lo, hi = float(s[0]), float(s[-1])
+    cands = [np.geomspace(lo, hi, grid) if hi > lo else s[:1]]
+    for j in range((n + 1) // 2 - 1, n // 2 + 3):  # the orders around the middle
+        if 1 <= j <= n:
+            a, b = s[: n - j + 1], s[j - 1:]
+            best = np.argsort(b / a, kind="stable")[:8]
+            cands.append(2.0 * a[best] * b[best] / (a[best] + b[best]))
+    cands = np.unique(np.concatenate(cands))
     best, best_err = lo, math.inf
-    for chunk in np.array_split(cands, max(1, cands.size * sizes.size // 4_000_000)):
-        err = np.median(np.abs(chunk[:, None] - sizes[None, :]) / sizes[None, :], axis=1)
+    for chunk in np.array_split(cands, max(1, cands.size * n // 4_000_000)):
+        err = np.median(np.abs(chunk[:, None] - s[None, :]) / s[None, :], axis=1)
         j = int(np.argmin(err))
         if err[j] < best_err:
             best, best_err = float(chunk[j]), float(err[j])

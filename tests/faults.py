@@ -48,6 +48,11 @@ STAGES = ("collector", "estimator", "predictor", "learner")
 #: Seconds added to the checkpoint interval in the duplicate bound: the commit after a checkpoint,
 #: the producer's linger and the poll that feeds the last batch.
 SLACK = 1.5
+#: What librdkafka logs when a static member whose session timed out (the machine or the broker
+#: stalled longer than ``session_timeout``) is fenced by its own rejoin: fatal for that consumer,
+#: so the stage exits non-zero, as it should, for its orchestrator to restart it. The harness
+#: restarts such a stage even when the test is not ``orchestrated`` (any other exit still fails).
+FENCED = "Static consumer fenced by other consumer with same group.instance.id"
 
 
 def fault_settings(bootstrap: str, scheduler: str, **kw: Any) -> Settings:
@@ -106,6 +111,8 @@ class Pipeline:
     runs: Counter = field(default_factory=Counter)
     #: Restart a stage that exited non-zero, as an orchestrator would (else: fail at once).
     orchestrated: bool = False
+    #: Stages that exited after being :data:`FENCED` ``(time.time() of their exit, what)``.
+    fenced: list[tuple[float, str]] = field(default_factory=list)
 
     def start(self, stage: str, instance: int = 1, *extra: str) -> Proc:
         name = f"{stage}-{instance}"
@@ -186,11 +193,15 @@ class Pipeline:
 
     def check_alive(self) -> None:
         """Fail at once (with its log) if a process that should run has exited; ``orchestrated``:
-        restart it instead if it exited non-zero (a stage that cannot go on exits non-zero)."""
+        restart it instead if it exited non-zero (a stage that cannot go on exits non-zero); a
+        stage :data:`FENCED` after a session timeout is restarted in every test."""
         for p in list(self.procs.values()):
             if p.should_run and p.stage in STAGES and p.proc.poll() is not None:
-                if not (self.orchestrated and p.proc.returncode != 0):
+                fenced = p.proc.returncode != 0 and FENCED in p.log.read_text(errors="replace")
+                if not (fenced or self.orchestrated and p.proc.returncode != 0):
                     raise AssertionError(f"{p.name} exited {p.proc.returncode}:\n{p.tail()}")
+                if fenced:  # it wrote until its exit, up to a session timeout after its session died
+                    self.fenced.append((p.log.stat().st_mtime, f"{p.name} fenced, exited {p.proc.returncode}"))
                 self.faults.append((time.time(), f"{p.name} exited {p.proc.returncode}, restarted"))
                 self.start(p.stage, int(p.name.rsplit("-", 1)[1]))
 
@@ -348,7 +359,7 @@ def compare(run: Pipeline, ref: Reference, *, bound: float | None = None,
     bound = run.s.checkpoint_interval + SLACK if bound is None else bound
     # (time, how long before it a duplicate's first copy may have been written): a member whose
     # session timed out kept writing for up to session_timeout before it noticed
-    losses = run.session_losses()
+    losses = run.session_losses() + run.fenced
     rep.losses = [what for _, what in losses]
     windows = [(t, bound) for t, _ in run.faults] + [(t, bound + run.s.session_timeout) for t, _ in losses]
     # an outage is a fault all along: what was written from a bound before it stopped to its restart

@@ -16,15 +16,18 @@ import hashlib
 import hmac
 import zipfile
 
-import numpy as np
-import skops.io as sio
+from typing import TYPE_CHECKING
 
-from estimators.correction import OmegaForest, fit_forest
+import numpy as np
+
 from estimators.marks import MarkLaw
 from streams.memory import BINARY
 from streams.records import Record
 
 from .schemas import MODELS, SchemaError
+
+if TYPE_CHECKING:
+    from estimators.correction import OmegaForest
 
 __all__ = ["TRUSTED_TYPES", "MAX_MODEL_BYTES", "SELECTION_CV", "SELECTION_MAX", "MIN_MARKS", "learn_mark_law",
            "fit_correction", "dump_model",
@@ -80,6 +83,8 @@ def fit_correction(X: np.ndarray, n_true: np.ndarray, *, n_estimators: int, seed
     cross-validation on at most :data:`SELECTION_MAX` samples; otherwise that candidate is
     fitted directly. ``mark_law``: the marks' law of the model's own forecast.
     """
+    from estimators.correction import fit_forest
+
     kw = {} if choice is None else {"candidates": (choice,)}
     return fit_forest(X, n_true, n_estimators=n_estimators, random_state=seed, cv=SELECTION_CV,
                       select_max=SELECTION_MAX, mark_law=mark_law, **kw)
@@ -87,6 +92,8 @@ def fit_correction(X: np.ndarray, n_true: np.ndarray, *, n_estimators: int, seed
 
 def dump_model(model: object) -> bytes:
     """The skops file of ``model`` (deflate-compressed zip), as bytes."""
+    import skops.io as sio  # 3 s of imports (all of scikit-learn): only the stages that move models pay them
+
     data = sio.dumps(model, compression=zipfile.ZIP_DEFLATED, compresslevel=6)
     if len(data) > MAX_MODEL_BYTES:
         raise ValueError(f"model file of {len(data):,} bytes exceeds the {MAX_MODEL_BYTES:,} bytes models can hold")
@@ -95,6 +102,8 @@ def dump_model(model: object) -> bytes:
 
 def load_model(data: bytes) -> object:
     """Load a model file, refusing any type outside :data:`TRUSTED_TYPES` (``SchemaError``)."""
+    import skops.io as sio
+
     try:
         untrusted = set(sio.get_untrusted_types(data=data))
     except Exception as exc:  # not a skops file at all

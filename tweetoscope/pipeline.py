@@ -26,11 +26,7 @@ from streams.memory import MemoryBus
 from streams.records import dlq_topic
 from streams.replay import ReplaySchedule
 
-from . import learner as _learner  # noqa: F401  (registers the learn node)
-from . import predictor as _predictor  # noqa: F401  (registers the predict_join node)
-from .collector import collector
 from .config import Settings
-from .estimator import estimator
 from .generator import generator
 from .schemas import TOPICS
 
@@ -95,20 +91,29 @@ def build_stages(
     stages: tuple[str, ...] = ("collector", "estimator", "predictor", "learner"),
 ) -> Stages:
     """Connect the chosen stages: ``topic(name)`` gives the stream of a topic's batches,
-    ``publish(stream)`` sends a stream of record batches to the bus."""
+    ``publish(stream)`` sends a stream of record batches to the bus. Each stage's module is imported
+    here, when built: a collector or an estimator process never loads scikit-learn (2-3 s of start-up)."""
     out = Stages()
     if "collector" in stages:
+        from .collector import collector
+
         out.collector = collector(topic("tweets"), settings)
         publish(out.collector)
         out.windows = _find(out.collector, "collector.windows")
     if "estimator" in stages:
+        from .estimator import estimator
+
         est_out, out.estimator = estimator(topic("cascade_series"), settings, client)
         publish(est_out)
     if "predictor" in stages:
+        from . import predictor as _predictor  # noqa: F401  (registers the predict_join node)
+
         out.predictor = Stream.predict_join(topic("cascade_properties"), topic("models"), settings,
                                             stream_name="predictor")
         publish(out.predictor)
     if "learner" in stages:
+        from . import learner as _learner  # noqa: F401  (registers the learn node)
+
         out.learner = topic("samples").learn(settings, client, marks=topic("marks"), stream_name="learner")
         publish(out.learner)
     return out
@@ -156,7 +161,8 @@ async def start_dask(settings: Settings):
 class WarmFits(WorkerPlugin):
     """Dask worker plugin: fits a small cascade when a worker starts (and on every worker already
     there), so that loading the compiled likelihood (numba) is not paid by the first real fits:
-    cold workers put 0.5 s on the p99 alert latency (BENCHMARKS.md)."""
+    cold workers put 0.5 s on the p99 alert latency (BENCHMARKS.md); and imports what model refits
+    need, so that the first refit is not 3 s late."""
 
     idempotent = True
 
@@ -170,6 +176,7 @@ class WarmFits(WorkerPlugin):
 
         times = np.array([0.0, 10.0, 30.0, 70.0, 150.0])
         fit_cascade(times, np.full(times.size, 100.0), 300.0, **self.fit_kwargs)
+        import skops.io  # noqa: F401  (and scikit-learn: 3 s that the first model refit would wait for)
 
 
 

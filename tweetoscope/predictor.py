@@ -31,6 +31,7 @@ from collections.abc import Collection, Iterable
 
 import msgspec
 import numpy as np
+import skops.io  # noqa: F401  (loaded at start-up: it takes 3 s, the first model should not wait for it)
 from streamz import Stream
 
 from estimators.correction import predict_omega
