@@ -146,7 +146,8 @@ class MarkLaw:
         if tail_fit.alpha <= 2:
             raise ValueError(f"the marks' tail exponent is {tail_fit.alpha:.2f} <= 2: their mean is infinite")
         below = np.sort(m[m < tail_fit.mu])
-        body = tuple(float(b.mean()) for b in np.array_split(below, min(bins, below.size)) if b.size)
+        body = tuple(float(b.mean()) for b in np.array_split(below, min(bins, below.size)) if b.size) \
+            if below.size else ()  # every mark in the tail: a plain Pareto law
         return cls(body, 1.0 - below.size / m.size, float(tail_fit.alpha), float(tail_fit.mu))
 
     @property
@@ -199,14 +200,17 @@ class MarkLaw:
 
     def offspring_pmf(self, p: float, size: int) -> np.ndarray:
         """``P(xi = k)`` for ``k < size``: the children of one event, ``Poisson(p m)`` with ``m`` of this law."""
-        from scipy import stats
+        from scipy import special
 
         from .predictive import offspring_pmf
 
         out = self.tail * offspring_pmf(p, self.alpha, self.mu, size) if self.tail > 0 else np.zeros(size)
         if self.body:
-            k = np.arange(size)
-            out += (1.0 - self.tail) * stats.poisson.pmf(k[:, None], p * np.asarray(self.body)[None, :]).mean(axis=1)
+            k = np.arange(size, dtype=np.float64)[:, None]
+            lam = p * np.asarray(self.body, dtype=np.float64)[None, :]
+            # the Poisson pmf as scipy.stats computes it, without its per-call machinery (8 ms a call)
+            pmf = np.exp(special.xlogy(k, lam) - special.gammaln(k + 1.0) - lam)
+            out += (1.0 - self.tail) * pmf.mean(axis=1)
         return out
 
 

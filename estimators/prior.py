@@ -24,7 +24,7 @@ from scipy import optimize, special
 
 from .hawkes import DEFAULT_BETA_BOUNDS, LogNormalPrior
 from .marks import COURSE_MARKS, MarkLaw
-from .predictive import progeny_pmf
+from .predictive import progeny_tail
 
 __all__ = ["fit_prior", "prior_from_log_moments", "selection_weights"]
 
@@ -38,7 +38,7 @@ def selection_weights(n_star: np.ndarray, min_size: float, *, mark_law: MarkLaw 
     """
     k = max(int(np.ceil(min_size)), 1)
     ns = np.clip(np.asarray(n_star, dtype=np.float64), 0.0, 0.99)
-    reach = np.array([progeny_pmf(float(x), mark_law)[k:].sum() for x in ns.ravel()]).reshape(ns.shape)
+    reach = progeny_tail(ns, k, mark_law)
     return 1.0 / np.maximum(reach, 1e-6)
 
 

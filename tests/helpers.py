@@ -41,10 +41,11 @@ def health_status(port: int | None, path: str) -> int:
 
 
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port free on 127.0.0.1 right now, for a server to listen on soon: below the ephemeral
+    range (:func:`reusable_ports`), where no outgoing connection takes it meanwhile (one port the
+    kernel handed out, then released, was taken by a Dask connection before a stage's health
+    server bound it)."""
+    return reusable_ports(1)
 
 
 def reusable_ports(n: int = 2) -> int:

@@ -226,6 +226,9 @@ def test_mark_law_fits_a_body_and_a_pareto_tail():
     assert course.mean == pytest.approx(pareto_mean(2.4, 10.0)) and hash(course) == hash(MarkLaw.pareto())
     with pytest.raises(ValueError, match="alpha"):
         MarkLaw.pareto(alpha=2.0)
+    # marks that are Pareto all the way down: no body (this raised in np.array_split)
+    plain = MarkLaw.fit(sample_pareto(2.5, 10.0, 5000, rng))
+    assert plain.body == () and plain.tail == 1.0 and plain.alpha == pytest.approx(2.5, abs=0.15)
 
 
 def test_a_learnt_mark_law_enters_the_fits_the_prior_and_the_predictive_law():

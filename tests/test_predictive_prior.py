@@ -122,3 +122,31 @@ def test_fit_prior_errors_and_round_trip():
     m2, C2 = prior_from_log_moments(m, C).log_moments()
     np.testing.assert_allclose(m2, m, rtol=1e-9)
     np.testing.assert_allclose(C2, C, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_star", [0.3, 0.93])
+def test_progeny_law_equals_the_hitting_time_theorem_by_direct_convolution(n_star):
+    """P(T = n) = P(S_n = n - 1) / n with S_n's law from n explicit convolutions of the offspring law
+    (for n <= 60), against the grid law of progeny_pmf (computed by FFT and a matrix product), for
+    the course's Pareto law and a learnt law with a heavier tail."""
+    from estimators.marks import COURSE_MARKS, MarkLaw
+
+    rng = np.random.default_rng(4)
+    for law in (COURSE_MARKS, MarkLaw.fit(10.0 * (1.0 + rng.pareto(1.3, 4000)))):
+        f = law.offspring_pmf(n_star / law.mean, 64)
+        s, want = np.array([1.0]), [0.0]
+        for n in range(1, 61):
+            s = np.convolve(s, f)[:64]
+            want.append(s[n - 1] / n)
+        got = progeny_pmf(n_star, law)[:61]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-15)  # the FFT's wrap-around: ~1e-6 here
+
+
+def test_progeny_tail_is_the_tail_of_each_progeny_law():
+    from estimators.predictive import progeny_tail
+
+    ns = np.array([[0.0, 0.123, 0.5], [0.77, 0.9, 0.99]])
+    want = np.array([[progeny_pmf(float(x))[25:].sum() for x in row] for row in ns])
+    np.testing.assert_allclose(progeny_tail(ns, 25), want, rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="n_star"):
+        progeny_tail(np.array([0.5, 1.0]), 3)
