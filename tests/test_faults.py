@@ -24,6 +24,10 @@ from helpers import free_port, metric_total, reusable_ports, scrape_metrics, wai
 from streams.datasets import load_dataset, write_jsonl
 from tweetoscope.schemas import ALERTS
 
+#: One pytest-xdist group: the matrix runs on one worker (its cases one after the other, each on
+#: every core it can get), while the other worker takes the in-process tests.
+pytestmark = pytest.mark.xdist_group("fault-matrix")
+
 SEEDS = [int(s) for s in os.environ.get("TWEETOSCOPE_CHAOS_SEEDS", "0").split(",")]
 CHAOS_SECONDS = float(os.environ.get("TWEETOSCOPE_CHAOS_SECONDS", "20"))
 SPEED = 6000.0  # event seconds per wall second: the replay lasts about 10 s
