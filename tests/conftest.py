@@ -20,10 +20,14 @@ SASL_PORT = free_port()
 SASL_USER, SASL_PASSWORD = "tweetoscope", "tweetoscope-secret"
 
 
+#: Modules collected first: the fault matrix is the longest (about half the suite on one worker),
+#: so started first it ends with the modules the other worker runs meanwhile (``make test`` runs
+#: two pytest-xdist workers, ``--dist loadfile``: a module's tests stay on one worker).
+FIRST = ("test_faults.py",)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The fault matrix first: it is the longest group (about half the suite), so started first
-    it ends with the tests the other worker runs meanwhile (``make test`` runs two workers)."""
-    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
+    items.sort(key=lambda item: item.path.name not in FIRST)
 
 
 @pytest.fixture(scope="session")

@@ -61,7 +61,7 @@ def fault_settings(bootstrap: str, scheduler: str, **kw: Any) -> Settings:
     base = dict(kafka=bootstrap, scheduler=scheduler, topic_prefix=prefix, group_prefix="faults",
                 windows=(600, 1200), terminated=3600.0, alert_threshold=0.0, partitions=2, sources=4,
                 stagger=300.0, empirical_prior=False, learner_every=15, learner_interval=0.0, learner_trees=10,
-                checkpoint_interval=1.0, session_timeout=6.0, batch_size=500,
+                checkpoint_interval=1.0, session_timeout=10.0, batch_size=500,
                 marks="pareto")  # model versions equal version for version only under a fixed law (docs/pipeline.md)
     base.update(kw)
     return Settings(**base)

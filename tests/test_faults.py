@@ -24,10 +24,6 @@ from helpers import free_port, metric_total, reusable_ports, scrape_metrics, wai
 from streams.datasets import load_dataset, write_jsonl
 from tweetoscope.schemas import ALERTS
 
-#: One pytest-xdist group: the matrix runs on one worker (its cases one after the other, each on
-#: every core it can get), while the other worker takes the in-process tests.
-pytestmark = pytest.mark.xdist_group("fault-matrix")
-
 SEEDS = [int(s) for s in os.environ.get("TWEETOSCOPE_CHAOS_SEEDS", "0").split(",")]
 CHAOS_SECONDS = float(os.environ.get("TWEETOSCOPE_CHAOS_SECONDS", "20"))
 SPEED = 6000.0  # event seconds per wall second: the replay lasts about 10 s
@@ -142,7 +138,7 @@ def test_two_instances_of_each_stage_on_four_partitions_give_the_outputs_of_one(
     """Scale-out: two instances of every stage, every topic on four partitions, process the same input
     as one instance of each on two partitions (the reference): every output by value, no duplicate at
     all. Their /metrics count every record once over the instances."""
-    # eight stage processes start at once on two cores: a session timeout longer than the fault cases' 6 s
+    # eight stage processes start at once on two cores: a session timeout longer than the fault cases' 10 s
     run = Pipeline(fault_settings(kafka_bootstrap, scheduler, partitions=4, session_timeout=20.0), tmp_path)
     try:
         run.start_all(instances=2)
