@@ -51,12 +51,13 @@ demo: setup
 # The Kafka broker is started (and stopped) by the test session itself (tests/conftest.py,
 # scripts/kafka.sh); the browser test needs Debian's Chromium (scripts/setup-browser.sh).
 # Two pytest workers (pytest-xdist), one per core, each with its own broker; a module's tests stay
-# on one worker (--dist loadfile): the fault matrix, collected first, on one, the other modules
-# spread over both. (--dist loadgroup does not group under pytest 9: xdist renames node ids.)
+# on one worker (--dist loadfile) and modules go in collection order (tests/conftest.py: the fault
+# matrix first, on one worker; the other modules on the other, those with stage processes last).
+# (--dist loadgroup does not group under pytest 9; xdist's default reorders modules by size.)
 TEST_WORKERS ?= 2
 test: setup setup-tools
 	scripts/setup-browser.sh
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 # The fault matrix of tests/test_faults.py (one seed of each case runs in make test): seeds 1-4,
 # and the chaos run for two minutes per seed (docs/reliability.md records the figures).

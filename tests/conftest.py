@@ -22,12 +22,16 @@ SASL_USER, SASL_PASSWORD = "tweetoscope", "tweetoscope-secret"
 
 #: Modules collected first: the fault matrix is the longest (about half the suite on one worker),
 #: so started first it ends with the modules the other worker runs meanwhile (``make test`` runs
-#: two pytest-xdist workers, ``--dist loadfile``: a module's tests stay on one worker).
+#: two pytest-xdist workers, ``--dist loadfile --no-loadscope-reorder``: a module's tests stay on
+#: one worker, modules go in this order).
 FIRST = ("test_faults.py",)
+#: Modules collected last: they run stage processes too, so they run once the matrix is (nearly)
+#: done rather than beside it on two cores, where together they starved a broker for 7 s.
+LAST = ("test_scale_out.py", "test_pipeline_kafka.py", "test_security.py", "test_kafka_nodes.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: item.path.name not in FIRST)
+    items.sort(key=lambda item: (item.path.name not in FIRST) + (item.path.name in LAST))
 
 
 @pytest.fixture(scope="session")

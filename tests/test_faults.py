@@ -148,9 +148,18 @@ def test_two_instances_of_each_stage_on_four_partitions_give_the_outputs_of_one(
         assert gen.proc.wait(240) == 0, gen.tail()
         run.wait_done(ref)
         n_tweets = len(run.read("tweets"))
-        wait_until(lambda: metric_total(ports["collector"], "tweetoscope_records_consumed_total", topic="tweets")
-                   == n_tweets and metric_total(ports["collector"], "tweetoscope_consumer_lag_records") == 0, 30,
-                   "the collectors' metrics to count every tweet", every=0.3)
+        seen: list = []
+
+        def counted() -> bool:
+            seen[:] = [metric_total(ports["collector"], "tweetoscope_records_consumed_total", topic="tweets"),
+                       metric_total(ports["collector"], "tweetoscope_consumer_lag_records")]
+            return seen == [n_tweets, 0]
+
+        try:
+            wait_until(counted, 60, "the collectors' metrics to count every tweet", every=0.3)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: (consumed, lag) = {seen}, {n_tweets} tweets; "
+                                 f"sessions timed out: {run.session_losses()}") from None
         series = metric_total(ports["collector"], "tweetoscope_records_produced_total", topic="cascade_series")
         assert series == len(run.read("cascade_series"))
         assert metric_total(ports["estimator"], "tweetoscope_records_consumed_total", topic="cascade_series") == series
