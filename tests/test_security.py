@@ -47,10 +47,11 @@ def test_the_pipeline_runs_over_sasl_and_signs_its_models(kafka_sasl, scheduler,
     from tweetoscope.models import check_model
     from tweetoscope.schemas import SchemaError
 
-    for m in signed:  # what the predictor checks, with its key; another key fails
-        assert hasattr(check_model(m.value(), dict(m.headers()), b"m0del-k3y"), "predict")
+    for m in signed:  # what the predictor checks, with its key (headers decoded as its source does)
+        headers = {k: v.decode() for k, v in m.headers()}
+        assert hasattr(check_model(m.value(), headers, b"m0del-k3y"), "predict")
         with pytest.raises(SchemaError, match="signature"):
-            check_model(m.value(), dict(m.headers()), b"another-key")
+            check_model(m.value(), headers, b"another-key")
 
 
 def test_wrong_credentials_are_refused_at_once_and_the_secret_is_never_shown(kafka_sasl):
