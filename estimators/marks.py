@@ -146,8 +146,8 @@ class MarkLaw:
         if tail_fit.alpha <= 2:
             raise ValueError(f"the marks' tail exponent is {tail_fit.alpha:.2f} <= 2: their mean is infinite")
         below = np.sort(m[m < tail_fit.mu])
-        body = tuple(float(b.mean()) for b in np.array_split(below, min(bins, below.size)) if b.size) \
-            if below.size else ()  # every mark in the tail: a plain Pareto law
+        # no mark below the tail's bound: no body (a plain Pareto law)
+        body = tuple(float(b.mean()) for b in np.array_split(below, max(1, min(bins, below.size))) if b.size)
         return cls(body, 1.0 - below.size / m.size, float(tail_fit.alpha), float(tail_fit.mu))
 
     @property

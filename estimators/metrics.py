@@ -121,8 +121,8 @@ def best_constant(true: object, grid: int = 4096) -> float:
     for j in range((n + 1) // 2 - 1, n // 2 + 3):  # the orders around the middle
         if 1 <= j <= n:
             a, b = s[: n - j + 1], s[j - 1:]
-            best = np.argsort(b / a, kind="stable")[:8]
-            cands.append(2.0 * a[best] * b[best] / (a[best] + b[best]))
+            tight = np.argsort(b / a, kind="stable")[:8]  # the 8 narrowest windows of j sizes
+            cands.append(2.0 * a[tight] * b[tight] / (a[tight] + b[tight]))
     cands = np.unique(np.concatenate(cands))
     best, best_err = lo, math.inf
     for chunk in np.array_split(cands, max(1, cands.size * n // 4_000_000)):

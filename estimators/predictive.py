@@ -21,9 +21,10 @@ Method (exact up to truncation, no Monte Carlo):
 * the offspring law ``P(xi = k) = E[Poisson(k; p m)]`` in closed form with upper
   incomplete gamma functions;
 * the total progeny by the hitting-time theorem ``P(T = n) = P(S_n = n - 1) / n``
-  (``S_n`` a sum of ``n`` offspring counts), all ``n <= TOTAL_TERMS`` at once from one FFT of
-  the offspring law and one matrix product of its powers (5-15 ms a law), on a grid of ``n_star`` (step :data:`N_STAR_STEP`, cached per
-  mark law, interpolated linearly between grid points);
+  (``S_n`` a sum of ``n`` offspring counts), all ``n <= TOTAL_TERMS`` at once from one FFT
+  of the offspring law and one matrix product of its powers (5-15 ms a law), on a grid of
+  ``n_star`` (step :data:`N_STAR_STEP`, cached per mark law, interpolated linearly between
+  grid points);
 * the compound Poisson law of ``R`` by FFT, ``pgf_R = exp(G1 (pgf_T - 1))``, on a
   length that grows with the expected remaining size.
 """
@@ -39,7 +40,8 @@ from scipy import special
 from ._validation import check_positive
 from .marks import COURSE_MARKS, MarkLaw
 
-__all__ = ["offspring_pmf", "progeny_pmf", "progeny_tail", "remaining_size_pmf", "are_optimal_size", "are_optimal_omega"]
+__all__ = ["offspring_pmf", "progeny_pmf", "progeny_tail", "remaining_size_pmf", "are_optimal_size",
+           "are_optimal_omega"]
 
 #: Grid step of n_star for the cached total-progeny laws.
 N_STAR_STEP = 0.01
@@ -115,13 +117,20 @@ def progeny_pmf(n_star: float, mark_law: MarkLaw = COURSE_MARKS) -> np.ndarray:
         raise ValueError(f"n_star must be in [0, 1), got {n_star}")
     if not isinstance(mark_law, MarkLaw):
         raise TypeError(f"mark_law must be a MarkLaw, got {type(mark_law).__name__}")
-    x = n_star / N_STAR_STEP
-    lo = int(math.floor(x))
-    w = x - lo
-    f = _progeny_on_grid(lo, mark_law)
-    if w > 1e-12:
-        f = (1.0 - w) * f + w * _progeny_on_grid(lo + 1, mark_law)
+    lo, w = _grid_position(np.float64(n_star))
+    f = _progeny_on_grid(int(lo), mark_law)
+    if w > 0:
+        f = (1.0 - w) * f + w * _progeny_on_grid(int(lo) + 1, mark_law)
     return f
+
+
+def _grid_position(n_star: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(lo, w)``: the grid law below each ``n_star`` (index, ``n_star`` = index * N_STAR_STEP) and the
+    weight of the next one in the linear interpolation (0 on a grid point); shapes of ``n_star``."""
+    x = n_star / N_STAR_STEP
+    lo = np.floor(x).astype(np.int64)
+    w = x - lo
+    return lo, np.where(w > 1e-12, w, 0.0)
 
 
 def progeny_tail(n_star: np.ndarray, k: int, mark_law: MarkLaw = COURSE_MARKS) -> np.ndarray:
@@ -131,10 +140,8 @@ def progeny_tail(n_star: np.ndarray, k: int, mark_law: MarkLaw = COURSE_MARKS) -
     ns = np.asarray(n_star, dtype=np.float64)
     if ns.size and not (np.all(ns >= 0.0) and np.all(ns < 1.0)):
         raise ValueError("n_star must be in [0, 1)")
-    x = ns / N_STAR_STEP
-    lo = np.floor(x).astype(np.int64)
-    w = x - lo
-    up = w > 1e-12
+    lo, w = _grid_position(ns)
+    up = w > 0
     grid = np.unique(np.concatenate([lo.ravel(), lo[up] + 1]))
     tails = np.array([_progeny_on_grid(int(i), mark_law)[k:].sum() for i in grid])
     t_lo = tails[np.searchsorted(grid, lo)]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import zipfile
-
 from typing import TYPE_CHECKING
 
 import numpy as np
