@@ -70,6 +70,7 @@ chaos: setup
 bench: setup
 	$(BIN)/python bench/bench_fit.py
 	$(BIN)/python bench/bench_powerlaw.py
+	$(BIN)/python bench/bench_predictive.py
 	$(BIN)/python bench/best_achievable.py --n 1000 --seed 0
 	$(BIN)/python bench/bench_embedded.py
 	$(BIN)/python bench/bench_dask.py --cascades 10000 --repeat 10 --chunks 1024,8192,16384
