@@ -153,9 +153,25 @@ async def start_dask(settings: Settings):
         cluster = await LocalCluster(n_workers=settings.dask_min_workers, threads_per_worker=1, processes=True,
                                      asynchronous=True, dashboard_address=":0", silence_logs=logging.WARNING)
         cluster.adapt(minimum=settings.dask_min_workers, maximum=settings.dask_workers)
-    client = await Client(settings.scheduler or cluster, asynchronous=True)
+    client = await _connect(Client, settings.scheduler or cluster, settings.dask_timeout)
     await client.register_plugin(WarmFits(settings.fit_kwargs()), name="tweetoscope-warm-fits")
     return client, cluster
+
+
+async def _connect(Client, address, timeout: float):
+    """An asynchronous client of the scheduler at ``address``, tried again until ``timeout`` seconds
+    have passed: a busy scheduler may not finish the handshake within distributed's connect timeout
+    (it then raises a bare ``TimeoutError``). Raises ``TimeoutError`` saying which scheduler."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await Client(address, asynchronous=True)
+        except (OSError, TimeoutError) as exc:  # asyncio.TimeoutError is TimeoutError
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"no Dask scheduler at {address} answered within {timeout:.0f} s: "
+                                   f"{exc!r}") from exc
+            logger.warning("the Dask scheduler at %s did not answer (%r): trying again", address, exc)
+            await asyncio.sleep(1.0)
 
 
 class WarmFits(WorkerPlugin):
