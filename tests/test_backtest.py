@@ -196,8 +196,15 @@ def test_simulate_draws_from_the_named_law(law, tmp_path):
         (["simulate", "/tmp/x", "--law", "flat"], "--law must be one of course, wide-beta"),
     ],
 )
-def test_cli_errors_are_clear(args, message):
-    r = run_cli(*args)
-    assert r.returncode == 2
-    assert message in r.stderr
-    assert "Traceback" not in r.stderr
+def test_cli_errors_are_clear(args, message, capsys, monkeypatch):
+    """In this process (the same ``main`` as ``python -m tweetoscope``, which exits with what it returns;
+    tests/test_config.py runs one bad invocation as a process): exit 2, the message, no traceback."""
+    monkeypatch.chdir(ROOT)
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse's own errors exit 2 from inside parse_args
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
