@@ -78,3 +78,16 @@ def test_a_bad_log_level_is_a_clear_error():
                        capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1], timeout=60)
     assert r.returncode != 0
     assert "TWEETOSCOPE_LOG_LEVEL='LOUD' is not a log level" in r.stderr
+
+
+def test_an_error_without_text_is_named_by_its_type(monkeypatch, capsys):
+    """MOCK (named as such): a command made to raise a bare ``TimeoutError``, as distributed's
+    handshake does under load, which no input of ours makes a command raise on purpose."""
+    from tweetoscope import cli
+
+    def bare_timeout(args):
+        raise TimeoutError()
+
+    monkeypatch.setattr(cli, "cmd_backtest", bare_timeout)
+    assert cli.main(["backtest", "data/sample"]) == 2
+    assert capsys.readouterr().err.strip() == "tweetoscope backtest: error: TimeoutError"

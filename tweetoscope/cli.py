@@ -499,7 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ConfigError, ValueError, FileNotFoundError, PermissionError, TimeoutError) as exc:
-        print(f"tweetoscope {args.command}: error: {exc or type(exc).__name__}", file=sys.stderr)
+        print(f"tweetoscope {args.command}: error: {str(exc) or type(exc).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
