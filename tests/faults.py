@@ -67,6 +67,18 @@ def fault_settings(bootstrap: str, scheduler: str, **kw: Any) -> Settings:
     return Settings(**base)
 
 
+def dask_scheduler(port: int) -> subprocess.Popen:
+    """A real Dask scheduler process on ``127.0.0.1:port`` (``dask scheduler``), for faults on it."""
+    return subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
+                             str(port), "--dashboard-address", ":0"], stderr=subprocess.DEVNULL)
+
+
+def dask_worker(port: int) -> subprocess.Popen:
+    """A real one-thread Dask worker process (no nanny) of the scheduler on ``127.0.0.1:port``."""
+    return subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", f"tcp://127.0.0.1:{port}",
+                             "--nthreads", "1", "--no-nanny", "--no-dashboard"], stderr=subprocess.DEVNULL)
+
+
 def stage_env(s: Settings) -> dict[str, str]:
     """The environment that gives a stage process the settings ``s`` (besides its flags)."""
     names = ("group_prefix", "marks", "terminated", "alert_threshold", "partitions", "sources", "stagger",

@@ -12,13 +12,12 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from faults import ROOT, STAGES, Pipeline, compare, fault_settings, inject_hostile, models_by_version, reference, \
-    samples_in_log_order
+from faults import ROOT, STAGES, Pipeline, compare, dask_scheduler, dask_worker, fault_settings, inject_hostile, \
+    models_by_version, reference, samples_in_log_order
 from helpers import free_port, metric_total, reusable_ports, scrape_metrics, wait_until
 
 from streams.datasets import load_dataset, write_jsonl
@@ -225,19 +224,9 @@ def test_dask_worker_and_scheduler_killed(data, ref, kafka_bootstrap, tmp_path):
     """A Dask worker is killed with SIGKILL mid-fit, then the scheduler, which is restarted on the same
     address with a new worker: the estimator and the learner resubmit their tasks, nothing is lost."""
     port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-
-    def scheduler() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                                 "--port", str(port), "--dashboard-address", ":0"], stderr=subprocess.DEVNULL)
-
-    def worker() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
-                                 "--no-nanny", "--no-dashboard"], stderr=subprocess.DEVNULL)
-
-    sched = scheduler()
-    workers = [worker(), worker()]
-    run = Pipeline(fault_settings(kafka_bootstrap, address), tmp_path)
+    sched = dask_scheduler(port)
+    workers = [dask_worker(port), dask_worker(port)]
+    run = Pipeline(fault_settings(kafka_bootstrap, f"tcp://127.0.0.1:{port}"), tmp_path)
     try:
         run.start_all()
         gen = run.generate(data, SPEED)
@@ -251,8 +240,8 @@ def test_dask_worker_and_scheduler_killed(data, ref, kafka_bootstrap, tmp_path):
             w.kill()
         sched.wait(10)
         time.sleep(1.0)
-        sched = scheduler()
-        workers = [worker()]
+        sched = dask_scheduler(port)
+        workers = [dask_worker(port)]
         run.faults.append((time.time(), "scheduler restarted"))
         finish(run, ref, gen, "dask faults")
         assert run.runs["estimator-1"] == run.runs["learner-1"] == 1  # they reconnected, nobody restarted them
@@ -318,10 +307,7 @@ def test_a_stage_whose_scheduler_is_gone_for_good_says_so_and_exits_non_zero(kaf
     non-zero within a bounded time (the client's reconnection timeout, here 5 s) for an orchestrator
     to restart it; it never hangs."""
     port = free_port()
-    sched = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
-                              str(port), "--dashboard-address", ":0"], stderr=subprocess.DEVNULL)
-    worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", f"tcp://127.0.0.1:{port}",
-                               "--nthreads", "1", "--no-nanny", "--no-dashboard"], stderr=subprocess.DEVNULL)
+    sched, worker = dask_scheduler(port), dask_worker(port)
     run = Pipeline(fault_settings(kafka_bootstrap, f"tcp://127.0.0.1:{port}"), tmp_path)
     os.environ["DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT"] = "5s"
     try:

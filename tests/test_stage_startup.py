@@ -4,20 +4,10 @@ then exits with a message that names the scheduler: real processes, the real bro
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 
-from faults import Pipeline, fault_settings
+from faults import Pipeline, dask_scheduler, dask_worker, fault_settings
 from helpers import free_port, wait_until
-
-
-def scheduler_process(port: int) -> list[subprocess.Popen]:
-    """A real scheduler on ``port`` and one worker of it."""
-    address = f"tcp://127.0.0.1:{port}"
-    return [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
-                              str(port), "--dashboard-address", ":0"], stderr=subprocess.DEVNULL),
-            subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
-                              "--no-nanny", "--no-dashboard"], stderr=subprocess.DEVNULL)]
 
 
 def test_an_estimator_started_before_its_scheduler_waits_for_it(kafka_bootstrap, tmp_path, monkeypatch):
@@ -30,7 +20,7 @@ def test_an_estimator_started_before_its_scheduler_waits_for_it(kafka_bootstrap,
         wait_until(lambda: "did not answer" in p.log.read_text() or p.proc.poll() is not None, 60,
                    "the estimator's first failed attempt")
         assert p.proc.poll() is None, p.tail()
-        procs = scheduler_process(port)
+        procs = [dask_scheduler(port), dask_worker(port)]
         run.wait_ready(p)
         assert run.stop("estimator-1") == 0, p.tail()
     finally:

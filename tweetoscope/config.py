@@ -75,7 +75,8 @@ class Settings:
         ``checkpoint_interval``: seconds between two checkpoints of a stage's state to its
         changelog topic, each followed by a commit (a restart re-reads about this much);
         ``dask_timeout``: seconds a stage waits for a lost Dask cluster (resubmitting its tasks),
-        or at start-up for its scheduler to answer, before it exits non-zero; ``stall_timeout``: seconds without progress, with work in
+        or at start-up for its scheduler to answer, before it exits non-zero;
+        ``stall_timeout``: seconds without progress, with work in
         flight, or outside the consumer group after a revocation or a lost session, after which
         a stage is not live (``/healthz`` 503) and exits non-zero;
         ``max_cascade_events``: events kept per cascade (later ones count in its size only);

@@ -153,15 +153,17 @@ async def start_dask(settings: Settings):
         cluster = await LocalCluster(n_workers=settings.dask_min_workers, threads_per_worker=1, processes=True,
                                      asynchronous=True, dashboard_address=":0", silence_logs=logging.WARNING)
         cluster.adapt(minimum=settings.dask_min_workers, maximum=settings.dask_workers)
-    client = await _connect(Client, settings.scheduler or cluster, settings.dask_timeout)
+    client = await _connect(settings.scheduler or cluster, settings.dask_timeout)
     await client.register_plugin(WarmFits(settings.fit_kwargs()), name="tweetoscope-warm-fits")
     return client, cluster
 
 
-async def _connect(Client, address, timeout: float):
+async def _connect(address, timeout: float):
     """An asynchronous client of the scheduler at ``address``, tried again until ``timeout`` seconds
     have passed: a busy scheduler may not finish the handshake within distributed's connect timeout
     (it then raises a bare ``TimeoutError``). Raises ``TimeoutError`` saying which scheduler."""
+    from distributed import Client
+
     deadline = time.monotonic() + timeout
     while True:
         try:
