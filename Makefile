@@ -13,11 +13,14 @@ help:
 	@echo "make bench  run the benchmarks under bench/ (see BENCHMARKS.md)"
 
 # uv installs the ~95 dependencies in about 10 s where pip takes minutes (the venv keeps pip).
+# --compile-bytecode writes the .pyc files at install time: where PYTHONDONTWRITEBYTECODE is set (it
+# is on this machine) nothing would ever write them, and every stage process and Dask worker would
+# compile scikit-learn, distributed, bokeh... from source at each start (8.8 s of imports instead of 3.5 s).
 UV_VERSION := 0.13.9
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test,bench,k8s,deploy-check]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[test,bench,k8s,deploy-check]'
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -190,29 +190,89 @@ def are_optimal_size(n_obs: float, n_star: float, G1: float, *, mark_law: MarkLa
         return math.inf
     if G1 <= 0:
         return float(max(n_obs, min_size))
-    pR = remaining_size_pmf(n_star, G1, mark_law)
-    tail = max(1.0 - pR.sum(), 0.0)
-    N = n_obs + np.arange(pR.size, dtype=np.float64)
-    w = np.where(N >= min_size, pR / N, 0.0)
-    total = w.sum() + tail / (n_obs + pR.size)
-    if total <= 0:
-        return float(max(n_obs, min_size))
-    cw = np.cumsum(w)
-    j = int(np.searchsorted(cw, 0.5 * total, side="left"))
-    return float(N[j]) if j < N.size else float(n_obs + pR.size)
+    if not math.isfinite(G1):
+        raise ValueError(f"G1 must be finite and >= 0, got {G1}")
+    return float(_are_optimal_sizes(np.array([n_obs], dtype=np.float64), np.array([n_star], dtype=np.float64),
+                                    np.array([G1], dtype=np.float64), mark_law, min_size)[0])
 
 
 def are_optimal_omega(n_obs: np.ndarray, n_star: np.ndarray, G1: np.ndarray, *,
                       mark_law: MarkLaw = COURSE_MARKS, min_size: float = 1.0) -> np.ndarray:
     """:func:`are_optimal_size` as a correction ``omega`` (``(N - n_obs)(1 - n_star) / G1``), element-wise.
 
-    Shape of the broadcast inputs; 0 where ``G1 <= 0`` or ``n_star >= 1``.
+    Shape of the broadcast inputs; 0 where ``G1 <= 0`` or ``n_star >= 1``. The laws of the
+    cascades are computed together (:func:`_are_optimal_sizes`), equal to :func:`are_optimal_size`'s.
     """
     n_obs, n_star, G1 = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (n_obs, n_star, G1)))
     out = np.zeros(n_obs.shape)
-    for idx in np.ndindex(n_obs.shape):
-        g, ns = G1[idx], n_star[idx]
-        if g > 0 and ns < 1:
-            x = are_optimal_size(n_obs[idx], ns, g, mark_law=mark_law, min_size=min_size)
-            out[idx] = (x - n_obs[idx]) * (1.0 - ns) / g
+    ok = (G1 > 0) & (n_star < 1)
+    if ok.any():
+        no, ns, g = n_obs[ok], n_star[ok], G1[ok]
+        if not (np.all(no > 0) and np.all(np.isfinite(no)) and np.all(ns >= 0) and np.all(np.isfinite(g))):
+            raise ValueError("n_obs must be finite and > 0, n_star >= 0 and G1 finite")
+        x = _are_optimal_sizes(no, ns, g, mark_law, min_size)
+        out[ok] = (x - no) * (1.0 - ns) / g
+    return out
+
+
+#: Most entries of the laws computed at once by :func:`_are_optimal_sizes` (rows x length), 16 MiB.
+_BLOCK = 1 << 21
+
+
+def _law_length(n_star: np.ndarray, G1: np.ndarray) -> np.ndarray:
+    """:func:`remaining_size_pmf`'s default length for each cascade: a power of two well beyond the mean."""
+    mean = G1 / (1.0 - n_star)
+    bits = np.ceil(np.log2(16.0 * mean + 64.0 * np.sqrt(mean + 1.0) + 64.0))
+    return np.minimum(MAX_LENGTH, np.left_shift(1, np.maximum(8, bits).astype(np.int64)))
+
+
+@lru_cache(maxsize=1024)
+def _grid_spectrum(i: int, length: int, mark_law: MarkLaw) -> np.ndarray:
+    """``rfft`` of the grid law ``i`` folded at ``length`` (its mass beyond as one atom at ``length``),
+    zero-padded to ``2 length``: shape (length + 1,), complex."""
+    fT = _progeny_on_grid(i, mark_law)
+    folded = np.zeros(2 * length)
+    m = min(fT.size, length)
+    folded[:m] = fT[:m]
+    folded[length] += fT[m:].sum()
+    return np.fft.rfft(folded)
+
+
+def _are_optimal_sizes(n_obs: np.ndarray, n_star: np.ndarray, G1: np.ndarray, mark_law: MarkLaw,
+                       min_size: float) -> np.ndarray:
+    """:func:`are_optimal_size` of cascades with ``G1 > 0`` and ``0 <= n_star < 1``, shape (n,) each.
+
+    The law of the remaining size ``R`` is compound Poisson: ``pgf_R = exp(G1 (pgf_T - 1))``, with
+    ``T`` the total progeny of one new event, interpolated linearly in ``n_star`` between grid laws.
+    The Fourier transform is linear, so each grid law is transformed once per length
+    (:func:`_grid_spectrum`, cached) and a cascade's spectrum is the same interpolation of two of
+    them; cascades of the same length then share one inverse transform. Equal to
+    :func:`remaining_size_pmf` followed by the weighted median, to rounding."""
+    out = np.empty(n_obs.size)
+    length = _law_length(n_star, G1)
+    lo, w = _grid_position(n_star)
+    for size in np.unique(length):
+        size = int(size)
+        rows = np.flatnonzero(length == size)
+        spectra = {int(i): _grid_spectrum(int(i), size, mark_law) for i in np.unique(np.concatenate(
+            [lo[rows], lo[rows][w[rows] > 0] + 1]))}
+        k = np.arange(size, dtype=np.float64)
+        step = max(1, _BLOCK // size)
+        for b in range(0, rows.size, step):
+            r = rows[b:b + step]
+            F = np.stack([spectra[int(i)] for i in lo[r]])
+            up = np.flatnonzero(w[r] > 0)
+            if up.size:
+                F[up] = (1.0 - w[r][up, None]) * F[up] + w[r][up, None] * np.stack(
+                    [spectra[int(i) + 1] for i in lo[r][up]])
+            pR = np.fft.irfft(np.exp(G1[r, None] * (F - 1.0)), n=2 * size, axis=1)[:, :size]
+            np.clip(pR, 0.0, None, out=pR)
+            tail = np.maximum(1.0 - pR.sum(axis=1), 0.0)
+            N = n_obs[r, None] + k
+            wt = np.where(N >= min_size, pR / N, 0.0)
+            total = wt.sum(axis=1) + tail / (n_obs[r] + size)
+            hit = np.cumsum(wt, axis=1) >= 0.5 * total[:, None]
+            j = np.where(hit.any(axis=1), hit.argmax(axis=1), size)
+            x = n_obs[r] + j
+            out[r] = np.where(total > 0, x, np.maximum(n_obs[r], min_size))
     return out

@@ -192,6 +192,39 @@ def test_estimator_learns_its_prior_from_final_series():
     assert orjson.loads(rec.value)["params"] == pytest.approx([ref.p, ref.beta, ref.n_star, ref.G1], rel=1e-9)
 
 
+def test_the_prior_is_refitted_on_a_dask_worker_as_it_would_be_here(scheduler):
+    """With a client, a refit of the prior runs on a worker, off the stage's event loop: until it is
+    back, chunks are packed under the prior in use; then the prior is that of the same refit done in
+    this process. (The marks' law, learnt in the same task: the learnt-prior embedded test below.)"""
+    from distributed import Client
+
+    from estimators import simulate_dataset
+    from tweetoscope.collector import final_T_obs
+    from tweetoscope.estimator import FitTask, PriorLearner, fit_chunk
+
+    s = Settings(prior_min_cascades=30, learner_every=1000, marks="pareto")
+    cascades = simulate_dataset(40, random_state=5)
+    finals = [FitTask(str(i), "", final_T_obs(float(c.times[-1]), s.terminated), c.times, c.marks, "s", True)
+              for i, c in enumerate(cascades)]
+    here = PriorLearner(s)
+    fits = fit_chunk(here.pack(finals), s.fit_kwargs())
+    assert here.encode((finals, fits)) == [] and here.updates == 1  # refitted here, before encode returns
+
+    async def main():
+        async with Client(scheduler, asynchronous=True) as client:
+            emitted = []
+            remote = PriorLearner(s, client, emit=emitted.append)
+            assert remote.encode((finals, fits)) == []
+            assert not remote.idle and remote.prior == s.prior  # running on the worker; the course prior meanwhile
+            assert remote.pack(finals[:1]).prior == s.prior
+            await remote.drain()
+            return remote, emitted
+
+    remote, emitted = asyncio.run(main())
+    assert remote.idle and remote.updates == here.updates == 1
+    assert remote.prior == here.prior != s.prior and emitted == []
+
+
 def test_the_embedded_pipeline_fits_under_the_learnt_prior_and_marks_law(sim, scheduler, tmp_path, caplog):
     """Cascades end one after the other; once 30 have ended, the estimator learns the prior and
     (marks="learnt") the marks' law from them, publishes the law on ``marks`` and fits later

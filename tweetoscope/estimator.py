@@ -17,10 +17,12 @@ series produce no other record.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import warnings
 from collections import OrderedDict
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +33,7 @@ from streamz import Stream
 from estimators import ConvergenceWarning, LogNormalPrior, MarkLaw, fit_cascade, message_params, series_features
 from estimators.prior import fit_prior
 import streams.dask  # noqa: F401  (registers the submit_batches node)
+from streams.dask import resilient_result
 from streams.records import Record
 from streams.state import Change, latest_entries
 
@@ -40,7 +43,7 @@ from .schemas import (CASCADE_PROPERTIES, CASCADE_SERIES, MARKS, MAX_VALUE, Mark
                       dlq_record, encode)
 
 __all__ = ["FitTask", "PackedSeries", "PackedFits", "pack_series", "decode_series", "fit_chunk", "encode_results",
-           "complete_fit_kwargs", "empirical_prior", "PriorLearner", "estimator", "MARK_SAMPLE"]
+           "complete_fit_kwargs", "empirical_prior", "learn_prior", "PriorLearner", "estimator", "MARK_SAMPLE"]
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +207,21 @@ def empirical_prior(p: np.ndarray, beta: np.ndarray, sizes: np.ndarray, settings
         return settings.prior
 
 
+def learn_prior(fits: np.ndarray, marks: np.ndarray | None, settings: Settings,
+                mark_law: MarkLaw) -> tuple[LogNormalPrior, MarkLaw]:
+    """The prior and the marks' law learnt from whole cascades (a refit of :class:`PriorLearner`;
+    runs on a Dask worker).
+
+    ``fits``: shape (n, 3), each row ``(p, beta, size)`` of a whole cascade's maximum-likelihood
+    fit; ``marks``: a sample of the marks (followers) of whole cascades, or None to keep
+    ``mark_law``, the law in use. Returns ``(prior, law)``: the law learnt from ``marks``
+    (:func:`tweetoscope.models.learn_mark_law`) and :func:`empirical_prior` under it.
+    """
+    law = mark_law if marks is None else learn_mark_law(marks, settings.mark_law)
+    fits = np.asarray(fits, dtype=np.float64).reshape(-1, 3)
+    return empirical_prior(fits[:, 0], fits[:, 1], fits[:, 2], settings, law), law
+
+
 class PriorLearner:
     """The estimator's state: the fits of whole cascades and the prior learnt from them.
 
@@ -225,8 +243,12 @@ class PriorLearner:
     the final series of the last checkpoint interval from these samples, never an output.
     """
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, client=None, emit: Callable[[list[Record]], Any] | None = None):
         self.settings = settings
+        self.client = client     # refits on its cluster (else here, synchronously)
+        self.emit = emit         # where new laws go at once (else: with the next encode's output)
+        self._refit_task: asyncio.Task | None = None
+        self._refit_again = False
         self.fits: dict[int, OrderedDict[str, tuple[float, float, int]]] = {}
         self.prior: LogNormalPrior = settings.prior
         self.new = 0
@@ -296,18 +318,68 @@ class PriorLearner:
             self._dirty.add(partition)
 
     def refit(self) -> None:
-        a = np.array([v for store in self.fits.values() for v in store.values()], dtype=np.float64)
-        if self.learn_marks and self.marks:
-            law = learn_mark_law(np.concatenate(list(self.marks.values())), self.settings.mark_law)
-            if law != self.mark_law:
-                self.mark_law = law
-                self._law_records.append(MARKS.record(Marks(cascades=len(a), body=list(law.body), tail=law.tail,
-                                                            alpha=law.alpha, mu=law.mu)))
-                logger.info("marks' law learnt from %d whole cascades: %s", len(a), law)
-        self.prior = empirical_prior(a[:, 0], a[:, 1], a[:, 2], self.settings, self.mark_law)
+        """Learn the prior (and the marks' law) again from the fits (and marks) kept so far.
+
+        With a Dask client, the refit runs on a worker (:func:`learn_prior`: 10-100 ms of numerics
+        that would otherwise hold the stage's event loop); chunks packed meanwhile keep the current
+        prior, and a refit asked for while one runs starts when it ends, on the samples as they
+        are then. Without one, it runs here before this call returns."""
+        fits = np.array([v for store in self.fits.values() for v in store.values()], dtype=np.float64)
+        marks = np.concatenate(list(self.marks.values())) if self.learn_marks and self.marks else None
         self.new = 0
+        if self.client is None:
+            self._apply(*learn_prior(fits, marks, self.settings, self.mark_law), len(fits))
+        elif self._refit_task is not None:
+            self._refit_again = True
+        else:
+            self._refit_task = asyncio.ensure_future(self._refit_on_dask(fits, marks))
+
+    async def _refit_on_dask(self, fits: np.ndarray, marks: np.ndarray | None) -> None:
+        args = (fits, marks, self.settings, self.mark_law)
+
+        def submit():
+            return self.client.submit(learn_prior, *args, pure=False)
+
+        try:
+            try:
+                prior, law = await resilient_result(self.client, submit(), submit, retries=1,
+                                                    retry_timeout=self.settings.dask_timeout)
+            except Exception as exc:  # the stage goes on under the prior it has
+                logger.error("refit of the prior from %d whole cascades failed: %r; keeping %s", len(fits), exc,
+                             self.prior)
+            else:
+                self._apply(prior, law, len(fits))
+                laws, self._law_records = self._law_records, []
+                if laws and self.emit is not None:
+                    out = self.emit(laws)
+                    pending = [f for f in (out or ()) if inspect.isawaitable(f)]
+                    if pending:
+                        await asyncio.gather(*pending)
+        finally:
+            self._refit_task = None
+        if self._refit_again:
+            self._refit_again = False
+            self.refit()
+
+    def _apply(self, prior: LogNormalPrior, law: MarkLaw, cascades: int) -> None:
+        if self.learn_marks and law != self.mark_law:
+            self.mark_law = law
+            self._law_records.append(MARKS.record(Marks(cascades=cascades, body=list(law.body), tail=law.tail,
+                                                        alpha=law.alpha, mu=law.mu)))
+            logger.info("marks' law learnt from %d whole cascades: %s", cascades, law)
+        self.prior = prior
         self.updates += 1
-        logger.info("prior on (p, beta) learnt from %d whole cascades: %s", len(a), self.prior)
+        logger.info("prior on (p, beta) learnt from %d whole cascades: %s", cascades, prior)
+
+    @property
+    def idle(self) -> bool:
+        """No refit of the prior running."""
+        return self._refit_task is None
+
+    async def drain(self) -> None:
+        """Wait until no refit of the prior is running (its law emitted)."""
+        while self._refit_task is not None:
+            await asyncio.shield(self._refit_task)
 
     # ------------------------------------------------------------- StateStore
 
@@ -370,7 +442,8 @@ def estimator(series: Stream, settings: Settings, client) -> tuple[Stream, Strea
     Returns the output record stream and the Dask submission node (to drain it).
     """
     fit_kwargs = settings.fit_kwargs()
-    state = PriorLearner(settings)
+    laws = Stream(stream_name="estimator.marks")
+    state = PriorLearner(settings, client, emit=laws.emit)
     decoded = series.map(decode_series, stream_name="estimator.decode")
     submit = decoded.pluck(0).filter(bool).submit_batches(
         client, _Fit(fit_kwargs), pack=state.pack, chunk_size=settings.fit_chunk, max_in_flight=settings.max_in_flight,
@@ -378,7 +451,7 @@ def estimator(series: Stream, settings: Settings, client) -> tuple[Stream, Strea
     )
     submit.state = state
     out = submit.map(lambda done: done if isinstance(done, list) else state.encode(done))
-    return out.union(decoded.pluck(1).filter(bool)), submit
+    return out.union(decoded.pluck(1).filter(bool), laws), submit
 
 
 def _dead_chunk(chunk: list[FitTask], exc: BaseException) -> list[Record]:

@@ -53,7 +53,9 @@ class Stages:
 
     @property
     def idle(self) -> bool:
-        return all(s is None or s.idle for s in (self.estimator, self.learner))
+        """No Dask work left: no fit, no refit of the prior, no refit of a model."""
+        return all(s is None or s.idle for s in (self.estimator, self.learner)) and (
+            self.estimator is None or self.estimator.state.idle)
 
     @property
     def error(self) -> BaseException | None:
@@ -80,6 +82,8 @@ class Stages:
             for s in (self.estimator, self.learner):
                 if s is not None:
                     await s.drain()
+            if self.estimator is not None:
+                await self.estimator.state.drain()
 
 
 def build_stages(
