@@ -10,7 +10,8 @@ and prints:
   the same tweets (generator + collector decoding, nothing else), and that plus a minimal
   event-time collector in plain Python (:func:`bare_collector`: the same windows cut and
   cascades ended, no checks, no state checkpoints, no outputs encoded);
-- the resident memory of the process sampled along the replay (flat = bounded state).
+- the resident memory of the process sampled along the replay (flat = bounded state);
+- the mean ARE of the forecasts by window (``stats``), to check that a faster pipeline forecasts as well.
 
 Usage: python bench/bench_embedded.py [--cascades 16500] [--seed 7] [--learner-every 100] [--json]
 """
@@ -130,6 +131,12 @@ def main() -> None:
 
     summary = asyncio.run(run_embedded(dataset, settings, f"{tmp}/out", on_start=on_start))
     rate = summary.events / summary.seconds
+    are: dict[int, list[float]] = {}
+    with open(f"{tmp}/out/stats.jsonl", "rb") as fh:
+        for line in fh:
+            v = orjson.loads(line)["value"]
+            are.setdefault(int(v["T_obs"]), []).append(float(v["ARE"]))
+    mean_are = {T: float(np.mean(v)) for T, v in sorted(are.items())}
     marks = [0.25, 0.5, 0.75, 1.0]
     prog = np.array([p for p, _ in rss])
     mem = np.array([m for _, m in rss])
@@ -139,7 +146,7 @@ def main() -> None:
         "baseline_events_per_s": baseline, "ratio_to_baseline": rate / baseline,
         "bare_collector_events_per_s": bare, "ratio_to_bare_collector": rate / bare,
         "bare_collector_windows": bare_closed, "bare_collector_ended": bare_ended, "rss_mib_along_replay": along,
-        "rss_mib_peak": float(mem.max()), "counts": summary.counts,
+        "rss_mib_peak": float(mem.max()), "counts": summary.counts, "mean_are": mean_are,
     }
     if args.json:
         print(orjson.dumps(res).decode())
@@ -152,6 +159,7 @@ def main() -> None:
           f"cascades ended): {bare:,.0f} events/s; pipeline / baseline = {rate / bare:.2f}")
     print("RSS along the replay (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in along.items())
           + f"; peak {mem.max():.0f}")
+    print("mean ARE of the forecasts by window: " + ", ".join(f"{T} s {a:.3f}" for T, a in mean_are.items()))
     print("records: " + ", ".join(f"{k} {v:,}" for k, v in sorted(summary.counts.items())))
 
 

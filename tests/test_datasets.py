@@ -32,6 +32,30 @@ def test_shipped_sample_with_truth():
         assert tr["n_star"] == pytest.approx(tr["p"] * tr["mu"] * (tr["alpha"] - 1) / (tr["alpha"] - 2))
 
 
+def test_news_fast_reader_equals_the_careful_one(monkeypatch):
+    """The one-call CSV reader (pandas) gives the row-by-row reader's cascades exactly, and stands aside
+    (None) for a file that is not plainly well formed, so that the careful reader names the line."""
+    import streams.datasets as ds
+
+    fast = load_news(ROOT / "data" / "sample")
+    monkeypatch.setattr(ds, "_read_floats", lambda path, names: None)  # the careful reader alone
+    careful = load_news(ROOT / "data" / "sample")
+    assert len(fast) == len(careful) == 200
+    for a, b in zip(fast.cascades, careful.cascades):
+        assert (a.cid, a.final_size) == (b.cid, b.final_size)
+        assert np.array_equal(a.times, b.times) and np.array_equal(a.marks, b.marks)
+
+
+@pytest.mark.parametrize("body", ["1,2\n\n3,4\n", "1,2\n3\n", "1,x\n", "1,inf\n", "1,2\n3,nan\n"])
+def test_news_fast_reader_stands_aside_for_odd_files(tmp_path, body):
+    from streams.datasets import _read_floats
+
+    (tmp_path / "d.csv").write_text("time,magnitude\n" + body)
+    assert _read_floats(tmp_path / "d.csv", ("time", "magnitude")) is None
+    (tmp_path / "ok.csv").write_text("time,magnitude,other\n1,2,a\n3.5,4e2,b")
+    np.testing.assert_array_equal(_read_floats(tmp_path / "ok.csv", ("time", "magnitude")), [[1, 2], [3.5, 400]])
+
+
 def test_news_round_trip_and_relative_times(tmp_path):
     cascades = [(np.array([0.0, 1.5, 7.25]), np.array([100.0, 3.0, 0.0])), (np.array([0.0, 2.0]), np.array([5.0, 6.0]))]
     write_news(tmp_path, cascades, truth=[{"p": 0.01, "beta": 1e-3, "alpha": 2.4, "mu": 10}] * 2)

@@ -336,9 +336,9 @@ def _tune_gc() -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from streams.datasets import load_dataset
+    from streams.datasets import DataError, load_dataset
 
-    from .pipeline import run_embedded
+    from .pipeline import run_embedded, start_dask
     from .report import print_run
 
     settings = _settings(args)
@@ -348,10 +348,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .k8s import scheduler_address
 
         settings = settings.replace(scheduler=scheduler_address(args.cluster_name, namespace=args.namespace))
-    dataset = load_dataset(args.data)
-    _quiet_logs()
-    _tune_gc()
     if settings.kafka:
+        dataset = load_dataset(args.data)
+        _quiet_logs()
+        _tune_gc()
         from .kafka_mode import run_kafka
 
         async def with_dashboard() -> int:
@@ -362,6 +362,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             return await run_kafka(settings, dataset=dataset, speed=args.speed, until_done=True)
 
         return asyncio.run(with_dashboard())
+    if not Path(args.data).exists():
+        raise DataError(args.data, None, "no such file or folder")
+    _quiet_logs()
     on_dask = None
     if not args.no_dashboard:
         def on_dask(client, stages, bus) -> None:
@@ -374,9 +377,41 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             _serve_beside_run(args, lambda: MemoryFeed(bus), settings.windows, dask_info)
 
-    summary = asyncio.run(run_embedded(dataset, settings, args.out, speed=args.speed, progress=True, on_dask=on_dask))
-    print_run(summary)
+    async def embedded():
+        # The Dask workers start (seconds of imports in their processes) while this process loads the
+        # dataset and the stages' modules in a thread.
+        dask = asyncio.ensure_future(start_dask(settings))
+        try:
+            dataset = await asyncio.get_running_loop().run_in_executor(None, _load_for_run, args.data)
+        except BaseException:
+            await _close_dask(*await dask)
+            raise
+        client, cluster = await dask
+        try:
+            _tune_gc()
+            return await run_embedded(dataset, settings, args.out, client=client, speed=args.speed, progress=True,
+                                      on_dask=on_dask)
+        finally:
+            await _close_dask(client, cluster)
+
+    print_run(asyncio.run(embedded()))
     return 0
+
+
+async def _close_dask(client, cluster) -> None:
+    await client.close()
+    if cluster is not None:
+        await cluster.close()
+
+
+def _load_for_run(path: str):
+    """The dataset of ``tweetoscope run``, and the modules its stages import when built (scikit-learn and
+    skops for the predictor and the learner: seconds that would otherwise pass before the replay starts)."""
+    from streams.datasets import load_dataset
+
+    from . import learner, predictor  # noqa: F401
+
+    return load_dataset(path)
 
 
 def _serve_beside_run(args: argparse.Namespace, make_feed, windows, dask_info) -> None:
