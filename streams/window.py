@@ -343,8 +343,10 @@ class cascade_windows(Stream):
     def _apply(self, src: _Source, source: str, key: str, t: float, m: float, root: bool, info: object,
                origin: object, off: int, out: list) -> None:
         """Move its source's clock, then add one event to its cascade (or reject it)."""
-        if t > src.clock:
-            self._advance(source, src, t, out)
+        if t > src.clock:  # self._advance, inlined: once per event
+            src.clock = t
+            if (src.windows and src.windows[0][0] <= t) or (src.ends and src.ends[0][0] <= t):
+                self._close(source, src, out)
         c = src.cascades.get(key)
         windows = self.windows
         if root:

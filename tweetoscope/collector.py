@@ -29,10 +29,11 @@ __all__ = ["decode_tweets", "encode_outputs", "final_T_obs", "collector"]
 def decode_tweets(batch: list[Record]) -> tuple[Events, list[Record]]:
     """Validated events of a ``tweets`` batch (with where each was read), and the dead letters of the invalid ones."""
     decode = TWEETS.decode
-    source, key, t, m, root, info, origin, eos, dead = [], [], [], [], [], [], [], [], []
-    partition, offset, eos_partition = [], [], []
+    rows, eos, eos_partition, dead = [], [], [], []
+    names: dict[bytes, str] = {}  # source keys repeat: each decoded once per batch
     for r in batch:
-        if r.key is None:
+        k = r.key
+        if k is None:
             dead.append(dlq_record(r, "missing key: the source id"))
             continue
         try:
@@ -40,20 +41,18 @@ def decode_tweets(batch: list[Record]) -> tuple[Events, list[Record]]:
         except SchemaError as exc:
             dead.append(dlq_record(r, str(exc)))
             continue
-        src = r.key.decode("utf-8", "replace")
-        if type(d) is Eos:
+        src = names.get(k)
+        if src is None:
+            src = names[k] = k.decode("utf-8", "replace")
+        kind = type(d)
+        if kind is Eos:
             eos.append(src)
             eos_partition.append(r.partition)
             continue
-        source.append(src)
-        key.append(str(d.tweet_id))
-        t.append(d.t)
-        m.append(d.m)
-        root.append(type(d) is Tweet)
-        info.append(d.msg)
-        origin.append(r)
-        partition.append(r.partition)
-        offset.append(r.offset)
+        rows.append((src, str(d.tweet_id), d.t, d.m, kind is Tweet, d.msg, r, r.partition, r.offset))
+    if not rows:
+        return Events([], [], [], [], [], [], [], eos, [], [], eos_partition), dead
+    source, key, t, m, root, info, origin, partition, offset = map(list, zip(*rows))
     return Events(source, key, t, m, root, info, origin, eos, partition, offset, eos_partition), dead
 
 
