@@ -13,7 +13,7 @@
 # registry mirror). Where Docker Hub is reachable this must be the official image's digest:
 #   docker pull python:3.11-slim-bookworm && docker image inspect -f '{{index .RepoDigests 0}}' python:3.11-slim-bookworm
 # then set it here (or: docker build --build-arg BASE_DIGEST=sha256:... .).
-ARG BASE_DIGEST=sha256:10c53b5bdb84ba395912b8c84537cb40de8ed462f863ab0cc1f0a502eb0abddc
+ARG BASE_DIGEST=sha256:f5ef0087ea03da93d7bc7dd5bf3f98c0da338dd77bc5f4cf77cbed36cd9dbce6
 
 # ---- deps: the pinned runtime dependencies in /opt/venv, installed by the pinned build tools of /opt/tools
 # (pip --python), so that the runtime venv has no pip, setuptools or wheel
@@ -23,6 +23,10 @@ ENV PATH=/opt/venv/bin:/opt/tools/bin:$PATH \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_CONSTRAINT=/src/build-constraints.txt
+# binutils for strip (below), in this build stage only: the final images copy /opt/venv alone.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends binutils \
+    && rm -rf /var/lib/apt/lists/*
 COPY build-constraints.txt ./
 RUN python -m venv /opt/tools \
     && /opt/tools/bin/pip install --upgrade pip setuptools wheel \
@@ -38,6 +42,25 @@ open('requirements-k8s.txt', 'w').write('\\n'.join(p['optional-dependencies']['k
         --requirement requirements.txt \
     && pip --python /opt/venv/bin/python check \
     && find /opt/venv/lib/python3.11/site-packages -type d -name tests -prune -exec rm -rf {} +
+# Files of the venv never used at run time, deleted here, before the final images copy /opt/venv
+# (figures in BENCHMARKS.md, "The image"); the .py sources and their .pyc stay (start-up time):
+# - the static symbol table of libllvmlite.so (numba's LLVM, 178 MB), -18 MB: strip --strip-unneeded
+#   keeps the dynamic symbols that llvmlite and the JIT bind to. This library only: strip corrupts the
+#   libraries that auditwheel repaired with patchelf (*.libs/ and the extension modules linked to
+#   them): numpy's and numba's thread pools broke. Checked: the backtest, numba parallel, the pools.
+# - bokeh's non-minified bundles beside their .min.js (the server sends the .min.js, unless
+#   BOKEH_MINIFIED=no or BOKEH_DEV=yes, which a deployment never sets), and its TypeScript compiler
+#   with its declarations (for compiling custom extensions, with Node.js, absent here), -19 MB
+# - C, C++ and Cython sources and headers, type stubs, source maps (for builds and type checkers;
+#   numba's and the licences in *.dist-info kept), -6 MB
+RUN cd /opt/venv/lib/python3.11/site-packages \
+    && strip --strip-unneeded llvmlite/binding/libllvmlite.so \
+    && for f in bokeh/server/static/js/*.min.js; do rm -f "${f%.min.js}.js"; done \
+    && rm -rf bokeh/server/static/js/compiler.js bokeh/server/static/js/lib bokeh/server/static/lib \
+        numpy/_core/include \
+    && find . -type f \( -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' -o -name '*.pyi' -o -name '*.c' \
+        -o -name '*.cpp' -o -name '*.h' -o -name '*.hpp' -o -name '*.cu' -o -name '*.map' -o -name '*.d.ts' \) \
+        -not -path './numba/*' -not -path './*.dist-info/*' -delete
 
 # ---- deps-k8s: deps plus the [k8s] extra (dask-kubernetes, the Kubernetes clients)
 FROM deps AS deps-k8s

@@ -20,7 +20,7 @@ UV_VERSION := 0.13.9
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[test,bench,k8s,deploy-check]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[test,bench,k8s,notebooks,deploy-check]'
 	@touch $(STAMP)
 
 setup: $(STAMP)

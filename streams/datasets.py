@@ -113,19 +113,17 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
 
 def _read_floats(path: Path, names: tuple[str, ...]) -> np.ndarray | None:
     """The columns ``names`` of a plainly well-formed CSV file, shape (rows, len(names)), data row ``k`` on
-    line ``k + 2``, parsed by pandas' C reader in one call (a million rows in a fraction of a second);
-    None if the file is anything else (a blank or short row, a value that is not a finite number, a
-    header that does not name the columns as is): :func:`_read_csv` then reads it row by row and names
-    the faulty line."""
-    import io
-
-    import pandas as pd
-
+    line ``k + 2``, parsed by numpy's C reader in one call (a million rows in 0.15 s instead of 7 s
+    row by row); None if the file is anything else (a blank or short row, a quoted or non-finite
+    value, a missing column): :func:`_read_csv` then reads it row by row and names the faulty line."""
     try:
-        raw = path.read_bytes()
-        frame = pd.read_csv(io.BytesIO(raw), usecols=list(names), dtype=np.float64, index_col=False,
-                            skip_blank_lines=False, engine="c")
-        data = frame[list(names)].to_numpy(dtype=np.float64)
+        with open(path, newline="") as fh:
+            header = [h.strip().strip('"') for h in next(csv.reader(fh))]
+        columns = tuple(header.index(name) for name in names)
+        data = np.loadtxt(path, delimiter=",", skiprows=1, usecols=columns, dtype=np.float64, ndmin=2,
+                          encoding="utf-8")
+        with open(path, "rb") as fh:
+            raw = fh.read()
     except Exception:  # noqa: BLE001  (any failure: the careful reader explains it)
         return None
     lines = raw.count(b"\n") + (0 if raw.endswith(b"\n") else 1)

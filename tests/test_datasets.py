@@ -33,7 +33,7 @@ def test_shipped_sample_with_truth():
 
 
 def test_news_fast_reader_equals_the_careful_one(monkeypatch):
-    """The one-call CSV reader (pandas) gives the row-by-row reader's cascades exactly, and stands aside
+    """The one-call CSV reader (numpy) gives the row-by-row reader's cascades exactly, and stands aside
     (None) for a file that is not plainly well formed, so that the careful reader names the line."""
     import streams.datasets as ds
 
@@ -46,7 +46,7 @@ def test_news_fast_reader_equals_the_careful_one(monkeypatch):
         assert np.array_equal(a.times, b.times) and np.array_equal(a.marks, b.marks)
 
 
-@pytest.mark.parametrize("body", ["1,2\n\n3,4\n", "1,2\n3\n", "1,x\n", "1,inf\n", "1,2\n3,nan\n"])
+@pytest.mark.parametrize("body", ["1,2\n\n3,4\n", "1,2\n3\n", "1,x\n", "1,inf\n", "1,2\n3,nan\n", '"1",2\n'])
 def test_news_fast_reader_stands_aside_for_odd_files(tmp_path, body):
     from streams.datasets import _read_floats
 

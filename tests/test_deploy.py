@@ -37,7 +37,8 @@ def requirement(text: str) -> tuple[str, str]:
 
 def test_environment_yml_in_step_with_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = dict(requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["k8s"])
+    extras = project["optional-dependencies"]
+    wanted = dict(requirement(r) for r in project["dependencies"] + extras["k8s"] + extras["notebooks"])
     wanted = {CONDA_NAMES.get(n, n): v for n, v in wanted.items()}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     assert "conda-forge" in env["channels"]
@@ -254,6 +255,57 @@ def test_dockerfile_default_target_has_no_kubernetes_clients():
     assert not any(installs_k8s_extra(c) for c in commands), stage_closure(default)
     k8s = [c for n in stage_closure("k8s") for c in stage_commands(by_name[n]) if installs_k8s_extra(c)]
     assert k8s and all("--constraint constraints.txt" in c for c in k8s), k8s
+
+
+SITE_PACKAGES = "/opt/venv/lib/python3.11/site-packages"
+
+
+def test_dockerfile_slims_the_venv_safely(tmp_path):
+    """The Dockerfile's cut of the venv, run on a fake site-packages (strip replaced by a recorder): only
+    libllvmlite.so is stripped (strip corrupts the patchelf-repaired libraries: numpy's and numba's thread
+    pools broke), no .py source nor .pyc is deleted, bokeh keeps the minified bundles its server sends, numba
+    keeps its C files, the licences stay; the cut is made in the stage the default target copies /opt/venv
+    from, so binutils stays out of the final images."""
+    stages = dockerfile_stages()
+    by_name = {stage_name(s): s for s in stages}
+    (cut_stage, cut), = [(stage_name(s), line[4:]) for s in stages for line in s
+                         if line.upper().startswith("RUN ") and line[4:].strip().startswith(f"cd {SITE_PACKAGES}")]
+    default = stages[-1]
+    assert any(copy_from(line) == cut_stage and "/opt/venv" in line for line in default), (cut_stage, default)
+    for name in (stage_name(default), "k8s"):
+        assert not any(re.search(r"\b(apt-get|apt|strip|binutils)\b", c) for c in stage_commands(by_name[name])), name
+    for command in stage_commands(dockerfile_lines()):
+        if re.search(r"(^|\s)strip\s", command):  # every strip names libllvmlite.so alone
+            assert [a for a in shlex.split(command)[1:] if not a.startswith("-")] == \
+                ["llvmlite/binding/libllvmlite.so"], command
+        assert not re.search(r"--no-compile|PYTHONDONTWRITEBYTECODE", command), command
+    assert not any(re.search(r"\bPYTHONDONTWRITEBYTECODE\b", line) for line in dockerfile_lines())
+
+    site = tmp_path / "site-packages"
+    keep = ["numpy/__init__.py", "numpy/__pycache__/__init__.cpython-311.pyc", "numpy.libs/libscipy_openblas.so",
+            "numpy/_core/_multiarray_umath.cpython-311-x86_64-linux-gnu.so", "llvmlite/binding/libllvmlite.so",
+            "bokeh/server/static/js/bokeh.min.js", "bokeh/server/static/js/bokeh-mathjax.min.js",
+            "bokeh/server/static/js/bokeh-widgets.min.js", "bokeh/server/views/app_index.html",
+            "numba/_helperlib.c", "numba/_numba_common.h", "scipy/special/__init__.py", "sklearn/tree/_tree.py",
+            "numpy-2.0.dist-info/licenses/numpy/_core/include/numpy/LICENSE.h", "numpy-2.0.dist-info/RECORD"]
+    gone = ["bokeh/server/static/js/bokeh.js", "bokeh/server/static/js/bokeh-mathjax.js",
+            "bokeh/server/static/js/compiler.js", "bokeh/server/static/js/lib/bokeh.d.ts",
+            "bokeh/server/static/lib/lib.dom.d.ts", "numpy/_core/include/numpy/ndarrayobject.h",
+            "scipy/special/cython_special.pyx", "scipy/special/cython_special.pxd", "numpy/__init__.pyi",
+            "sklearn/tree/_tree.cpp", "bokeh/server/static/js/bokeh.min.js.map"]
+    for name in keep + gone:
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_text(name)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "strip").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/stripped\n')
+    (fake / "strip").chmod(0o755)
+    r = subprocess.run(["sh", "-c", cut.replace(SITE_PACKAGES, str(site))], capture_output=True, text=True,
+                       env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "stripped").read_text().split() == ["--strip-unneeded", "llvmlite/binding/libllvmlite.so"]
+    assert [n for n in keep if not (site / n).exists()] == []
+    assert [n for n in gone if (site / n).exists()] == []
 
 
 def test_dockerfile_requirements_are_the_projects(tmp_path):
