@@ -166,6 +166,35 @@ def test_prior_state_is_restored_per_partition():
     assert b.n_fits == n // 2
 
 
+def test_the_marks_law_is_learnt_as_soon_as_enough_marks_are_in():
+    """A first refit with too few marks keeps the settings' law; the refit after the sample first holds
+    MIN_MARKS learns it, however far the next learner_every boundary."""
+    from estimators import MarkLaw
+    from tweetoscope.estimator import PackedFits
+    from tweetoscope.models import MIN_MARKS
+    from tweetoscope.schemas import MARKS
+
+    s = Settings(prior_min_cascades=3, learner_every=10**9, marks="learnt")
+    a = PriorLearner(s)
+    rng = np.random.default_rng(3)
+    n, k = 16, MIN_MARKS // 10  # 16 cascades of MIN_MARKS / 10 events: the law is learnable from the 10th
+    marks = [np.exp(rng.normal(5.0, 1.5, k)) for _ in range(n)]
+    chunk = [FitTask(f"c{i}", "", 9000, np.sort(rng.uniform(0, 100, k)), marks[i], "s", True, 0) for i in range(n)]
+    fits = PackedFits(np.column_stack([rng.uniform(1e-4, 5e-4, n), rng.uniform(1e-4, 1e-3, n), np.full(n, 0.5),
+                                       np.ones(n)]), np.full(n, k), np.zeros(n), np.ones(n, bool), np.zeros((n, 3)), {})
+
+    def part(lo, hi):
+        return chunk[lo:hi], PackedFits(fits.params[lo:hi], fits.n_obs[lo:hi], fits.n_supp[lo:hi],
+                                        fits.converged[lo:hi], fits.series[lo:hi], {})
+
+    assert a.encode(part(0, 5)) == [] and a.updates == 1 and a.mark_law == s.mark_law  # 500 marks: too few
+    assert a.encode(part(5, 8)) == [] and a.updates == 1  # 800: no refit (learner_every is far)
+    (rec,) = a.encode(part(8, 12))  # 1,200: learnable now, refitted at once
+    assert a.updates == 2 and rec.topic == "marks" and MARKS.decode(rec.value).cascades == 12
+    assert a.mark_law == MarkLaw.fit(np.concatenate(marks[:12])) != s.mark_law
+    assert a.encode(part(12, 16)) == [] and a.updates == 2  # not again
+
+
 def test_the_marks_law_is_learnt_online_emitted_and_restored():
     """With marks="learnt", final series' marks teach the estimator a law: it is bound to the next chunks,
     emitted once on ``marks``, checkpointed with the fits and learnt again alike after a restore;

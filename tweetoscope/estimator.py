@@ -8,11 +8,14 @@ Window series are fitted by MAP. With ``settings.empirical_prior`` the prior is 
 from the collector's *final* series (whole cascades, fitted by maximum likelihood): once
 ``prior_min_cascades`` of them are in, and again after every ``learner_every`` more, the
 prior becomes :func:`empirical_prior` of the last ``learner_max_samples``; until then it
-is the configured (course) prior. With ``settings.marks == "learnt"`` the marks' law is
-learnt at the same moments from a uniform sample (:data:`MARK_SAMPLE` per input partition)
-of the final series' marks (:func:`tweetoscope.models.learn_mark_law`); every fit, and the
-prior, then use it, and each new law goes to the ``marks`` topic for the learner. Final
-series produce no other record.
+is the configured (course) prior. Refits run on a Dask worker (:func:`learn_prior`), off the
+stage's event loop: chunks packed meanwhile are fitted under the prior in use. With
+``settings.marks == "learnt"`` the marks' law is learnt at the same moments from a uniform
+sample (:data:`MARK_SAMPLE` per input partition) of the final series' marks
+(:func:`tweetoscope.models.learn_mark_law`), and once more as soon as that sample first holds
+enough marks to learn from (:data:`tweetoscope.models.MIN_MARKS`); every fit, and the prior,
+then use it, and each new law goes to the ``marks`` topic for the learner. Final series
+produce no other record.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -38,7 +42,7 @@ from streams.records import Record
 from streams.state import Change, latest_entries
 
 from .config import Settings
-from .models import learn_mark_law
+from .models import MIN_MARKS, learn_mark_law
 from .schemas import (CASCADE_PROPERTIES, CASCADE_SERIES, MARKS, MAX_VALUE, Marks, Parameters, SchemaError, Serie,
                       dlq_record, encode)
 
@@ -248,6 +252,7 @@ class PriorLearner:
         self.client = client     # refits on its cluster (else here, synchronously)
         self.emit = emit         # where new laws go at once (else: with the next encode's output)
         self._refit_task: asyncio.Task | None = None
+        self._marks_at_refit = 0  # marks in the sample at the last refit
         self._refit_again = False
         self.fits: dict[int, OrderedDict[str, tuple[float, float, int]]] = {}
         self.prior: LogNormalPrior = settings.prior
@@ -291,7 +296,7 @@ class PriorLearner:
                 self._dirty.add(s.partition)
         self.new += len(finals)
         if finals and self.n_fits >= self.settings.prior_min_cascades and (
-                self.updates == 0 or self.new >= self.settings.learner_every):
+                self.updates == 0 or self.new >= self.settings.learner_every or self._law_learnable()):
             self.refit()
         laws, self._law_records = self._law_records, []
         if not finals:
@@ -317,6 +322,14 @@ class PriorLearner:
         if partition >= 0:
             self._dirty.add(partition)
 
+    def _law_learnable(self) -> bool:
+        """Whether the marks sample now holds enough marks to learn the law from, and did not at the last refit
+        (so that a law is learnt as soon as it can be, not ``learner_every`` cascades later)."""
+        return self.learn_marks and self._marks_at_refit < MIN_MARKS <= self._n_marks()
+
+    def _n_marks(self) -> int:
+        return sum(m.size for m in self.marks.values())
+
     def refit(self) -> None:
         """Learn the prior (and the marks' law) again from the fits (and marks) kept so far.
 
@@ -326,6 +339,7 @@ class PriorLearner:
         are then. Without one, it runs here before this call returns."""
         fits = np.array([v for store in self.fits.values() for v in store.values()], dtype=np.float64)
         marks = np.concatenate(list(self.marks.values())) if self.learn_marks and self.marks else None
+        self._marks_at_refit = 0 if marks is None else marks.size
         self.new = 0
         if self.client is None:
             self._apply(*learn_prior(fits, marks, self.settings, self.mark_law), len(fits))
@@ -352,9 +366,8 @@ class PriorLearner:
                 laws, self._law_records = self._law_records, []
                 if laws and self.emit is not None:
                     out = self.emit(laws)
-                    pending = [f for f in (out or ()) if inspect.isawaitable(f)]
-                    if pending:
-                        await asyncio.gather(*pending)
+                    if inspect.isawaitable(out):  # the sinks' back-pressure
+                        await out
         finally:
             self._refit_task = None
         if self._refit_again:
@@ -443,7 +456,7 @@ def estimator(series: Stream, settings: Settings, client) -> tuple[Stream, Strea
     """
     fit_kwargs = settings.fit_kwargs()
     laws = Stream(stream_name="estimator.marks")
-    state = PriorLearner(settings, client, emit=laws.emit)
+    state = PriorLearner(settings, client, emit=partial(laws.emit, asynchronous=True))
     decoded = series.map(decode_series, stream_name="estimator.decode")
     submit = decoded.pluck(0).filter(bool).submit_batches(
         client, _Fit(fit_kwargs), pack=state.pack, chunk_size=settings.fit_chunk, max_in_flight=settings.max_in_flight,
