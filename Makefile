@@ -80,6 +80,7 @@ bench: setup
 	$(BIN)/python bench/bench_kafka_ingest.py
 	$(BIN)/python bench/bench_latency.py
 	$(BIN)/python bench/bench_latency.py --one-process
+	$(BIN)/python bench/bench_stages.py
 
 clean:
 	rm -rf $(VENV) .venv-tools .pytest_cache build *.egg-info

@@ -3,8 +3,9 @@
 Loads simulated tweets into a topic of a real broker (started by ``scripts/kafka.sh``
 unless ``$KAFKA_BOOTSTRAP`` is set), then measures on that same topic:
 
-- the baseline: a bare ``confluent_kafka.Consumer`` loop, ``consume(10_000)`` and the
-  schema decode of every message, nothing else;
+- the baseline: a bare ``confluent_kafka.Consumer`` loop (``kafka_bench_util.bare_loop``,
+  the one ``bench_stages.py`` uses), ``consume(10_000)`` and the schema decode of every
+  message, nothing else;
 - the collector stage: our Kafka source (consumer group, ref-counted commits), decode,
   event-time windows, encoding, and the producer of its outputs, until every input
   offset is committed (i.e. every output acknowledged).
@@ -28,32 +29,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kafka_bench_util import broker, produce_all  # noqa: E402
-
-
-def bare_loop(bootstrap: str, topic: str, n: int) -> float:
-    import confluent_kafka as ck
-
-    from tweetoscope.schemas import TWEETS
-
-    decode = TWEETS.decode
-    c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": f"bare-{uuid.uuid4().hex}",
-                     "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    c.subscribe([topic])
-    seen = 0
-    t0 = None
-    while seen < n:
-        msgs = c.consume(10_000, timeout=1.0)
-        if msgs and t0 is None:
-            t0 = time.perf_counter()
-        for m in msgs:
-            if m.error():
-                continue
-            decode(m.value())
-            seen += 1
-    rate = n / (time.perf_counter() - t0)
-    c.close()
-    return rate
+from kafka_bench_util import bare_loop, broker, produce_all  # noqa: E402
 
 
 async def collector_run(bootstrap: str, prefix: str, n: int) -> float:
@@ -111,7 +87,9 @@ def main() -> None:
             r.topic = prefix + r.topic
         produce_all(bootstrap, records)
         n = len(records)
-        baseline = bare_loop(bootstrap, prefix + "tweets", n)
+        from tweetoscope.schemas import TWEETS
+
+        baseline = bare_loop(bootstrap, prefix + "tweets", n, TWEETS.decode)["per_s"]
         rate = asyncio.run(collector_run(bootstrap, prefix, n))
     res = {"events": n, "baseline_events_per_s": baseline, "collector_events_per_s": rate, "ratio": rate / baseline}
     if args.json:

@@ -6,6 +6,8 @@ import contextlib
 import os
 import subprocess
 import tempfile
+import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,3 +44,47 @@ def produce_all(bootstrap: str, records) -> None:
             except BufferError:
                 producer.poll(0.05)
     producer.flush(120)
+
+
+def cpu_seconds(*procs) -> float:
+    """User + system CPU seconds of ``psutil.Process`` objects (gone ones count 0)."""
+    import psutil
+
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def bare_loop(bootstrap: str, topic: str, n: int, decode) -> dict:
+    """The baseline of the Kafka benchmarks: a bare ``confluent_kafka.Consumer`` loop that consumes the ``n``
+    records of ``topic`` (10,000 at a time) and decodes each value with ``decode``. Timed from its first
+    record; it never asks for more than is left (a ``consume()`` asking for more would wait out its whole
+    timeout at the end, inside the measured time). Returns records, seconds, ``per_s`` and CPU seconds
+    per 1,000 records (this process, librdkafka's threads included)."""
+    import confluent_kafka as ck
+    import psutil
+
+    c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": f"bare-{uuid.uuid4().hex}",
+                     "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    me = psutil.Process()
+    seen = 0
+    t0 = cpu0 = None
+    while seen < n:
+        msgs = c.consume(min(10_000, n - seen), timeout=1.0)
+        if msgs and t0 is None:
+            t0, cpu0 = time.perf_counter(), cpu_seconds(me)
+        for m in msgs:
+            if m.error():
+                continue
+            decode(m.value())
+            seen += 1
+    seconds = time.perf_counter() - t0
+    cpu = cpu_seconds(me) - cpu0
+    c.close()
+    return {"records": n, "seconds": seconds, "per_s": n / seconds, "cpu_s_per_1000": 1000 * cpu / n}
