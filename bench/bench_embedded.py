@@ -136,7 +136,7 @@ def main() -> None:
         for line in fh:
             v = orjson.loads(line)["value"]
             are.setdefault(int(v["T_obs"]), []).append(float(v["ARE"]))
-    mean_are = {T: float(np.mean(v)) for T, v in sorted(are.items())}
+    mean_are = {str(T): float(np.mean(v)) for T, v in sorted(are.items())}
     marks = [0.25, 0.5, 0.75, 1.0]
     prog = np.array([p for p, _ in rss])
     mem = np.array([m for _, m in rss])

@@ -226,16 +226,29 @@ def _law_length(n_star: np.ndarray, G1: np.ndarray) -> np.ndarray:
     return np.minimum(MAX_LENGTH, np.left_shift(1, np.maximum(8, bits).astype(np.int64)))
 
 
-@lru_cache(maxsize=1024)
+#: Longest law whose grid spectra are cached (a spectrum of length 2**14 is 256 KiB; longer ones, for the
+#: rare cascades with a large expected remaining size, are computed each time).
+_CACHED_LENGTH = 1 << 14
+
+
 def _grid_spectrum(i: int, length: int, mark_law: MarkLaw) -> np.ndarray:
     """``rfft`` of the grid law ``i`` folded at ``length`` (its mass beyond as one atom at ``length``),
-    zero-padded to ``2 length``: shape (length + 1,), complex."""
+    zero-padded to ``2 length``: shape (length + 1,), complex. Cached up to :data:`_CACHED_LENGTH`."""
+    if length <= _CACHED_LENGTH:
+        return _cached_grid_spectrum(i, length, mark_law)
+    return _fold_spectrum(i, length, mark_law)
+
+
+def _fold_spectrum(i: int, length: int, mark_law: MarkLaw) -> np.ndarray:
     fT = _progeny_on_grid(i, mark_law)
     folded = np.zeros(2 * length)
     m = min(fT.size, length)
     folded[:m] = fT[:m]
     folded[length] += fT[m:].sum()
     return np.fft.rfft(folded)
+
+
+_cached_grid_spectrum = lru_cache(maxsize=256)(_fold_spectrum)
 
 
 def _are_optimal_sizes(n_obs: np.ndarray, n_star: np.ndarray, G1: np.ndarray, mark_law: MarkLaw,

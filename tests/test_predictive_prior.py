@@ -75,6 +75,30 @@ def test_remaining_size_law_and_are_optimal_point_match_a_simulation(n_star, G1,
     assert are_optimal_size(n_obs, n_star, G1, min_size=n_obs + 30) >= n_obs + 30
 
 
+def test_are_optimal_forecasts_of_a_batch_equal_each_cascades_own_law():
+    """are_optimal_omega computes a batch's laws together (cached grid spectra, one inverse FFT per
+    length, spectra beyond the cache's length too): equal to each cascade's remaining_size_pmf and its
+    1/N-weighted median, computed directly."""
+    from estimators import MarkLaw
+
+    rng = np.random.default_rng(4)
+    n = 400
+    n_obs = rng.integers(1, 300, n).astype(float)
+    n_star = np.concatenate([np.round(rng.uniform(0, 0.98, 40), 2), rng.uniform(0, 0.98, n - 40)])  # grid points too
+    G1 = np.exp(rng.uniform(-3, 7, n))  # laws of 256 up to 2**18 entries
+    law = MarkLaw.fit(np.exp(rng.normal(5, 1.5, 5000)))
+    for mark_law, min_size in ((law, 1.0), (law, 30.0)):
+        got = are_optimal_omega(n_obs, n_star, G1, mark_law=mark_law, min_size=min_size)
+        for i in range(n):
+            pR = remaining_size_pmf(n_star[i], G1[i], mark_law)
+            N = n_obs[i] + np.arange(pR.size)
+            w = np.where(N >= min_size, pR / N, 0.0)
+            total = w.sum() + max(1.0 - pR.sum(), 0.0) / (n_obs[i] + pR.size)
+            j = int(np.searchsorted(np.cumsum(w), 0.5 * total))
+            x = N[j] if j < N.size else n_obs[i] + pR.size
+            assert got[i] == pytest.approx((x - n_obs[i]) * (1 - n_star[i]) / G1[i], rel=1e-12, abs=1e-300), i
+
+
 def test_are_optimal_edge_cases():
     assert are_optimal_size(7, 0.5, 0.0) == 7
     assert are_optimal_size(7, 0.5, 0.0, min_size=10) == 10
