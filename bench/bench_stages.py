@@ -77,7 +77,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kafka_bench_util import ROOT, bare_loop, broker, cpu_seconds  # noqa: E402
+from kafka_bench_util import ROOT, bare_loop, broker, cpu_seconds, wait_ready  # noqa: E402
 
 WINDOWS = (600, 1200, 3600)
 SIZE_BINS = (2, 10, 32, 100, 316, 1000, 3162, 10**9)
@@ -205,14 +205,7 @@ def collector_process_memory(bootstrap: str, dataset) -> dict:
                               prefix, "--health-port", str(port)], env=env)
     proc = psutil.Process(child.pid)
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
-                    break
-            except OSError:
-                if child.poll() is not None:
-                    raise SystemExit("the collector process exited")
-                time.sleep(0.2)
+        wait_ready(port, child, "collector")
         time.sleep(1.0)
         points = [(proc.memory_info().rss, 0, 0, cpu_seconds(proc))]
         schedule = ReplaySchedule(dataset, sources=1, stagger=s.stagger)
@@ -249,7 +242,6 @@ def resting_rss(bootstrap: str, scheduler: str) -> dict:
     deployed, once each is in its group (``/readyz``) with nothing to read: each stage's fixed cost."""
     import signal
     import subprocess
-    import urllib.request
 
     from tweetoscope.config import Settings
     from tweetoscope.kafka_mode import KafkaBus
@@ -263,14 +255,7 @@ def resting_rss(bootstrap: str, scheduler: str) -> dict:
         child = subprocess.Popen([sys.executable, "-m", "tweetoscope", stage, "--kafka", bootstrap, "--topic-prefix",
                                   prefix, "--health-port", str(port), "--scheduler", scheduler], env=env)
         try:
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
-                        break
-                except OSError:
-                    if child.poll() is not None:
-                        raise SystemExit(f"the {stage} process exited")
-                    time.sleep(0.2)
+            wait_ready(port, child, stage)
             time.sleep(2.0)
             out[stage] = psutil.Process(child.pid).memory_info().rss / 2**20
         finally:

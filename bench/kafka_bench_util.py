@@ -88,3 +88,18 @@ def bare_loop(bootstrap: str, topic: str, n: int, decode) -> dict:
     cpu = cpu_seconds(me) - cpu0
     c.close()
     return {"records": n, "seconds": seconds, "per_s": n / seconds, "cpu_s_per_1000": 1000 * cpu / n}
+
+
+def wait_ready(port: int, child, what: str) -> None:
+    """Wait until the stage process ``child`` (a ``subprocess.Popen``) answers ``/readyz`` on ``port``
+    (joined its consumer group); exit the benchmark if it exits first."""
+    import urllib.request
+
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
+                return
+        except OSError:
+            if child.poll() is not None:
+                raise SystemExit(f"the {what} process exited {child.returncode}") from None
+            time.sleep(0.2)
