@@ -101,18 +101,16 @@ def _headers(raw: list[tuple[str, bytes | None]] | None) -> dict[str, str]:
     return {k: (v.decode("utf-8", "replace") if v is not None else "") for k, v in raw}
 
 
+_NO_TIMESTAMP = ck.TIMESTAMP_NOT_AVAILABLE
+
+
 def _to_record(msg: ck.Message) -> Record:
+    """The record of a consumed message (once per message: positional arguments, no call for absent headers)."""
     ts_type, ts_ms = msg.timestamp()
     value = msg.value()
-    return Record(
-        topic=msg.topic(),
-        value=value if value is not None else b"",
-        key=msg.key(),
-        headers=_headers(msg.headers()),
-        partition=msg.partition(),
-        offset=msg.offset(),
-        timestamp=ts_ms / 1000.0 if ts_type != ck.TIMESTAMP_NOT_AVAILABLE else 0.0,
-    )
+    headers = msg.headers()
+    return Record(msg.topic(), value if value is not None else b"", msg.key(), _headers(headers) if headers else {},
+                  msg.partition(), msg.offset(), ts_ms / 1000.0 if ts_type != _NO_TIMESTAMP else 0.0)
 
 
 def _fatal(err: ck.KafkaError) -> bool:
