@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import tempfile
 import time
@@ -90,12 +89,13 @@ def main() -> None:
     from streams.datasets import load_dataset
     from streams.replay import ReplaySchedule
     from tweetoscope.cli import main as cli
+    from tweetoscope.cli import tune_gc
     from tweetoscope.collector import decode_tweets
     from tweetoscope.config import Settings
     from tweetoscope.generator import tweet_records
     from tweetoscope.pipeline import run_embedded
 
-    gc.set_threshold(100_000, 50, 100)  # as `tweetoscope run` does
+    tune_gc()  # as `tweetoscope run` does
     tmp = tempfile.mkdtemp(prefix="tweetoscope-bench-")
     cli(["simulate", f"{tmp}/data", "--n", str(args.cascades), "--seed", str(args.seed)])
     dataset = load_dataset(f"{tmp}/data")

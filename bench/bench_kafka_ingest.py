@@ -70,10 +70,12 @@ def main() -> None:
     from streams.datasets import load_dataset
     from streams.replay import ReplaySchedule
     from tweetoscope.cli import main as cli
+    from tweetoscope.cli import tune_gc
     from tweetoscope.config import Settings
     from tweetoscope.generator import tweet_records
     from tweetoscope.kafka_mode import KafkaBus
 
+    tune_gc()  # the collector runs here as `tweetoscope collector` runs it
     tmp = tempfile.mkdtemp(prefix="tweetoscope-bench-")
     cli(["simulate", f"{tmp}/data", "--n", str(args.cascades), "--seed", str(args.seed)])
     dataset = load_dataset(f"{tmp}/data")

@@ -399,11 +399,13 @@ async def main_async(args) -> dict:
 
     from streams.datasets import load_dataset
     from tweetoscope.cli import main as cli
+    from tweetoscope.cli import tune_gc
     from tweetoscope.estimator import decode_series
     from tweetoscope.pipeline import start_dask
     from tweetoscope.schemas import CASCADE_PROPERTIES, CASCADE_SERIES, TWEETS
     from streams.records import Record
 
+    tune_gc()  # each stage runs here as its `tweetoscope STAGE` command runs it
     tmp = tempfile.mkdtemp(prefix="tweetoscope-bench-")
     cli(["simulate", f"{tmp}/data", "--n", str(args.cascades), "--seed", str(args.seed)])
     dataset = load_dataset(f"{tmp}/data")
