@@ -160,19 +160,24 @@ def remaining_size_pmf(n_star: float, G1: float, mark_law: MarkLaw = COURSE_MARK
         raise ValueError(f"G1 must be finite and >= 0, got {G1}")
     fT = progeny_pmf(n_star, mark_law)
     if length is None:
-        mean = G1 / (1.0 - n_star)
-        length = min(MAX_LENGTH, 1 << max(8, math.ceil(math.log2(16.0 * mean + 64.0 * math.sqrt(mean + 1.0) + 64.0))))
+        length = int(_law_length(np.float64(n_star), np.float64(G1)))
     if G1 == 0:
         out = np.zeros(length)
         out[0] = 1.0
         return out
-    L = 2 * length                          # sums that pass ``length`` land in [length, L), dropped after
-    folded = np.zeros(L)
+    pR = np.fft.irfft(np.exp(G1 * (np.fft.rfft(_folded(fT, length)) - 1.0)), n=2 * length)
+    return np.clip(pR[:length], 0.0, None)
+
+
+def _folded(fT: np.ndarray, length: int) -> np.ndarray:
+    """The progeny law ``fT`` folded at ``length`` (progenies of ``length`` or more: one atom at ``length``)
+    and zero-padded to ``2 length``, so that sums passing ``length`` land in ``[length, 2 length)``,
+    dropped after the inverse transform."""
+    folded = np.zeros(2 * length)
     m = min(fT.size, length)
     folded[:m] = fT[:m]
-    folded[length] += fT[m:].sum()          # progenies of ``length`` or more: one atom at ``length``
-    pR = np.fft.irfft(np.exp(G1 * (np.fft.rfft(folded) - 1.0)), n=L)
-    return np.clip(pR[:length], 0.0, None)
+    folded[length] += fT[m:].sum()
+    return folded
 
 
 def are_optimal_size(n_obs: float, n_star: float, G1: float, *, mark_law: MarkLaw = COURSE_MARKS,
@@ -220,10 +225,11 @@ _BLOCK = 1 << 21
 
 
 def _law_length(n_star: np.ndarray, G1: np.ndarray) -> np.ndarray:
-    """:func:`remaining_size_pmf`'s default length for each cascade: a power of two well beyond the mean."""
+    """:func:`remaining_size_pmf`'s default length for each cascade: a power of two well beyond the mean
+    ``G1 / (1 - n_star)``, from 256 to :data:`MAX_LENGTH`; shape of the inputs."""
     mean = G1 / (1.0 - n_star)
     bits = np.ceil(np.log2(16.0 * mean + 64.0 * np.sqrt(mean + 1.0) + 64.0))
-    return np.minimum(MAX_LENGTH, np.left_shift(1, np.maximum(8, bits).astype(np.int64)))
+    return np.left_shift(1, np.clip(bits, 8, MAX_LENGTH.bit_length() - 1).astype(np.int64))
 
 
 #: Longest law whose grid spectra are cached (a spectrum of length 2**14 is 256 KiB; longer ones, for the
@@ -240,12 +246,7 @@ def _grid_spectrum(i: int, length: int, mark_law: MarkLaw) -> np.ndarray:
 
 
 def _fold_spectrum(i: int, length: int, mark_law: MarkLaw) -> np.ndarray:
-    fT = _progeny_on_grid(i, mark_law)
-    folded = np.zeros(2 * length)
-    m = min(fT.size, length)
-    folded[:m] = fT[:m]
-    folded[length] += fT[m:].sum()
-    return np.fft.rfft(folded)
+    return np.fft.rfft(_folded(_progeny_on_grid(i, mark_law), length))
 
 
 _cached_grid_spectrum = lru_cache(maxsize=256)(_fold_spectrum)
