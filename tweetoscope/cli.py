@@ -339,7 +339,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from streams.datasets import DataError, load_dataset
 
-    from .pipeline import run_embedded, start_dask
+    from .pipeline import close_dask, run_embedded, start_dask
     from .report import print_run
 
     settings = _settings(args)
@@ -385,7 +385,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             dataset = await asyncio.get_running_loop().run_in_executor(None, _load_for_run, args.data)
         except BaseException:
-            await _close_dask(*await dask)
+            await close_dask(*await dask)
             raise
         client, cluster = await dask
         try:
@@ -393,16 +393,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             return await run_embedded(dataset, settings, args.out, client=client, speed=args.speed, progress=True,
                                       on_dask=on_dask)
         finally:
-            await _close_dask(client, cluster)
+            await close_dask(client, cluster)
 
     print_run(asyncio.run(embedded()))
     return 0
-
-
-async def _close_dask(client, cluster) -> None:
-    await client.close()
-    if cluster is not None:
-        await cluster.close()
 
 
 def _load_for_run(path: str):

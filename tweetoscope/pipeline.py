@@ -30,7 +30,7 @@ from .config import Settings
 from .generator import generator
 from .schemas import TOPICS
 
-__all__ = ["ALL_TOPICS", "Stages", "build_stages", "run_embedded", "start_dask"]
+__all__ = ["ALL_TOPICS", "Stages", "build_stages", "run_embedded", "start_dask", "close_dask"]
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ async def start_dask(settings: Settings):
     Returns ``(client, cluster)`` (``cluster`` is None for an external scheduler).
     """
     import dask
-    from distributed import Client, LocalCluster
+    from distributed import LocalCluster
 
     # Distributed keeps the last 1,000 messages of every batched connection for debugging,
     # task payloads included (all our series): memory would grow with the stream.
@@ -160,6 +160,13 @@ async def start_dask(settings: Settings):
     client = await _connect(settings.scheduler or cluster, settings.dask_timeout)
     await client.register_plugin(WarmFits(settings.fit_kwargs()), name="tweetoscope-warm-fits")
     return client, cluster
+
+
+async def close_dask(client, cluster) -> None:
+    """Close what :func:`start_dask` returned: the client, then the local cluster if there is one."""
+    await client.close()
+    if cluster is not None:
+        await cluster.close()
 
 
 async def _connect(address, timeout: float):
@@ -276,9 +283,7 @@ async def run_embedded(
         for sink in jsonl:
             sink.close()
         if own_dask:
-            await client.close()
-            if cluster is not None:
-                await cluster.close()
+            await close_dask(client, cluster)
     return RunSummary(counts=dict(bus.counts), events=len(schedule), seconds=seconds, out_dir=str(out_dir))
 
 
