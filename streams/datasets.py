@@ -108,7 +108,12 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
         except StopIteration:
             raise DataError(path, 1, "empty file, expected a header line") from None
         rows = [(reader.line_num, row) for row in reader if row and any(c.strip() for c in row)]
-    return [h.strip().strip('"') for h in header], rows
+    return _names(header), rows
+
+
+def _names(header: list[str]) -> list[str]:
+    """A CSV header's column names, as both readers match them: spaces and double quotes trimmed."""
+    return [h.strip().strip('"') for h in header]
 
 
 def _read_floats(path: Path, names: tuple[str, ...]) -> np.ndarray | None:
@@ -118,7 +123,7 @@ def _read_floats(path: Path, names: tuple[str, ...]) -> np.ndarray | None:
     value, a missing column): :func:`_read_csv` then reads it row by row and names the faulty line."""
     try:
         with open(path, newline="") as fh:
-            header = [h.strip().strip('"') for h in next(csv.reader(fh))]
+            header = _names(next(csv.reader(fh)))
         columns = tuple(header.index(name) for name in names)
         data = np.loadtxt(path, delimiter=",", skiprows=1, usecols=columns, dtype=np.float64, ndmin=2,
                           encoding="utf-8")
