@@ -35,7 +35,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kafka_bench_util import broker  # noqa: E402
+from kafka_bench_util import broker, free_port  # noqa: E402
 
 
 def read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes, float]]:
@@ -61,14 +61,6 @@ def read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes, floa
     return out
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run_processes(s, data: str, speed: float, scheduler: str) -> None:
     """The stages as separate processes on the Dask cluster ``scheduler``, and the generator; returns once
     the replay is done and the alerts topic has stopped growing, after a SIGTERM to every stage."""
@@ -83,7 +75,7 @@ def run_processes(s, data: str, speed: float, scheduler: str) -> None:
            "TWEETOSCOPE_PARTITIONS": str(s.partitions), "TWEETOSCOPE_LEARNER_EVERY": str(s.learner_every)}
     base = [sys.executable, "-m", "tweetoscope"]
     common = ["--kafka", s.kafka, "--topic-prefix", s.topic_prefix]
-    ports = [_free_port() for _ in range(4)]
+    ports = [free_port() for _ in range(4)]
     stages = [subprocess.Popen(base + [name, *common, "--scheduler", scheduler, "--health-port", str(port)], env=env)
               for name, port in zip(("collector", "estimator", "predictor", "learner"), ports)]
     try:

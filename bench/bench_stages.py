@@ -77,7 +77,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kafka_bench_util import ROOT, bare_loop, broker, cpu_seconds, wait_ready  # noqa: E402
+from kafka_bench_util import ROOT, bare_loop, broker, cpu_seconds, free_port, wait_ready  # noqa: E402
 
 WINDOWS = (600, 1200, 3600)
 SIZE_BINS = (2, 10, 32, 100, 316, 1000, 3162, 10**9)
@@ -198,7 +198,7 @@ def collector_process_memory(bootstrap: str, dataset) -> dict:
     prefix = f"sm{uuid.uuid4().hex[:6]}-"
     s = Settings(kafka=bootstrap, topic_prefix=prefix, group_prefix=prefix + "g", partitions=1)
     KafkaBus(s, None).create_topics()
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "TWEETOSCOPE_GROUP_PREFIX": s.group_prefix, "TWEETOSCOPE_PARTITIONS": "1",
            "TWEETOSCOPE_TERMINATED": "1e9"}
     child = subprocess.Popen([sys.executable, "-m", "tweetoscope", "collector", "--kafka", bootstrap, "--topic-prefix",
@@ -251,7 +251,7 @@ def resting_rss(bootstrap: str, scheduler: str) -> dict:
     env = {**os.environ, "TWEETOSCOPE_GROUP_PREFIX": prefix + "g", "TWEETOSCOPE_PARTITIONS": "1"}
     out = {}
     for stage in ("estimator", "predictor"):
-        port = _free_port()
+        port = free_port()
         child = subprocess.Popen([sys.executable, "-m", "tweetoscope", stage, "--kafka", bootstrap, "--topic-prefix",
                                   prefix, "--health-port", str(port), "--scheduler", scheduler], env=env)
         try:
@@ -262,14 +262,6 @@ def resting_rss(bootstrap: str, scheduler: str) -> dict:
             child.send_signal(signal.SIGTERM)
             child.wait(120)
     return out
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def dataset_shape(dataset, terminated: float) -> dict:

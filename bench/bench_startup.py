@@ -24,7 +24,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kafka_bench_util import ROOT, broker  # noqa: E402
+from kafka_bench_util import ROOT, broker, free_port  # noqa: E402
 
 STAGES = ("collector", "estimator", "predictor", "learner")
 #: The module each stage's process imports to build it (tweetoscope.pipeline.build_stages).
@@ -92,8 +92,8 @@ def main() -> None:
 
     with broker() as bootstrap, LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                                              dashboard_address=None) as cluster:
-        for k, stage in enumerate(STAGES):
-            runs = [stage_startup(stage, bootstrap, cluster.scheduler_address, 18100 + k) for _ in range(args.repeat)]
+        for stage in STAGES:
+            runs = [stage_startup(stage, bootstrap, cluster.scheduler_address, free_port()) for _ in range(args.repeat)]
             res[f"tweetoscope {stage}"] = {"healthz_seconds": statistics.median(h for h, _ in runs),
                                            "readyz_seconds": statistics.median(r for _, r in runs)}
     if args.json:

@@ -103,3 +103,12 @@ def wait_ready(port: int, child, what: str) -> None:
             if child.poll() is not None:
                 raise SystemExit(f"the {what} process exited {child.returncode}") from None
             time.sleep(0.2)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a stage's health port)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
