@@ -271,6 +271,50 @@ def test_relay_from_source_to_sink_is_exact_and_commits_everything(kafka_bootstr
     offsets.close()
 
 
+def test_a_prefix_is_taken_off_by_the_source_and_put_back_by_the_sink(kafka_bootstrap, kafka_topic_factory):
+    """A prefixed deployment: the source's records carry the topic without its prefix, every other field as
+    consumed; the sink produces each record to the prefixed topic (key, value, headers kept)."""
+    from streams.kafka import create_topics
+
+    a = kafka_topic_factory(1)
+    prefix, name = a[: a.rindex("-") + 1], a[a.rindex("-") + 1:]
+    out = f"{prefix}{uuid.uuid4().hex[:8]}-out"
+    create_topics(kafka_bootstrap, {out: 1})
+    n = 300
+    produce_ids(kafka_bootstrap, a, n, headers=True)
+    with pytest.raises(ValueError, match="strip_prefix"):
+        KafkaSource([a], {"bootstrap.servers": kafka_bootstrap, "group.id": "g"}, strip_prefix="other-")
+
+    async def run() -> list[Record]:
+        source = Stream.from_kafka_group([a], {"bootstrap.servers": kafka_bootstrap, "group.id": group_name()},
+                                         batch_size=100, commit_interval=0.1, strip_prefix=prefix,
+                                         loop=IOLoop.current())
+        seen: list[Record] = []
+
+        def relay(batch: list[Record]) -> list[Record]:
+            seen.extend(batch)
+            return [Record(out[len(prefix):], r.value, r.key, r.headers) for r in batch]
+
+        sink = source.map(relay).to_kafka_group({"bootstrap.servers": kafka_bootstrap}, topic_prefix=prefix)
+        source.start()
+        try:
+            await until(lambda: sink.n_delivered == n, 30, "every record delivered")
+        finally:
+            assert await source.drain(10, sinks=[sink])
+            sink.destroy()
+        return seen
+
+    seen = asyncio.run(run())
+    assert {r.topic for r in seen} == {name}
+    assert sorted((r.key, r.value, r.headers, r.partition) for r in seen) == sorted(
+        (b"%d" % i, b"%d" % i, {"h": f"h{i}"}, 0) for i in range(n))
+    assert sorted(r.offset for r in seen) == list(range(n)) and all(r.timestamp > 0 for r in seen)
+    reader = TopicReader(kafka_bootstrap, out)
+    got = sorted((m.key(), m.value(), {k: v.decode() for k, v in m.headers()}) for m in reader.read_to_end())
+    reader.close()
+    assert got == sorted((b"%d" % i, b"%d" % i, {"h": f"h{i}"}) for i in range(n))
+
+
 class Holder(Sink):
     """Keeps every batch and its refs until the test releases it."""
 

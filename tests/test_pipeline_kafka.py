@@ -119,18 +119,3 @@ def test_dashboard_kafka_feed_reads_the_topics_and_the_lag(kafka_bootstrap, sche
     config = admin.describe_configs([res])[res].result(timeout=30)
     assert config["cleanup.policy"].value == "compact"
     assert any(m.startswith("learner: marks' law from") for m in caplog.messages)
-
-
-def test_the_topic_prefix_is_taken_off_and_put_back_field_for_field():
-    """KafkaBus renames every record of a prefixed deployment (in and out) with its own constructor call,
-    not dataclasses.replace: the copy must keep every other field of Record."""
-    import dataclasses
-
-    from streams.records import Record
-    from tweetoscope.kafka_mode import _on_topic
-
-    values = {"topic": "p-tweets", "value": b'{"t": 1}', "key": b"s0", "headers": {"kind": "x"}, "partition": 3,
-              "offset": 17, "timestamp": 12.5}
-    assert set(values) == {f.name for f in dataclasses.fields(Record)}  # a new field needs _on_topic to copy it
-    r = Record(**values)
-    assert _on_topic(r, "tweets") == dataclasses.replace(r, topic="tweets") and r.topic == "p-tweets"

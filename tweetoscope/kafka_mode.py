@@ -31,7 +31,6 @@ from tornado.ioloop import IOLoop
 
 from streams.datasets import Dataset
 from streams.kafka import CHANGELOG_MAX_BYTES, KafkaSink, KafkaSource, create_topics, end_offsets, wait_for_broker
-from streams.records import Record
 from streams.replay import ReplaySchedule
 
 from .config import Settings
@@ -81,13 +80,6 @@ def changelog_topic(settings: Settings, stage: str) -> str:
     return f"{settings.topic_prefix}{stage}.changelog"
 
 
-def _on_topic(r: Record, topic: str) -> Record:
-    """A copy of ``r`` on ``topic`` (the constructor: ``dataclasses.replace`` costs about 4 times more, once
-    per record of every batch of a prefixed deployment)."""
-    return Record(topic=topic, value=r.value, key=r.key, headers=r.headers, partition=r.partition, offset=r.offset,
-                  timestamp=r.timestamp)
-
-
 class KafkaBus:
     """Topic streams and publishers on a Kafka cluster; topic names get ``settings.topic_prefix``."""
 
@@ -127,13 +119,10 @@ class KafkaBus:
             config["group.instance.id"] = f"{s.instance_id}-{stage}-{topic}"
         source = Stream.from_kafka_group(self.name(topic), config, batch_size=s.batch_size, group=group,
                                          poll_timeout=s.poll_timeout, checkpoint_interval=s.checkpoint_interval,
-                                         loop=self.loop, stream_name=f"kafka:{topic}")
+                                         strip_prefix=self.prefix, loop=self.loop, stream_name=f"kafka:{topic}")
         self.sources.append(source)
         self.by_topic[topic] = source
-        if not self.prefix:
-            return source
-        cut = len(self.prefix)
-        return source.map(lambda batch: [_on_topic(r, r.topic[cut:]) for r in batch])
+        return source
 
     def use_stores(self, stages: Stages) -> None:
         """Checkpoint each stateful stage's state through the source of its input topic."""
@@ -143,10 +132,8 @@ class KafkaBus:
     def publish(self, stream: Stream) -> KafkaSink:
         """Produce the record batches of ``stream`` (each record to its own topic)."""
         stream = stream.map(self.outputs)
-        if self.prefix:
-            prefix = self.prefix
-            stream = stream.map(lambda batch: [_on_topic(r, prefix + r.topic) for r in batch])
-        sink = stream.to_kafka_group({**self.config, "message.max.bytes": MAX_MODEL_BYTES + 2**20}, loop=self.loop)
+        sink = stream.to_kafka_group({**self.config, "message.max.bytes": MAX_MODEL_BYTES + 2**20},
+                                     topic_prefix=self.prefix, loop=self.loop)
         self.sinks.append(sink)
         return sink
 

@@ -70,6 +70,9 @@ class KafkaSink(Sink):
     config:
         librdkafka producer settings, merged over :data:`PRODUCER_DEFAULTS` (the
         caller's dict is not modified).
+    topic_prefix:
+        Put before every record's ``topic`` to name the topic it is produced to (e.g.
+        ``"dev."``: a record of ``"forecasts"`` goes to ``"dev.forecasts"``).
     poll_interval:
         Seconds between two ``producer.poll(0)`` calls on the loop (they run the
         delivery callbacks) while records are queued or in flight; an idle sink polls
@@ -83,12 +86,14 @@ class KafkaSink(Sink):
         upstream: Stream,
         config: Mapping[str, Any],
         *,
+        topic_prefix: str = "",
         poll_interval: float = 0.005,
         idle_interval: float = 1.0,
         stream_name: str | None = None,
         **kwargs: Any,
     ) -> None:
         self.config = merged(PRODUCER_DEFAULTS, config)
+        self.topic_prefix = topic_prefix
         self.poll_interval = poll_interval
         self.idle_interval = idle_interval
         self._work = asyncio.Event()  # a batch arrived: poll at poll_interval again
@@ -180,6 +185,7 @@ class KafkaSink(Sink):
 
     def _produce_backlog(self) -> None:
         produce = self.producer.produce
+        prefix = self.topic_prefix
         while self._backlog:
             pending = self._backlog[0]
             records = pending.records
@@ -188,7 +194,8 @@ class KafkaSink(Sink):
             try:
                 while i < len(records):
                     r = records[i]
-                    produce(r.topic, r.value, r.key, headers=r.headers or None, on_delivery=callback)
+                    produce(prefix + r.topic if prefix else r.topic, r.value, r.key, headers=r.headers or None,
+                            on_delivery=callback)
                     i += 1
             except BufferError:
                 return  # queue full: _poll_forever resumes after the next poll()
@@ -196,7 +203,7 @@ class KafkaSink(Sink):
                 # fatal: this batch and the ones queued behind it keep their refs
                 pending.failed = True
                 self._backlog.clear()
-                self._fail(KafkaDeliveryError(f"cannot produce to {records[i].topic!r}: {exc}"))
+                self._fail(KafkaDeliveryError(f"cannot produce to {prefix + records[i].topic!r}: {exc}"))
                 raise self.error from exc  # type: ignore[misc]
             finally:
                 self.n_produced += i - pending.next

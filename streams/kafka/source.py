@@ -104,12 +104,15 @@ def _headers(raw: list[tuple[str, bytes | None]] | None) -> dict[str, str]:
 _NO_TIMESTAMP = ck.TIMESTAMP_NOT_AVAILABLE
 
 
-def _to_record(msg: ck.Message) -> Record:
-    """The record of a consumed message (once per message: positional arguments, no call for absent headers)."""
+def _to_record(msg: ck.Message, names: Mapping[str, str]) -> Record:
+    """The record of a consumed message, on the topic name ``names`` gives its Kafka topic (once per message:
+    positional arguments, no call for absent headers)."""
     ts_type, ts_ms = msg.timestamp()
     value = msg.value()
     headers = msg.headers()
-    return Record(msg.topic(), value if value is not None else b"", msg.key(), _headers(headers) if headers else {},
+    topic = msg.topic()
+    return Record(names.get(topic, topic), value if value is not None else b"", msg.key(),
+                  _headers(headers) if headers else {},
                   msg.partition(), msg.offset(), ts_ms / 1000.0 if ts_type != _NO_TIMESTAMP else 0.0)
 
 
@@ -156,6 +159,10 @@ class KafkaSource(Source):
     checkpoint_timeout:
         Seconds a checkpoint waits for the barrier, and for the changelog's acknowledgement,
         before it gives up (nothing is committed; the next one tries again).
+    strip_prefix:
+        Removed from the topic names the records carry: ``topics`` are the names on the
+        broker (e.g. ``"dev.tweets"``), ``Record.topic`` the name without the prefix
+        (``"tweets"``). Set once here, not record by record downstream.
     start, loop, stream_name:
         As for every streamz source.
     """
@@ -171,6 +178,7 @@ class KafkaSource(Source):
         group: bool = True,
         checkpoint_interval: float = 2.0,
         checkpoint_timeout: float = 60.0,
+        strip_prefix: str = "",
         start: bool = False,
         loop: Any = None,
         stream_name: str | None = None,
@@ -178,6 +186,9 @@ class KafkaSource(Source):
         self.topics = [topics] if isinstance(topics, str) else list(topics)
         if not self.topics:
             raise ValueError("KafkaSource needs at least one topic")
+        if strip_prefix and not all(t.startswith(strip_prefix) for t in self.topics):
+            raise ValueError(f"strip_prefix {strip_prefix!r} does not begin every topic of {self.topics}")
+        self._names = {t: t[len(strip_prefix):] for t in self.topics}  # Kafka's topic -> the records'
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if group and not config.get("group.id"):
@@ -639,6 +650,7 @@ class KafkaSource(Source):
         records: list[Record] = []
         lasts: dict[TopicPartitionKey, int] = {}
         tracked = self.tracker
+        names = self._names
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -652,7 +664,7 @@ class KafkaSource(Source):
             if self.group and not tracked.is_assigned(key):
                 self.n_dropped += 1  # revoked or lost meanwhile: its new owner reads it
                 continue
-            records.append(_to_record(msg))
+            records.append(_to_record(msg, names))
             lasts[key] = msg.offset()
         self._snapshot_lag()
         if not records:
