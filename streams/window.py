@@ -53,6 +53,7 @@ import heapq
 import itertools
 import logging
 import math
+from array import array
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -151,8 +152,8 @@ class _Cascade:
     def __init__(self, start: float, info: object, m: float, offset: int):
         self.start = start
         self.info = info
-        self.times = [start]
-        self.marks = [m]
+        self.times = array("d", (start,))  # float64, appended in place; copied into numpy with one memcpy
+        self.marks = array("d", (m,))
         self.size = 1  # events in all, kept or not
         self.last = start
         self.in_order = True
@@ -160,19 +161,24 @@ class _Cascade:
         self.emitted: list[int] = []
         self.offset = offset  # input offset of the last event applied (-1: not from Kafka)
 
-    def sorted_events(self) -> tuple[np.ndarray, np.ndarray]:
-        """Times and marks as arrays, sorted by time (and kept sorted)."""
-        times, marks = np.asarray(self.times), np.asarray(self.marks)
+    def sort(self) -> None:
+        """Sort the events kept by time (stable), if an event came out of order."""
         if not self.in_order:
+            times, marks = np.frombuffer(self.times), np.frombuffer(self.marks)
             order = np.argsort(times, kind="stable")
-            times, marks = times[order], marks[order]
-            self.times, self.marks = times.tolist(), marks.tolist()
+            sorted_times, sorted_marks = times[order].tobytes(), marks[order].tobytes()
+            del times, marks  # the views' buffer exports, before the arrays are replaced
+            self.times, self.marks = array("d", sorted_times), array("d", sorted_marks)
             self.in_order = True
-        return times, marks
+
+    def sorted_events(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the times and marks kept, shape (kept,), sorted by time (and kept sorted)."""
+        self.sort()
+        return np.array(self.times), np.array(self.marks)
 
 
 class _Source:
-    __slots__ = ("clock", "cascades", "windows", "ends", "ended", "partition", "held")
+    __slots__ = ("clock", "cascades", "windows", "ends", "ended", "partition", "held", "dirty")
 
     def __init__(self, partition: int = -1) -> None:
         self.clock = -math.inf
@@ -181,6 +187,7 @@ class _Source:
         self.ends: list[tuple[float, int, str]] = []  # (deadline, seq, key), re-queued if the cascade moved on
         self.ended: OrderedDict[str, int] = OrderedDict()  # recently ended keys -> offset of their last event
         self.partition = partition
+        self.dirty: dict[str | None, None] = {}  # keys changed since the last snapshot (None: the clock)
         # an event too far ahead of the clock, waiting for the next one to confirm the jump:
         # (key, t, m, root, info, origin, offset)
         self.held: tuple | None = None
@@ -261,7 +268,7 @@ class cascade_windows(Stream):
         self.replayed_events = 0  # events already in the state (read again after a restart)
         self.truncated_windows = 0
         self._seq = itertools.count()
-        self._dirty: dict[int, dict[tuple[str, str | None], None]] = {}  # partition -> keys changed since snapshot
+        self._dirty: dict[int, dict[str, None]] = {}  # partition -> sources with changes since the last snapshot
         Stream.__init__(self, upstream, **kwargs)
 
     # ------------------------------------------------------------------ state
@@ -283,8 +290,10 @@ class cascade_windows(Stream):
         return src
 
     def _touch(self, src: _Source, name: str, key: str | None) -> None:
+        """Mark ``key`` of source ``name`` (None: its clock) for the next snapshot (sources from Kafka only)."""
         if src.partition >= 0:
-            self._dirty.setdefault(src.partition, {})[(name, key)] = None
+            src.dirty[key] = None
+            self._dirty.setdefault(src.partition, {})[name] = None
 
     # ------------------------------------------------------------------ update
 
@@ -380,8 +389,8 @@ class cascade_windows(Stream):
                 c.last = t
             else:
                 c.in_order = False
-        if off >= 0:
-            self._touch(src, source, key)
+        if off >= 0 and src.partition >= 0:  # self._touch, inlined: update() marks the source itself
+            src.dirty[key] = None
 
     def _advance(self, name: str, src: _Source, t: float, out: list) -> None:
         """Move the clock of ``src`` to ``t``, closing what falls due: windows and ends are decided
@@ -453,25 +462,32 @@ class cascade_windows(Stream):
         out: list[Change] = []
         for p in list(self._dirty) if partitions is None else partitions:
             clocks: list[Change] = []
-            for name, key in self._dirty.pop(p, {}):
+            for name in self._dirty.pop(p, {}):
                 src = self.sources.get(name)
                 if src is None:
                     continue
-                if key is None:
-                    h = src.held
-                    held = None if h is None else (h[0], float(h[1]), float(h[2]), bool(h[3]), str(h[4] or ""), h[6])
-                    clocks.append((p, _key(name), _encode(_SourceEntry(float(src.clock), held))))
-                elif (c := src.cascades.get(key)) is not None:
-                    times, marks = c.sorted_events()
-                    out.append((p, _key(name, key), _encode(_CascadeEntry(
-                        c.offset, float(c.start), str(c.info or ""), times.astype(np.float64).tobytes(),
-                        marks.astype(np.float64).tobytes(), c.size, float(c.last), c.next_window, c.emitted))))
-                elif key in src.ended:
-                    out.append((p, _key(name, key), _encode(_EndedEntry(src.ended[key]))))
-                else:
-                    out.append((p, _key(name, key), None))
+                keys, src.dirty = src.dirty, {}
+                for key in keys:
+                    self._changes(p, name, src, key, out, clocks)
             out += clocks
         return out
+
+    def _changes(self, p: int, name: str, src: _Source, key: str | None, out: list[Change],
+                 clocks: list[Change]) -> None:
+        """The changelog record of ``key`` of source ``name`` in partition ``p`` (None: its clock, to ``clocks``)."""
+        if key is None:
+            h = src.held
+            held = None if h is None else (h[0], float(h[1]), float(h[2]), bool(h[3]), str(h[4] or ""), h[6])
+            clocks.append((p, _key(name), _encode(_SourceEntry(float(src.clock), held))))
+        elif (c := src.cascades.get(key)) is not None:
+            c.sort()
+            out.append((p, _key(name, key), _encode(_CascadeEntry(
+                c.offset, float(c.start), str(c.info or ""), c.times.tobytes(), c.marks.tobytes(), c.size,
+                float(c.last), c.next_window, c.emitted))))
+        elif key in src.ended:
+            out.append((p, _key(name, key), _encode(_EndedEntry(src.ended[key]))))
+        else:
+            out.append((p, _key(name, key), None))
 
     def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
         """Rebuild the sources of ``partition`` from its changelog records (greatest offset per key wins)."""
@@ -492,8 +508,7 @@ class cascade_windows(Stream):
                 ended.append((entry.offset, path[0], path[1]))
             else:
                 c = _Cascade(entry.start, entry.info, 0.0, entry.offset)
-                c.times = np.frombuffer(entry.times).tolist()
-                c.marks = np.frombuffer(entry.marks).tolist()
+                c.times, c.marks = array("d", entry.times), array("d", entry.marks)
                 c.size, c.last, c.next_window, c.emitted = entry.size, entry.last, entry.next_window, entry.emitted
                 src.cascades[path[1]] = c
         for offset, name, key in sorted(ended):
