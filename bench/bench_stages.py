@@ -13,9 +13,11 @@ stage's state checkpointed to its changelog (as ``bench_kafka_ingest.py`` runs t
   (``consume()`` and the schema decode of each message, nothing else) on the same topic, in
   ``--rounds`` alternated rounds on one partition (each round on a topic of its own; the median
   ratio is kept), then once on two partitions (the cascades spread over two sources, one per
-  partition) read by one instance. The bare loop never asks ``consume()`` for more than is left;
-  it is also run once as ``bench_kafka_ingest.py`` runs it (``consume(10_000)`` to the end: the
-  last call waits out its 1-s timeout inside the measured time), for comparison.
+  partition) read by one instance. Every bare loop has the fetch settings of the stages' sources
+  (``kafka_bench_util.STAGE_FETCH``); each collector round also runs one with librdkafka's
+  defaults, whose fetch back-off (1 s once 100,000 messages are queued) bounds a fast reader,
+  for comparison with earlier figures. The bare loop never asks ``consume()`` for more than is left
+  (the last call would wait out its timeout inside the measured time).
 - **collector memory**: the same tweets without their end-of-stream messages and with
   ``terminated`` = 10^9 s, so that no cascade ends: (a) through the stage in this process, the
   Python heap it holds afterwards (``tracemalloc``) per 1,000 open cascades and per 1,000 events;
@@ -77,7 +79,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kafka_bench_util import ROOT, bare_loop, broker, cpu_seconds, free_port, wait_ready  # noqa: E402
+from kafka_bench_util import ROOT, STAGE_FETCH, bare_loop, broker, cpu_seconds, free_port, wait_ready  # noqa: E402
 
 WINDOWS = (600, 1200, 3600)
 SIZE_BINS = (2, 10, 32, 100, 316, 1000, 3162, 10**9)
@@ -413,16 +415,18 @@ async def main_async(args) -> dict:
         for k in range(args.rounds):  # alternated: bare loop, stage, each round on a topic of its own
             s1, n1 = collector_setup(bootstrap, dataset, 1)
             phase(f"tweets loaded (1 partition), round {k + 1}")
-            bare = bare_loop(bootstrap, s1.topic_prefix + "tweets", n1, TWEETS.decode)
+            defaults = bare_loop(bootstrap, s1.topic_prefix + "tweets", n1, TWEETS.decode)
+            bare = bare_loop(bootstrap, s1.topic_prefix + "tweets", n1, TWEETS.decode, STAGE_FETCH)
             stage = await run_stage(s1, "collector", "tweets", n1)
-            col["rounds_1p"].append({"bare": bare, "stage": stage, "ratio": stage["per_s"] / bare["per_s"]})
+            col["rounds_1p"].append({"bare": bare, "stage": stage, "ratio": stage["per_s"] / bare["per_s"],
+                                     "bare_librdkafka_defaults": defaults})
             phase(f"collector, 1 partition, round {k + 1}")
         res["events"] = n1
         mid = sorted(col["rounds_1p"], key=lambda r: r["ratio"])[(len(col["rounds_1p"]) - 1) // 2]
         col["bare_1p"], col["stage_1p"], col["ratio_1p"] = mid["bare"], mid["stage"], mid["ratio"]
         if not args.no_two_partitions:
             s2, n2 = collector_setup(bootstrap, dataset, 2)
-            col["bare_2p"] = bare_loop(bootstrap, s2.topic_prefix + "tweets", n2, TWEETS.decode)
+            col["bare_2p"] = bare_loop(bootstrap, s2.topic_prefix + "tweets", n2, TWEETS.decode, STAGE_FETCH)
             col["stage_2p"] = await run_stage(s2, "collector", "tweets", n2)
             col["ratio_2p"] = col["stage_2p"]["per_s"] / col["bare_2p"]["per_s"]
             phase("collector, 2 partitions")
@@ -445,7 +449,8 @@ async def main_async(args) -> dict:
         try:
             workers = [psutil.Process(p.process.pid) for p in cluster.workers.values()]
             est = {"workers": args.workers,
-                   "bare": bare_loop(bootstrap, s1.topic_prefix + "cascade_series", n_series, CASCADE_SERIES.decode)}
+                   "bare": bare_loop(bootstrap, s1.topic_prefix + "cascade_series", n_series, CASCADE_SERIES.decode,
+                                     STAGE_FETCH)}
             est["stage"] = await run_stage(est_settings, "estimator", "cascade_series", n_series, client=client,
                                            workers=workers)
             est["ratio"] = est["stage"]["per_s"] / est["bare"]["per_s"]
@@ -483,7 +488,7 @@ async def main_async(args) -> dict:
         # ---------------------------------------------------------------- predictor
         n_props = end_count(bootstrap, s1.topic_prefix + "cascade_properties")
         pred = {"bare": bare_loop(bootstrap, s1.topic_prefix + "cascade_properties", n_props,
-                                  CASCADE_PROPERTIES.decode)}
+                                  CASCADE_PROPERTIES.decode, STAGE_FETCH)}
         pred["stage"] = await run_stage(s1, "predictor", "cascade_properties", n_props)
         joins = pred["stage"]["outputs"].get("stats", 0)
         pred["joins"] = joins
@@ -532,7 +537,9 @@ def report(res: dict) -> None:
     print("\ncollector (tweets -> cascade_series, cascade_properties sizes), one instance:")
     for k, r in enumerate(col["rounds_1p"]):
         print(f"  1 partition, round {k + 1}: bare {r['bare']['per_s']:,.0f} events/s, collector {r['stage']['per_s']:,.0f} "
-              f"events/s, ratio {r['ratio']:.2f}")
+              f"events/s, ratio {r['ratio']:.2f} (bare loop with librdkafka's defaults "
+              f"{r['bare_librdkafka_defaults']['per_s']:,.0f} events/s, ratio "
+              f"{r['stage']['per_s'] / r['bare_librdkafka_defaults']['per_s']:.2f})")
     for p in ("1p", "2p"):
         if f"stage_{p}" not in col:
             continue

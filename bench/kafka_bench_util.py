@@ -10,6 +10,8 @@ import time
 import uuid
 from pathlib import Path
 
+from streams.kafka import CONSUMER_DEFAULTS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -60,17 +62,23 @@ def cpu_seconds(*procs) -> float:
     return total
 
 
-def bare_loop(bootstrap: str, topic: str, n: int, decode) -> dict:
+#: The consumer settings of the stages' sources that change how fast a consumer reads (librdkafka's
+#: defaults otherwise): a bare loop with them is the baseline a stage is held to.
+STAGE_FETCH = {"fetch.queue.backoff.ms": CONSUMER_DEFAULTS["fetch.queue.backoff.ms"]}
+
+
+def bare_loop(bootstrap: str, topic: str, n: int, decode, settings: dict | None = None) -> dict:
     """The baseline of the Kafka benchmarks: a bare ``confluent_kafka.Consumer`` loop that consumes the ``n``
     records of ``topic`` (10,000 at a time) and decodes each value with ``decode``. Timed from its first
     record; it never asks for more than is left (a ``consume()`` asking for more would wait out its whole
-    timeout at the end, inside the measured time). Returns records, seconds, ``per_s`` and CPU seconds
-    per 1,000 records (this process, librdkafka's threads included)."""
+    timeout at the end, inside the measured time). ``settings``: librdkafka settings over its defaults
+    (e.g. :data:`STAGE_FETCH`). Returns records, seconds, ``per_s`` and CPU seconds per 1,000 records
+    (this process, librdkafka's threads included)."""
     import confluent_kafka as ck
     import psutil
 
     c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": f"bare-{uuid.uuid4().hex}",
-                     "auto.offset.reset": "earliest", "enable.auto.commit": False})
+                     "auto.offset.reset": "earliest", "enable.auto.commit": False, **(settings or {})})
     c.subscribe([topic])
     me = psutil.Process()
     seen = 0
