@@ -158,21 +158,22 @@ def encode_results(done: tuple[list[FitTask], PackedFits]) -> list[Record]:
     not finite) go to the DLQ with the reason."""
     chunk, fits = done
     out = []
-    for i, s in enumerate(chunk):
+    params = np.asarray(fits.params, dtype=np.float64).reshape(len(chunk), 4)
+    series = np.asarray(fits.series, dtype=np.float64).reshape(len(chunk), 3)
+    with np.errstate(invalid="ignore"):  # checked for the whole chunk at once (NaN compares False)
+        usable = ((np.abs(params) <= MAX_VALUE) & (params >= 0)).all(axis=1) & (params[:, 1] > 0)
+        stats_ok = ((series >= 0) & (series <= MAX_VALUE)).all(axis=1)
+    for i, (s, p, ok, st, st_ok, n_obs, n_supp, conv) in enumerate(zip(
+            chunk, params.tolist(), usable.tolist(), series.tolist(), stats_ok.tolist(), fits.n_obs.tolist(),
+            fits.n_supp.tolist(), fits.converged.tolist())):
         error = fits.errors.get(i)
-        params = fits.params[i]
-        if error is None and not (np.all(np.isfinite(params)) and np.all(np.abs(params) <= MAX_VALUE)
-                                  and np.all(params >= 0) and params[1] > 0):
-            error = f"fit gave parameters out of range: {params.tolist()}"
+        if error is None and not ok:
+            error = f"fit gave parameters out of range: {p}"
         if error is not None:
             out.append(dead_series(s, error))
             continue
-        n_supp = float(fits.n_supp[i])
-        stats = fits.series[i]
-        value = Parameters(cid=s.cid, msg=s.msg, n_obs=int(fits.n_obs[i]),
-                           n_supp=n_supp if abs(n_supp) <= MAX_VALUE else None,
-                           params=tuple(params.tolist()), T_obs=s.T_obs, converged=bool(fits.converged[i]),
-                           series=tuple(stats.tolist()) if np.all((stats >= 0) & (stats <= MAX_VALUE)) else None)
+        value = Parameters(cid=s.cid, msg=s.msg, n_obs=int(n_obs), n_supp=n_supp if abs(n_supp) <= MAX_VALUE else None,
+                           params=tuple(p), T_obs=s.T_obs, converged=bool(conv), series=tuple(st) if st_ok else None)
         out.append(Record(CASCADE_PROPERTIES.name, encode(value), str(s.T_obs).encode()))
     return out
 

@@ -182,15 +182,18 @@ class predict_join(Stream):
             touched[key] = None
         for T_obs, items in fresh.items():
             self._forecast(T_obs, items, out)
+        finished: list[tuple[JoinKey, _Entry]] = []
         for key in touched:
             entry = self.state.get(key)
             if entry is None:
                 continue
             if entry.params is not None and entry.size is not None:
                 del self.state[key]
-                self._finish(key, entry, out)
+                finished.append((key, entry))
                 self._mark_done(key, entry)
             self._touch(key, entry.partition)
+        if finished:
+            self._finish(finished, out)
         while len(self.state) > self.capacity:
             key, entry = self.state.popitem(last=False)
             self.n_evicted += 1
@@ -240,19 +243,24 @@ class predict_join(Stream):
                                                  n_obs=int(n), n_star=ns, G1=g1, model_version=version, alert=alert,
                                                  msg=e.params.msg)))
 
-    def _finish(self, key: JoinKey, e: _Entry, out: list[Record]) -> None:
-        cid, T_obs = key
-        n_tot = e.size.n_tot
-        _, b, n_star, G1 = e.params.params
-        n_obs = e.params.n_obs
-        self.n_stats += 1
-        out.append(STATS.record(Stat(cid=cid, T_obs=T_obs, ARE=abs(e.forecast - n_tot) / n_tot, n_hat=e.forecast,
-                                     n_tot=n_tot, model_version=e.version)))
-        if G1 > 0 and n_star < 1:
-            omega = float(omega_target(n_tot, n_obs, n_star, G1))
-            if np.isfinite(omega) and abs(omega) <= MAX_VALUE:
-                out.append(SAMPLES.record(Sample(cid=cid, X=(b, n_star, G1), W=omega, T_obs=T_obs, n_obs=n_obs,
-                                                 n_tot=n_tot, series=e.params.series)))
+    def _finish(self, joins: list[tuple[JoinKey, _Entry]], out: list[Record]) -> None:
+        """The stat of each completed join and, where its fit allows one, its training sample (the
+        targets computed for all the joins at once)."""
+        n_tot = np.array([e.size.n_tot for _, e in joins], dtype=np.float64)
+        fits = np.array([(e.params.n_obs, *e.params.params[2:]) for _, e in joins], dtype=np.float64).reshape(-1, 3)
+        n_obs, n_star, G1 = fits.T
+        omega = omega_target(n_tot, n_obs, n_star, G1)
+        with np.errstate(invalid="ignore"):
+            usable = (G1 > 0) & (n_star < 1) & (np.abs(omega) <= MAX_VALUE)  # False for NaN
+        self.n_stats += len(joins)
+        for ((cid, T_obs), e), w, ok in zip(joins, omega.tolist(), usable.tolist()):
+            n = e.size.n_tot
+            out.append(STATS.record(Stat(cid=cid, T_obs=T_obs, ARE=abs(e.forecast - n) / n, n_hat=e.forecast,
+                                         n_tot=n, model_version=e.version)))
+            if ok:
+                _, b, ns, g1 = e.params.params
+                out.append(SAMPLES.record(Sample(cid=cid, X=(b, ns, g1), W=w, T_obs=T_obs, n_obs=e.params.n_obs,
+                                                 n_tot=n, series=e.params.series)))
 
     # ------------------------------------------------------------- StateStore
 
