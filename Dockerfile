@@ -44,17 +44,52 @@ open('requirements-k8s.txt', 'w').write('\\n'.join(p['optional-dependencies']['k
     && find /opt/venv/lib/python3.11/site-packages -type d -name tests -prune -exec rm -rf {} +
 # Files of the venv never used at run time, deleted here, before the final images copy /opt/venv
 # (figures in BENCHMARKS.md, "The image"); the .py sources and their .pyc stay (start-up time):
-# - the static symbol table of libllvmlite.so (numba's LLVM, 178 MB), -18 MB: strip --strip-unneeded
-#   keeps the dynamic symbols that llvmlite and the JIT bind to. This library only: strip corrupts the
-#   libraries that auditwheel repaired with patchelf (*.libs/ and the extension modules linked to
-#   them): numpy's and numba's thread pools broke. Checked: the backtest, numba parallel, the pools.
+# - the test suites shipped in directories named `test` (tornado's, joblib's; the `tests` ones are
+#   removed above), never imported at run time, -3.6 MB
+# - the optional parts of dependencies that cannot be imported here, their own requirements being absent:
+#   dask.dataframe (pandas), -3.1 MB, confluent_kafka.schema_registry and .avro (their extras: certifi,
+#   httpx2, urllib3, ...), -2.7 MB. Deleted only if their import fails with ModuleNotFoundError or
+#   ImportError (so kept as soon as their requirements are installed); what else imports them does so
+#   lazily (in try/except ImportError, or for dataframes and schema-registry serializers only).
+# - the symbol tables of the shared objects (strip --strip-unneeded keeps the dynamic symbols that
+#   Python, llvmlite, numba's JIT and the loader bind to), -33 MB: libllvmlite.so (numba's LLVM) 178.7 ->
+#   159.8 MB, 14.5 MB in 178 others. Only the files auditwheel did not repair, and only if strip leaves
+#   what the loader maps intact: strip corrupts the libraries patchelf rewrote (numpy's and numba's
+#   thread pools broke when everything was stripped), so never the *.libs/ libraries nor the extension
+#   modules with an RPATH or RUNPATH (patchelf set it, to reach *.libs/), and every other file is
+#   stripped into a copy that replaces it only if its program headers and the bytes of every segment
+#   are unchanged (the ELF header's section-table fields aside): numba's omppool and tbbpool,
+#   patchelf-edited without an RPATH, fail that check and stay as they are ("not stripped" in the build
+#   log). `mapped` prints those headers and a hash of each segment.
+# - identical copies of a library in two *.libs/ directories (libgfortran and libquadmath, in numpy.libs
+#   and scipy.libs) become hard links of one file (one copy in the layer), -3.1 MB: same file name, same
+#   soname, so the loader already loads only one of them in a process
 # - bokeh's non-minified bundles beside their .min.js (the server sends the .min.js, unless
 #   BOKEH_MINIFIED=no or BOKEH_DEV=yes, which a deployment never sets), and its TypeScript compiler
 #   with its declarations (for compiling custom extensions, with Node.js, absent here), -19 MB
 # - C, C++ and Cython sources and headers, type stubs, source maps (for builds and type checkers;
 #   numba's and the licences in *.dist-info kept), -6 MB
 RUN cd /opt/venv/lib/python3.11/site-packages \
-    && strip --strip-unneeded llvmlite/binding/libllvmlite.so \
+    && find . -type d -name test -not -path './*.dist-info/*' -prune -exec rm -rf {} + \
+    && for m in dask.dataframe confluent_kafka.schema_registry confluent_kafka.avro; do \
+        if python -c "import $m" 2>&1 | tail -n 1 | grep -qE '^(ModuleNotFound|Import)Error: '; then \
+            echo "cannot be imported, deleted: $m" && rm -r "$(echo "$m" | tr . /)"; fi; \
+    done \
+    && mapped() { python -I -c "import hashlib, struct, sys; \
+f = bytearray(open(sys.argv[1], 'rb').read()); assert f[:6] == bytes([127, 69, 76, 70, 2, 1]), 'not ELF64 LE'; \
+f[40:48] = bytes(8); f[60:64] = bytes(4); \
+off, n = struct.unpack_from('<Q', f, 32)[0], struct.unpack_from('<H', f, 56)[0]; \
+ph = [struct.unpack_from('<IIQQQQQQ', f, off + 56 * i) for i in range(n)]; \
+print(ph, [hashlib.sha256(f[p[2]:p[2] + p[5]]).hexdigest() for p in ph])" "$1"; } \
+    && s=$(mktemp) && for f in $(find . -type f -name '*.so' -not -path './*.libs/*'); do \
+        readelf -d "$f" | grep -qE '\((RPATH|RUNPATH)\)' && continue; \
+        if strip --strip-unneeded -o "$s" "$f" && a=$(mapped "$f") && b=$(mapped "$s") && [ "$a" = "$b" ]; \
+        then cat "$s" > "$f"; else echo "not stripped: $f"; fi; \
+    done \
+    && rm -f "$s" \
+    && find . -path './*.libs/*' -type f -exec sha256sum {} + | sort | while read -r sum f; do \
+        if [ "$sum" = "$last" ]; then ln -f "$first" "$f"; else last=$sum first=$f; fi; \
+    done \
     && for f in bokeh/server/static/js/*.min.js; do rm -f "${f%.min.js}.js"; done \
     && rm -rf bokeh/server/static/js/compiler.js bokeh/server/static/js/lib bokeh/server/static/lib \
         numpy/_core/include \
