@@ -80,6 +80,17 @@ def offspring_pmf(p: float, alpha: float, mu: float, size: int) -> np.ndarray:
     return np.clip(a * x**a * out, 0.0, None)
 
 
+def _powers(x: np.ndarray, n: int) -> np.ndarray:
+    """``x**1 .. x**n`` as rows, shape (n, x.size), each row the previous one times ``x`` (a loop over
+    the rows: ``np.cumprod`` along axis 0 of a broadcast array loops over the columns, 1.75x slower
+    here; the products agree to rounding, about 1e-16)."""
+    out = np.empty((n, x.size), dtype=x.dtype)
+    out[0] = x
+    for k in range(1, n):
+        np.multiply(out[k - 1], x, out=out[k])
+    return out
+
+
 @lru_cache(maxsize=512)
 def _progeny_on_grid(i: int, mark_law: MarkLaw) -> np.ndarray:
     """``P(T = n)`` for ``n = 0 .. TOTAL_TERMS`` (the last entry holds the tail) at ``n_star = i * N_STAR_STEP``."""
@@ -97,9 +108,11 @@ def _progeny_on_grid(i: int, mark_law: MarkLaw) -> np.ndarray:
     B = 32
     w = np.exp(2j * np.pi * np.arange(L) / L)
     psi = phi * w
-    R = np.cumprod(np.broadcast_to(psi, (B, L)), axis=0)           # row r - 1: psi**r
-    Q = np.cumprod(np.broadcast_to(R[-1], (M // B, L)), axis=0)    # row j: psi**((j + 1) B)
-    Q = np.vstack([np.ones((1, L)), Q[:-1]]) * w.conj()
+    R = _powers(psi, B)                                            # row r - 1: psi**r
+    Q = np.empty((M // B, L), dtype=np.complex128)                 # row j: psi**(jB) / w
+    Q[0] = 1.0
+    Q[1:] = _powers(R[-1], M // B - 1)
+    Q *= w.conj()
     S_diag = (Q @ R.T).real.ravel() / L                            # entry n - 1: P(S_n = n - 1)
     n = np.arange(1, M + 1)
     out[1:M + 1] = np.clip(S_diag, 0.0, None) / n
