@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -31,35 +30,16 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kafka_bench_util import STAGE_FETCH, bare_loop, broker, produce_all  # noqa: E402
+from kafka_bench_util import STAGE_FETCH, bare_loop, broker, produce_all, run_stage  # noqa: E402
 
 
 async def collector_run(bootstrap: str, prefix: str, n: int) -> float:
-    from tornado.ioloop import IOLoop
-
+    """The collector stage alone in this process, as ``tweetoscope collector`` runs it: events/s from its first
+    record until every input offset is committed (``kafka_bench_util.run_stage``)."""
     from tweetoscope.config import Settings
-    from tweetoscope.kafka_mode import KafkaBus
-    from tweetoscope.pipeline import build_stages
 
     s = Settings(kafka=bootstrap, topic_prefix=prefix, group_prefix=f"{prefix}g{uuid.uuid4().hex[:6]}")
-    bus = KafkaBus(s, IOLoop.current())
-    bus.use_stores(build_stages(bus.topic, bus.publish, s, None, stages=("collector",)))  # as a collector runs
-    bus.start()
-    source = bus.sources[0]
-    t0 = None
-    while True:
-        await asyncio.sleep(0.05)
-        if t0 is None and source.n_consumed:
-            t0 = time.perf_counter()
-        if source.n_consumed >= n:
-            source.request_checkpoint()  # the last one now rather than at the end of the interval
-        if sum(source.committed_offsets().values()) >= n:
-            break
-    rate = n / (time.perf_counter() - t0)
-    await bus.drain(30)
-    for sink in bus.sinks:
-        sink.destroy()
-    return rate
+    return (await run_stage(s, "collector", "tweets", n))["per_s"]
 
 
 def main() -> None:

@@ -63,12 +63,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import sys
 import tempfile
 import time
-import tracemalloc
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -79,7 +77,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kafka_bench_util import ROOT, STAGE_FETCH, bare_loop, broker, cpu_seconds, free_port, wait_ready  # noqa: E402
+from kafka_bench_util import (ROOT, STAGE_FETCH, bare_loop, broker, cpu_seconds, free_port,  # noqa: E402
+                              produce_all, run_stage, wait_ready)
 
 WINDOWS = (600, 1200, 3600)
 SIZE_BINS = (2, 10, 32, 100, 316, 1000, 3162, 10**9)
@@ -92,95 +91,10 @@ def phase(what: str) -> None:
     print(f"[{time.perf_counter() - _T0:6.1f} s] {what}", file=sys.stderr, flush=True)
 
 
-def produce(bootstrap: str, records, partition_of=None) -> None:
-    """Produce records (topic, key, value) with the project's producer defaults; ``partition_of(record)``
-    picks the partition (default: the key's hash, as the product's producers do)."""
-    import confluent_kafka as ck
-
-    from streams.kafka import PRODUCER_DEFAULTS
-
-    producer = ck.Producer({**PRODUCER_DEFAULTS, "bootstrap.servers": bootstrap, "linger.ms": 20,
-                            "batch.size": 1_000_000})
-    for r in records:
-        kw = {} if partition_of is None else {"partition": partition_of(r)}
-        while True:
-            try:
-                producer.produce(r.topic, r.value, r.key, **kw)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    producer.flush(120)
-
-
 def end_count(bootstrap: str, topic: str) -> int:
     from streams.kafka import end_offsets
 
     return sum(end_offsets({"bootstrap.servers": bootstrap}, [topic]).values())
-
-
-async def run_stage(settings, stage: str, topic: str, n: int, client=None, workers=(), memory: bool = False) -> dict:
-    """Run ``stage`` alone in this process on its Kafka input ``topic`` (unprefixed name) until the ``n``
-    records there are consumed and their offsets committed (every output acknowledged, state checkpointed)."""
-    from tornado.ioloop import IOLoop
-
-    from tweetoscope.kafka_mode import KafkaBus
-    from tweetoscope.pipeline import build_stages
-
-    bus = KafkaBus(settings, IOLoop.current())
-    stages = build_stages(bus.topic, bus.publish, settings, client, stages=(stage,))
-    bus.use_stores(stages)
-    source = bus.by_topic[topic]
-    me = psutil.Process()
-    gc.collect()
-    if memory:
-        tracemalloc.start()
-        heap0 = tracemalloc.get_traced_memory()[0]
-    bus.start()
-    t0 = cpu0 = wcpu0 = None
-    while True:
-        await asyncio.sleep(0.02)
-        if t0 is None and source.n_consumed:
-            t0, cpu0, wcpu0 = time.perf_counter(), cpu_seconds(me), cpu_seconds(*workers)
-        if source.n_consumed >= n:
-            source.request_checkpoint()  # the last one now rather than at the end of the interval
-        if sum(source.committed_offsets().values()) >= n:
-            break
-        if (why := bus.failure(stages, client)) is not None:
-            raise SystemExit(f"{stage}: {why}")
-    seconds = time.perf_counter() - t0
-    cpu, wcpu = cpu_seconds(me) - cpu0, cpu_seconds(*workers) - wcpu0
-    res = {"records": n, "seconds": seconds, "per_s": n / seconds, "cpu_s_per_1000": 1000 * cpu / n,
-           "outputs": {k: v for k, v in sorted(bus.outputs.produced.items())}}
-    if workers:
-        res["worker_cpu_s_per_1000"] = 1000 * wcpu / n
-    if memory and stage == "collector":
-        w = stages.windows
-        gc.collect()
-        heap = tracemalloc.get_traced_memory()[0] - heap0
-        cascades, events = w.open_cascades, w.events_held
-        w.sources.clear()  # what the open cascades alone hold: the heap they leave behind when dropped
-        gc.collect()
-        state = heap - (tracemalloc.get_traced_memory()[0] - heap0)
-        tracemalloc.stop()
-        res.update(open_cascades=cascades, events_held=events, heap_bytes=heap, state_bytes=state,
-                   heap_kib_per_1000_cascades=heap / 1024 / cascades * 1000,
-                   heap_kib_per_1000_events=heap / 1024 / events * 1000,
-                   state_bytes_per_event=state / events, state_kib_per_1000_cascades=state / 1024 / cascades * 1000)
-    elif memory:
-        gc.collect()
-        heap = tracemalloc.get_traced_memory()[0] - heap0
-        pending = len(stages.predictor.state)
-        stages.predictor.state.clear()  # what the pending joins alone hold
-        gc.collect()
-        state = heap - (tracemalloc.get_traced_memory()[0] - heap0)
-        tracemalloc.stop()
-        res.update(pending_joins=pending, heap_bytes=heap, state_bytes=state,
-                   heap_kib_per_1000_joins=heap / 1024 / pending * 1000, state_bytes_per_join=state / pending)
-    await stages.drain()
-    await bus.drain(30)
-    for sink in bus.sinks:
-        sink.destroy()
-    return res
 
 
 def collector_process_memory(bootstrap: str, dataset) -> dict:
@@ -218,7 +132,7 @@ def collector_process_memory(bootstrap: str, dataset) -> dict:
             records = tweet_records(dataset, schedule.batch(lo, hi, last=False))
             for r in records:
                 r.topic = prefix + r.topic
-            produce(bootstrap, records)
+            produce_all(bootstrap, records)
             n += len(records)
             while sum(max(v, 0) for v in committed_offsets({"bootstrap.servers": bootstrap}, group,
                                                            prefix + "tweets").values()) < n:
@@ -293,7 +207,7 @@ def collector_setup(bootstrap: str, dataset, partitions: int, eos: bool = True) 
     records = tweet_records(dataset, schedule.batch(0, len(schedule), last=eos))
     for r in records:
         r.topic = prefix + r.topic
-    produce(bootstrap, records, partition_of=lambda r: int(r.key[1:]) % partitions)
+    produce_all(bootstrap, records, partition_of=lambda r: int(r.key[1:]) % partitions)
     return s, len(records)
 
 
@@ -508,7 +422,7 @@ async def main_async(args) -> dict:
         params = [Record(sp.topic_prefix + "cascade_properties", m.value(), m.key()) for m in
                   read_topic({"bootstrap.servers": bootstrap}, s1.topic_prefix + "cascade_properties")
                   if isinstance(CASCADE_PROPERTIES.decode(m.value()), Parameters)]
-        produce(bootstrap, params)
+        produce_all(bootstrap, params)
         pred["memory"] = await run_stage(sp, "predictor", "cascade_properties", len(params), memory=True)
         res["predictor"] = pred
         phase("predictor")

@@ -1,12 +1,16 @@
-"""Shared helpers of the Kafka benchmarks: a broker started by the project's script, topic loading."""
+"""Shared helpers of the Kafka benchmarks: a broker started by the project's script, topic loading, the
+bare consume + decode loop, and a stage run alone in this process until its input is committed."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gc
 import os
 import subprocess
 import tempfile
 import time
+import tracemalloc
 import uuid
 from pathlib import Path
 
@@ -30,8 +34,9 @@ def broker():
         subprocess.run([str(ROOT / "scripts" / "kafka.sh"), "stop", "--dir", state], capture_output=True)
 
 
-def produce_all(bootstrap: str, records) -> None:
-    """Produce ``Record`` objects (topic, key, value) with the project's safe producer defaults."""
+def produce_all(bootstrap: str, records, partition_of=None) -> None:
+    """Produce ``Record`` objects (topic, key, value) with the project's safe producer defaults;
+    ``partition_of(record)`` picks the partition (default: the key's hash, as the product's producers do)."""
     import confluent_kafka as ck
 
     from streams.kafka import PRODUCER_DEFAULTS
@@ -39,9 +44,10 @@ def produce_all(bootstrap: str, records) -> None:
     producer = ck.Producer({**PRODUCER_DEFAULTS, "bootstrap.servers": bootstrap, "linger.ms": 20,
                             "batch.size": 1_000_000})
     for r in records:
+        kw = {} if partition_of is None else {"partition": partition_of(r)}
         while True:
             try:
-                producer.produce(r.topic, r.value, r.key)
+                producer.produce(r.topic, r.value, r.key, **kw)
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -120,3 +126,69 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+async def run_stage(settings, stage: str, topic: str, n: int, client=None, workers=(), memory: bool = False) -> dict:
+    """Run ``stage`` alone in this process on its Kafka input ``topic`` (unprefixed name) until the ``n``
+    records there are consumed and their offsets committed (every output acknowledged, state checkpointed)."""
+    import psutil
+    from tornado.ioloop import IOLoop
+
+    from tweetoscope.kafka_mode import KafkaBus
+    from tweetoscope.pipeline import build_stages
+
+    bus = KafkaBus(settings, IOLoop.current())
+    stages = build_stages(bus.topic, bus.publish, settings, client, stages=(stage,))
+    bus.use_stores(stages)
+    source = bus.by_topic[topic]
+    me = psutil.Process()
+    gc.collect()
+    if memory:
+        tracemalloc.start()
+        heap0 = tracemalloc.get_traced_memory()[0]
+    bus.start()
+    t0 = cpu0 = wcpu0 = None
+    while True:
+        await asyncio.sleep(0.02)
+        if t0 is None and source.n_consumed:
+            t0, cpu0, wcpu0 = time.perf_counter(), cpu_seconds(me), cpu_seconds(*workers)
+        if source.n_consumed >= n:
+            source.request_checkpoint()  # the last one now rather than at the end of the interval
+        if sum(source.committed_offsets().values()) >= n:
+            break
+        if (why := bus.failure(stages, client)) is not None:
+            raise SystemExit(f"{stage}: {why}")
+    seconds = time.perf_counter() - t0
+    cpu, wcpu = cpu_seconds(me) - cpu0, cpu_seconds(*workers) - wcpu0
+    res = {"records": n, "seconds": seconds, "per_s": n / seconds, "cpu_s_per_1000": 1000 * cpu / n,
+           "outputs": {k: v for k, v in sorted(bus.outputs.produced.items())}}
+    if workers:
+        res["worker_cpu_s_per_1000"] = 1000 * wcpu / n
+    if memory and stage == "collector":
+        w = stages.windows
+        gc.collect()
+        heap = tracemalloc.get_traced_memory()[0] - heap0
+        cascades, events = w.open_cascades, w.events_held
+        w.sources.clear()  # what the open cascades alone hold: the heap they leave behind when dropped
+        gc.collect()
+        state = heap - (tracemalloc.get_traced_memory()[0] - heap0)
+        tracemalloc.stop()
+        res.update(open_cascades=cascades, events_held=events, heap_bytes=heap, state_bytes=state,
+                   heap_kib_per_1000_cascades=heap / 1024 / cascades * 1000,
+                   heap_kib_per_1000_events=heap / 1024 / events * 1000,
+                   state_bytes_per_event=state / events, state_kib_per_1000_cascades=state / 1024 / cascades * 1000)
+    elif memory:
+        gc.collect()
+        heap = tracemalloc.get_traced_memory()[0] - heap0
+        pending = len(stages.predictor.state)
+        stages.predictor.state.clear()  # what the pending joins alone hold
+        gc.collect()
+        state = heap - (tracemalloc.get_traced_memory()[0] - heap0)
+        tracemalloc.stop()
+        res.update(pending_joins=pending, heap_bytes=heap, state_bytes=state,
+                   heap_kib_per_1000_joins=heap / 1024 / pending * 1000, state_bytes_per_join=state / pending)
+    await stages.drain()
+    await bus.drain(30)
+    for sink in bus.sinks:
+        sink.destroy()
+    return res
