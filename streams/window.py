@@ -164,11 +164,9 @@ class _Cascade:
     def sort(self) -> None:
         """Sort the events kept by time (stable), if an event came out of order."""
         if not self.in_order:
-            times, marks = np.frombuffer(self.times), np.frombuffer(self.marks)
-            order = np.argsort(times, kind="stable")
-            sorted_times, sorted_marks = times[order].tobytes(), marks[order].tobytes()
-            del times, marks  # the views' buffer exports, before the arrays are replaced
-            self.times, self.marks = array("d", sorted_times), array("d", sorted_marks)
+            order = np.argsort(np.frombuffer(self.times), kind="stable")
+            self.times = array("d", np.frombuffer(self.times)[order].tobytes())
+            self.marks = array("d", np.frombuffer(self.marks)[order].tobytes())
             self.in_order = True
 
     def sorted_events(self) -> tuple[np.ndarray, np.ndarray]:

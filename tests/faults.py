@@ -519,5 +519,5 @@ def samples_in_log_order(run: Pipeline) -> list:
 
     by_partition: dict[int, list] = defaultdict(list)
     for m in run.read("samples"):
-        by_partition[m.partition()].append(_to_record(m))
+        by_partition[m.partition()].append(_to_record(m, {}))  # the topic's name as Kafka has it
     return [r for p in sorted(by_partition) for r in by_partition[p]]

@@ -55,7 +55,6 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import confluent_kafka as ck
@@ -105,12 +104,9 @@ def _headers(raw: list[tuple[str, bytes | None]] | None) -> dict[str, str]:
 _NO_TIMESTAMP = ck.TIMESTAMP_NOT_AVAILABLE
 
 
-_SAME_NAMES: Mapping[str, str] = MappingProxyType({})
-
-
-def _to_record(msg: ck.Message, names: Mapping[str, str] = _SAME_NAMES) -> Record:
-    """The record of a consumed message, on the topic name ``names`` gives its Kafka topic (default: Kafka's
-    name; once per message: positional arguments, no call for absent headers)."""
+def _to_record(msg: ck.Message, names: Mapping[str, str]) -> Record:
+    """The record of a consumed message, on the topic name ``names`` gives its Kafka topic (Kafka's name if
+    it gives none; once per message: positional arguments, no call for absent headers)."""
     ts_type, ts_ms = msg.timestamp()
     value = msg.value()
     headers = msg.headers()
