@@ -103,6 +103,10 @@ class OmegaForest(RegressorMixin, BaseEstimator):
             self.trend_ = QuantileRegressor(quantile=0.5, alpha=0.0, solver="highs").fit(_log_features(X[:, :3]), logy)
         elif self.trend == "count":
             self.count_ = count_trend(X[:, 3], n_true, COUNT_EXPONENTS)
+        self.n_features_in_ = X.shape[1]
+        self.forest_ = None
+        if self.loss == "none":  # the trend alone: no residuals to fit (nor the trend on X to compute)
+            return self
         trend = self._trend(X)
         resid = logy - trend
         if self.loss == "are":
@@ -117,9 +121,6 @@ class OmegaForest(RegressorMixin, BaseEstimator):
                 n_estimators=self.n_estimators, min_samples_leaf=self.min_samples_leaf,
                 random_state=self.random_state, n_jobs=self.n_jobs,
             ).fit(X, resid)
-        else:
-            self.forest_ = None
-        self.n_features_in_ = X.shape[1]
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:

@@ -47,6 +47,9 @@ __all__ = ["offspring_pmf", "progeny_pmf", "progeny_tail", "remaining_size_pmf",
 N_STAR_STEP = 0.01
 #: Largest total progeny of one event computed exactly; the rest of its mass is put at this size.
 TOTAL_TERMS = 1024
+#: Largest ``k`` for which :func:`progeny_tail` sums the head of the law directly (the prior's selection
+#: weights ask for ``k`` = the smallest size of the whole cascades, 10 on the simulated sets).
+HEAD_TERMS = 64
 #: Largest FFT length for the remaining size (beyond it, the tail mass is kept as one atom).
 MAX_LENGTH = 1 << 18
 
@@ -60,24 +63,25 @@ def offspring_pmf(p: float, alpha: float, mu: float, size: int) -> np.ndarray:
     check_positive(p, "p")
     a = alpha - 1.0
     x = p * mu
-    k = np.arange(size, dtype=np.float64)
+    # computed up to the first k with k - a > 0 at least, where the downward recursion starts
+    k = np.arange(max(size, math.floor(a) + 2), dtype=np.float64)
     s = k - a
-    out = np.zeros(size)
+    out = np.zeros(k.size)
     # Gamma(s, x) / k! for s > 0 from the regularised function, in log space
     pos = s > 0
     with np.errstate(divide="ignore"):
         out[pos] = np.exp(special.gammaln(s[pos]) - special.gammaln(k[pos] + 1.0)
                           + np.log(special.gammaincc(s[pos], x)))
     # s <= 0 (the first few k): Gamma(s, x) = (Gamma(s + 1, x) - x**s exp(-x)) / s, downwards
-    first = int(np.argmax(pos)) if pos.any() else size
+    first = int(np.argmax(pos))
     if first > 0:
-        s0 = s[first] if first < size else s[first - 1] + 1.0
-        g = math.exp(special.gammaln(s0)) * special.gammaincc(s0, x) if s0 > 0 else float(special.exp1(x))
+        s0 = s[first]
+        g = math.exp(special.gammaln(s0)) * special.gammaincc(s0, x)
         for j in range(first - 1, -1, -1):
             sj = s[j]
             g = float(special.exp1(x)) if sj == 0 else (g - x**sj * math.exp(-x)) / sj
             out[j] = g / math.factorial(j)
-    return np.clip(a * x**a * out, 0.0, None)
+    return np.clip(a * x**a * out[:size], 0.0, None)
 
 
 def _powers(x: np.ndarray, n: int) -> np.ndarray:
@@ -146,17 +150,40 @@ def _grid_position(n_star: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lo, np.where(w > 1e-12, w, 0.0)
 
 
+@lru_cache(maxsize=1024)
+def _progeny_head_on_grid(i: int, k: int, mark_law: MarkLaw) -> float:
+    """``P(T < k)`` at ``n_star = i * N_STAR_STEP``, by the hitting-time theorem with explicit convolutions:
+    ``P(S_n = n - 1)`` for ``n < k`` involves offspring counts below ``k`` only, so the offspring law
+    truncated there gives it exactly (no FFT wrap-around), in ``k`` products of laws of length ``k``."""
+    if k <= 1:
+        return 0.0
+    if i <= 0:
+        return 1.0  # no children: T = 1
+    f = mark_law.offspring_pmf(i * N_STAR_STEP / mark_law.mean, k)
+    s, head = f, float(f[0])  # s: the law of S_n below k; n = 1: P(T = 1) = P(xi = 0)
+    for n in range(2, k):
+        s = np.convolve(s, f)[:k]
+        head += s[n - 1] / n
+    return head
+
+
 def progeny_tail(n_star: np.ndarray, k: int, mark_law: MarkLaw = COURSE_MARKS) -> np.ndarray:
     """``P(T >= k)`` for the total progeny ``T`` of :func:`progeny_pmf`, element-wise over ``n_star``
     (values in [0, 1)); same shape. The same interpolation between grid laws, applied to their tails,
-    so each grid law is summed once for all the cascades."""
+    so each grid law is summed once for all the cascades. Up to ``k =`` :data:`HEAD_TERMS`, a grid law's
+    tail is ``1 - P(T < k)`` with the head summed exactly (:func:`_progeny_head_on_grid`, 0.1-0.3 ms)
+    instead of taken from the whole law (4 ms under a learnt marks' law): the two differ by the whole
+    law's FFT wrap-around, below 1e-7 (and tails below 1e-13 are lost in ``1 - P(T < k)``)."""
     ns = np.asarray(n_star, dtype=np.float64)
     if ns.size and not (np.all(ns >= 0.0) and np.all(ns < 1.0)):
         raise ValueError("n_star must be in [0, 1)")
     lo, w = _grid_position(ns)
     up = w > 0
     grid = np.unique(np.concatenate([lo.ravel(), lo[up] + 1]))
-    tails = np.array([_progeny_on_grid(int(i), mark_law)[k:].sum() for i in grid])
+    if k <= HEAD_TERMS:
+        tails = np.array([max(1.0 - _progeny_head_on_grid(int(i), k, mark_law), 0.0) for i in grid])
+    else:
+        tails = np.array([_progeny_on_grid(int(i), mark_law)[k:].sum() for i in grid])
     t_lo = tails[np.searchsorted(grid, lo)]
     t_hi = tails[np.minimum(np.searchsorted(grid, lo + 1), grid.size - 1)]  # used only where ``up``
     return np.where(up, (1.0 - w) * t_lo + w * t_hi, t_lo)

@@ -167,10 +167,42 @@ def test_progeny_law_equals_the_hitting_time_theorem_by_direct_convolution(n_sta
 
 
 def test_progeny_tail_is_the_tail_of_each_progeny_law():
-    from estimators.predictive import progeny_tail
+    """Beyond HEAD_TERMS, the tail of the grid law itself; up to it, 1 - the head summed by explicit
+    convolutions (exact), which the whole law's FFT matches to its wrap-around (< 1e-7)."""
+    from estimators.marks import COURSE_MARKS, MarkLaw
+    from estimators.predictive import HEAD_TERMS, progeny_tail
 
     ns = np.array([[0.0, 0.123, 0.5], [0.77, 0.9, 0.99]])
-    want = np.array([[progeny_pmf(float(x))[25:].sum() for x in row] for row in ns])
-    np.testing.assert_allclose(progeny_tail(ns, 25), want, rtol=1e-12, atol=1e-15)
+    want = np.array([[progeny_pmf(float(x))[HEAD_TERMS + 1:].sum() for x in row] for row in ns])
+    np.testing.assert_allclose(progeny_tail(ns, HEAD_TERMS + 1), want, rtol=1e-12, atol=1e-15)
+    rng = np.random.default_rng(5)
+    ns = np.array([0.0, 0.12, 0.5, 0.77, 0.9, 0.99])  # grid laws (the same interpolation between them)
+    for law in (COURSE_MARKS, MarkLaw.fit(10.0 * (1.0 + rng.pareto(1.3, 4000))), MarkLaw.pareto(4.5, 10.0)):
+        for k in (1, 2, 3, 25, HEAD_TERMS):
+            exact = []
+            for x in ns:
+                head = 1.0 if x == 0 else 0.0
+                if x > 0:
+                    f = law.offspring_pmf(x / law.mean, k + 1)
+                    s = np.array([1.0])
+                    for n in range(1, k):
+                        s = np.convolve(s, f)[:k]
+                        head += s[n - 1] / n
+                exact.append(max(1.0 - head, 0.0) if k > 1 else 1.0)
+            got = progeny_tail(ns, k, law)
+            np.testing.assert_allclose(got, exact, rtol=1e-12, atol=1e-15)
+            fft = np.array([progeny_pmf(float(x), law)[k:].sum() for x in ns])
+            np.testing.assert_allclose(got, fft, rtol=0, atol=1e-7)
     with pytest.raises(ValueError, match="n_star"):
         progeny_tail(np.array([0.5, 1.0]), 3)
+
+
+def test_offspring_pmf_of_a_few_terms_is_the_head_of_a_longer_one():
+    """Fewer terms than the Pareto exponent once started the downward recursion from a wrong Gamma value."""
+    from estimators.marks import MarkLaw
+
+    for alpha in (2.4, 3.5, 4.5, 6.0):
+        law = MarkLaw.pareto(alpha, 10.0)
+        long = law.offspring_pmf(0.3 / law.mean, 50)
+        for size in range(1, 7):
+            np.testing.assert_allclose(law.offspring_pmf(0.3 / law.mean, size), long[:size], rtol=1e-13)
