@@ -93,22 +93,30 @@ class OmegaForest(RegressorMixin, BaseEstimator):
         """Fit on ``X`` (shape (n, 7)), targets ``omega`` (n,) and ARE weights (n,)."""
         X = _check_X(X)
         y = np.asarray(y, dtype=np.float64)
+        self._fit_trend(X, y)
+        return self._fit_forest(X, y, sample_weight, None if self.loss == "none" else self._trend(X))
+
+    def _fit_trend(self, X: np.ndarray, y: np.ndarray) -> None:
+        """The trend's learnt state (``min_size_`` and ``trend_`` or ``count_``), from checked ``X`` and ``y``."""
         if self.loss not in ("are", "log", "none") or self.trend not in TRENDS:
             raise ValueError(f"loss must be 'are', 'log' or 'none' and trend one of {TRENDS}, "
                              f"got {self.loss!r} and {self.trend!r}")
         n_true = forecast_size(X[:, 3], X[:, 2], X[:, 1], y)
         self.min_size_ = float(max(np.floor(n_true.min() + 1e-9), 1.0))
-        logy = np.log(np.maximum(y, OMEGA_FLOOR))
         if self.trend == "regression":
-            self.trend_ = QuantileRegressor(quantile=0.5, alpha=0.0, solver="highs").fit(_log_features(X[:, :3]), logy)
+            self.trend_ = QuantileRegressor(quantile=0.5, alpha=0.0, solver="highs").fit(
+                _log_features(X[:, :3]), np.log(np.maximum(y, OMEGA_FLOOR)))
         elif self.trend == "count":
             self.count_ = count_trend(X[:, 3], n_true, COUNT_EXPONENTS)
         self.n_features_in_ = X.shape[1]
+
+    def _fit_forest(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None,
+                    trend: np.ndarray | None) -> OmegaForest:
+        """The forest on the ratio of ``y`` to the fitted trend, ``trend`` its log on ``X`` (None with no forest)."""
         self.forest_ = None
-        if self.loss == "none":  # the trend alone: no residuals to fit (nor the trend on X to compute)
+        if self.loss == "none":
             return self
-        trend = self._trend(X)
-        resid = logy - trend
+        resid = np.log(np.maximum(y, OMEGA_FLOOR)) - trend
         if self.loss == "are":
             # |omega_hat - omega| w = |r_hat - r| * trend * w for the ratio r = omega / trend
             w = np.ones_like(trend) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
@@ -116,7 +124,7 @@ class OmegaForest(RegressorMixin, BaseEstimator):
                 n_estimators=self.n_estimators, criterion="absolute_error", min_samples_leaf=self.min_samples_leaf,
                 random_state=self.random_state, n_jobs=self.n_jobs,
             ).fit(X, np.exp(resid), sample_weight=w * np.exp(trend))
-        elif self.loss == "log":
+        else:
             self.forest_ = RandomForestRegressor(
                 n_estimators=self.n_estimators, min_samples_leaf=self.min_samples_leaf,
                 random_state=self.random_state, n_jobs=self.n_jobs,
@@ -127,7 +135,11 @@ class OmegaForest(RegressorMixin, BaseEstimator):
         """Correction factors for ``X`` (shape (n, 7)), shape (n,)."""
         check_is_fitted(self)
         X = _check_X(X)
-        trend = np.exp(self._trend(X))
+        return self._predict(X, self._trend(X))
+
+    def _predict(self, X: np.ndarray, trend: np.ndarray) -> np.ndarray:
+        """:meth:`predict` given the log of the trend on ``X``."""
+        trend = np.exp(trend)
         if self.loss == "none":
             return trend
         ratio = self.forest_.predict(X)
@@ -230,12 +242,22 @@ def fit_forest(
             sub = np.random.default_rng(random_state).choice(sub, size=select_max, replace=False)
         Xs, ys, ws = X[sub], y[sub], w[sub]
         folds = list(KFold(n_splits=cv, shuffle=True, random_state=random_state).split(Xs))
-        for loss, leaf, trend in candidates:
-            err = np.empty(Xs.shape[0])
-            for train, test in folds:
-                model = OmegaForest(loss, leaf, trend=trend, **kw).fit(Xs[train], ys[train], ws[train])
-                err[test] = np.abs(np.maximum(model.predict(Xs[test]), 0.0) - ys[test]) * ws[test]
-            scores[(loss, leaf, trend)] = float(err.mean())
+        err = {c: np.empty(Xs.shape[0]) for c in candidates}
+        for train, test in folds:
+            # each trend is fitted and evaluated once per fold, for all the candidates around it
+            for trend in dict.fromkeys(c[2] for c in candidates):
+                around = [c for c in candidates if c[2] == trend]
+                base = OmegaForest("none", 1, trend=trend, **kw)
+                base._fit_trend(Xs[train], ys[train])
+                on_train = base._trend(Xs[train]) if any(c[0] != "none" for c in around) else None
+                on_test = base._trend(Xs[test])
+                for loss, leaf, _ in around:
+                    model = OmegaForest(loss, leaf, trend=trend, **kw)
+                    model.__dict__.update({k: v for k, v in vars(base).items() if k.endswith("_")})
+                    model._fit_forest(Xs[train], ys[train], ws[train], on_train)
+                    pred = model._predict(Xs[test], on_test)
+                    err[(loss, leaf, trend)][test] = np.abs(np.maximum(pred, 0.0) - ys[test]) * ws[test]
+        scores = {c: float(e.mean()) for c, e in err.items()}
         best = min(scores, key=scores.__getitem__)
     else:
         best = candidates[0]

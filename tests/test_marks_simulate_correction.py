@@ -103,6 +103,29 @@ def test_forest_learns_a_constant_correction_as_a_weighted_median():
     np.testing.assert_allclose(predict_omega(forest, X7[:20]), 0.5, atol=1e-6)
 
 
+def test_the_selection_scores_each_candidate_as_its_own_fit_and_predict_would():
+    """fit_forest fits each trend once per fold and shares it among the candidates around it: its
+    scores equal those of fitting every candidate on its own (OmegaForest.fit then predict)."""
+    from sklearn.model_selection import KFold
+
+    from estimators.correction import CANDIDATES, OmegaForest
+
+    rng = np.random.default_rng(8)
+    n = 120
+    n_obs = rng.integers(5, 200, n).astype(float)
+    X = np.column_stack([rng.uniform(1e-4, 1e-3, n), rng.uniform(0.1, 0.9, n), rng.uniform(1, 50, n), n_obs,
+                         rng.integers(0, 5, n), rng.uniform(0, 600, n), rng.uniform(10, 1e4, n)])
+    n_true = np.round(n_obs + rng.lognormal(0.0, 1.0, n) * X[:, 2] / (1 - X[:, 1]))
+    forest = fit_forest(X, n_true, cv=3, n_estimators=5, random_state=2)
+    y, w = omega_target(n_true, n_obs, X[:, 1], X[:, 2]), are_weights(n_true, n_obs, X[:, 1], X[:, 2])
+    for loss, leaf, trend in CANDIDATES:
+        err = np.empty(n)
+        for train, test in KFold(n_splits=3, shuffle=True, random_state=2).split(X):
+            model = OmegaForest(loss, leaf, trend=trend, n_estimators=5, random_state=2).fit(X[train], y[train], w[train])
+            err[test] = np.abs(np.maximum(model.predict(X[test]), 0.0) - y[test]) * w[test]
+        assert forest.cv_are_[f"{loss}/{leaf}/{trend}"] == err.mean()
+
+
 @pytest.mark.parametrize("exponent", [0.5, 1.3])
 def test_the_correction_chooses_the_counts_trend_where_the_size_follows_the_count(exponent):
     """Where the final size is a power of the count so far and the fit's numbers say nothing, the
