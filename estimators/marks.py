@@ -206,11 +206,18 @@ class MarkLaw:
 
         out = self.tail * offspring_pmf(p, self.alpha, self.mu, size) if self.tail > 0 else np.zeros(size)
         if self.body:
-            k = np.arange(size, dtype=np.float64)[:, None]
-            lam = p * np.asarray(self.body, dtype=np.float64)[None, :]
+            lam = p * np.asarray(self.body, dtype=np.float64)
+            # Beyond the first k above the largest rate whose log-pmf is below -746, every atom's pmf is
+            # exactly 0.0 in floating point (exp underflows; the pmf falls with k there and rises with the
+            # rate): the body is computed up to that k only (64 atoms x 2048 terms: 2 ms; here 0.1 ms).
+            k = np.arange(size, dtype=np.float64)
+            top = float(lam.max())
+            gone = np.flatnonzero((k > top) & (special.xlogy(k, top) - special.gammaln(k + 1.0) - top < -746.0))
+            n = int(gone[0]) if gone.size else size
+            k = k[:n, None]
             # the Poisson pmf as scipy.stats computes it, without its per-call machinery (8 ms a call)
-            pmf = np.exp(special.xlogy(k, lam) - special.gammaln(k + 1.0) - lam)
-            out += (1.0 - self.tail) * pmf.mean(axis=1)
+            pmf = np.exp(special.xlogy(k, lam[None, :]) - special.gammaln(k + 1.0) - lam[None, :])
+            out[:n] += (1.0 - self.tail) * pmf.mean(axis=1)
         return out
 
 

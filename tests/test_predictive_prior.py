@@ -206,3 +206,24 @@ def test_offspring_pmf_of_a_few_terms_is_the_head_of_a_longer_one():
         long = law.offspring_pmf(0.3 / law.mean, 50)
         for size in range(1, 7):
             np.testing.assert_allclose(law.offspring_pmf(0.3 / law.mean, size), long[:size], rtol=1e-13)
+
+
+def test_a_learnt_laws_offspring_pmf_is_its_poisson_mixture_to_the_last_bit():
+    """The body's Poisson terms are computed only where they do not underflow to 0: the result is
+    the mixture over all the terms, bit for bit, at small and large rates."""
+    from scipy import special
+
+    from estimators.marks import COURSE_MARKS
+    from tweetoscope.models import learn_mark_law
+
+    rng = np.random.default_rng(6)
+    for marks in (10.0 * (1.0 - rng.random(20000)) ** (-1 / 2.4), np.round(rng.lognormal(5.0, 2.5, 20000))):
+        law = learn_mark_law(marks, COURSE_MARKS)
+        assert law.body and law.tail < 1
+        for n_star in (0.01, 0.5, 0.99):
+            p, size = n_star / law.mean, 2048
+            k = np.arange(size, dtype=np.float64)[:, None]
+            lam = p * np.asarray(law.body)[None, :]
+            body = np.exp(special.xlogy(k, lam) - special.gammaln(k + 1.0) - lam).mean(axis=1)
+            want = law.tail * offspring_pmf(p, law.alpha, law.mu, size) + (1.0 - law.tail) * body
+            np.testing.assert_array_equal(law.offspring_pmf(p, size), want)
