@@ -36,9 +36,14 @@ class MemoryBus:
         return s
 
     def publish(self, batch: list[Record], metadata=None) -> list:
-        by_topic: dict[str, list[Record]] = defaultdict(list)
-        for r in batch:
-            by_topic[r.topic].append(r)
+        """Emit each topic's records of ``batch`` into its stream (a batch of one topic as it is)."""
+        topics = {r.topic for r in batch}
+        if len(topics) == 1:
+            by_topic = {topics.pop(): batch}
+        else:
+            by_topic = defaultdict(list)
+            for r in batch:
+                by_topic[r.topic].append(r)
         out = []
         for name, records in by_topic.items():
             self.counts[name] += len(records)

@@ -288,3 +288,33 @@ def test_the_jsonl_sink_writes_every_record_as_read_jsonl_topic_reads_it(tmp_pat
     assert [g["value"] for g in got[:5]] == [{"i": 1}, {"i": 2}, {"i": 3}, {"i": 4}, {"i": 5}]
     assert got[5]["value"] == b"\x00\xff" and got[5]["headers"]["version"] == "3"
     assert [g.get("headers", {}) for g in got] == [r.headers for r in want]
+
+
+def test_the_generators_batches_carry_the_events_the_collector_would_decode(sim):
+    """In process the collector takes the generator's events instead of decoding each record: they are
+    the events decoding would give, field by field (sources, cascade ids, times, marks, roots, messages,
+    origins, ends of stream); a value out of the schema's bounds sends the batch through the decoder."""
+    import dataclasses
+
+    from streams.replay import ReplayBatch, ReplaySchedule
+    from tweetoscope.collector import DecodedTweets, decode_tweets
+    from tweetoscope.generator import tweet_records
+
+    schedule = ReplaySchedule(sim, sources=3, stagger=10.0)
+    n = len(schedule)
+    for lo in range(0, n, 700):
+        hi = min(lo + 700, n)
+        records = tweet_records(sim, schedule.batch(lo, hi, last=hi == n))
+        assert type(records) is DecodedTweets
+        fast, dead = decode_tweets(records)
+        slow, slow_dead = decode_tweets(list(records))
+        assert dead == slow_dead == []
+        for f in dataclasses.fields(slow):
+            assert list(getattr(fast, f.name)) == list(getattr(slow, f.name)), f.name
+    assert fast.eos and sorted(fast.eos) == ["s0", "s1", "s2"]
+    for t, m in ((1.0, 1e16), (-1.0, 5.0), (float("nan"), 5.0)):
+        bad = ReplayBatch(np.array([0, 0]), np.array([0, 1]), np.array([0.5, t]), np.array([3.0, m]), ["s0", "s0"])
+        records = tweet_records(sim, bad)
+        assert type(records) is list
+        events, dead = decode_tweets(records)
+        assert len(events) == 1 and len(dead) == 1

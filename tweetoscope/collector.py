@@ -23,11 +23,22 @@ from streams.window import CascadeEnded, Events, Rejected, WindowClosed
 from .config import Settings
 from .schemas import CASCADE_PROPERTIES, CASCADE_SERIES, TWEETS, Eos, SchemaError, Serie, Size, Tweet, dlq_record, encode
 
-__all__ = ["decode_tweets", "encode_outputs", "final_T_obs", "collector"]
+__all__ = ["DecodedTweets", "decode_tweets", "encode_outputs", "final_T_obs", "collector"]
+
+
+class DecodedTweets(list):
+    """A ``tweets`` record batch with the :class:`Events` its records decode to, made in the same process
+    by the generator from the values it encoded, within the schema's bounds
+    (:func:`tweetoscope.generator.tweet_records`): :func:`decode_tweets` takes them instead of decoding
+    every record again. A batch read from Kafka, or any other list, is decoded."""
+
+    events: Events
 
 
 def decode_tweets(batch: list[Record]) -> tuple[Events, list[Record]]:
     """Validated events of a ``tweets`` batch (with where each was read), and the dead letters of the invalid ones."""
+    if type(batch) is DecodedTweets:
+        return batch.events, []
     decode = TWEETS.decode
     rows, eos, eos_partition, dead = [], [], [], []
     names: dict[bytes, str] = {}  # source keys repeat: each decoded once per batch
