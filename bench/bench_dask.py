@@ -55,7 +55,8 @@ def main() -> None:
     from tweetoscope.pipeline import run_embedded
 
     dask.config.set({"distributed.admin.low-level-log-length": 10})
-    tmp = tempfile.mkdtemp(prefix="tweetoscope-bench-")
+    scratch = tempfile.TemporaryDirectory(prefix="tweetoscope-bench-")  # removed when main() returns
+    tmp = scratch.name
     data = args.data
     if data is None:
         data = f"{tmp}/data"

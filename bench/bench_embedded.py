@@ -98,7 +98,8 @@ def main() -> None:
     from tweetoscope.pipeline import run_embedded
 
     tune_gc()  # as `tweetoscope run` does
-    tmp = tempfile.mkdtemp(prefix="tweetoscope-bench-")
+    scratch = tempfile.TemporaryDirectory(prefix="tweetoscope-bench-")  # removed when main() returns
+    tmp = scratch.name
     cli(["simulate", f"{tmp}/data", "--n", str(args.cascades), "--seed", str(args.seed)])
     dataset = load_dataset(f"{tmp}/data")
     settings = Settings(learner_every=args.learner_every)

@@ -58,7 +58,8 @@ def main() -> None:
     from tweetoscope.kafka_mode import KafkaBus
 
     tune_gc()  # the collector runs here as `tweetoscope collector` runs it
-    tmp = tempfile.mkdtemp(prefix="tweetoscope-bench-")
+    scratch = tempfile.TemporaryDirectory(prefix="tweetoscope-bench-")  # removed when main() returns
+    tmp = scratch.name
     cli(["simulate", f"{tmp}/data", "--n", str(args.cascades), "--seed", str(args.seed)])
     dataset = load_dataset(f"{tmp}/data")
     schedule = ReplaySchedule(dataset)

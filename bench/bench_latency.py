@@ -126,7 +126,8 @@ def main() -> None:
     from tweetoscope.kafka_mode import run_kafka
     from tweetoscope.schemas import ALERTS, CASCADE_PROPERTIES, CASCADE_SERIES, TWEETS, Parameters, Tweet
 
-    tmp = tempfile.mkdtemp(prefix="tweetoscope-bench-")
+    scratch = tempfile.TemporaryDirectory(prefix="tweetoscope-bench-")  # removed when main() returns
+    tmp = scratch.name
     n_cascades = int(args.rate * args.seconds / 75)  # about 75 events per simulated cascade
     cli(["simulate", f"{tmp}/data", "--n", str(n_cascades), "--seed", str(args.seed)])
     dataset = load_dataset(f"{tmp}/data")

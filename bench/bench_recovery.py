@@ -178,7 +178,8 @@ def main() -> None:
     ap.add_argument("--restore", type=int, default=100_000, help="open cascades to restore")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="tweetoscope-bench-"))
+    scratch = tempfile.TemporaryDirectory(prefix="tweetoscope-bench-")  # removed when main() returns
+    tmp = Path(scratch.name)
     span = long_cascade_data(tmp / "long.jsonl", args.cascades)
     res = {"interval_s": args.interval, "event_span_s": span}
     with broker() as bootstrap:

@@ -314,7 +314,8 @@ async def main_async(args) -> dict:
     from streams.records import Record
 
     tune_gc()  # each stage runs here as its `tweetoscope STAGE` command runs it
-    tmp = tempfile.mkdtemp(prefix="tweetoscope-bench-")
+    scratch = tempfile.TemporaryDirectory(prefix="tweetoscope-bench-")  # removed when main() returns
+    tmp = scratch.name
     cli(["simulate", f"{tmp}/data", "--n", str(args.cascades), "--seed", str(args.seed)])
     dataset = load_dataset(f"{tmp}/data")
     real = load_dataset(str(ROOT / "data" / "seismic-tideh"))

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -32,6 +33,7 @@ def broker():
         yield out.stdout.strip().splitlines()[-1]
     finally:
         subprocess.run([str(ROOT / "scripts" / "kafka.sh"), "stop", "--dir", state], capture_output=True)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def produce_all(bootstrap: str, records, partition_of=None) -> None:
