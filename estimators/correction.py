@@ -31,8 +31,6 @@ on one cascade rather than another (it is the backtest's ``constant`` baseline).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import RandomForestRegressor
@@ -45,8 +43,7 @@ from .marks import COURSE_MARKS, MarkLaw
 from .metrics import best_constant
 from .predictive import are_optimal_omega
 
-__all__ = ["OmegaForest", "CANDIDATES", "TRENDS", "COUNT_EXPONENTS", "count_trend", "fit_forest", "selection_errors",
-           "predict_omega"]
+__all__ = ["OmegaForest", "CANDIDATES", "TRENDS", "COUNT_EXPONENTS", "count_trend", "fit_forest", "predict_omega"]
 
 
 class OmegaForest(RegressorMixin, BaseEstimator):
@@ -210,7 +207,6 @@ def fit_forest(
     random_state: int | None = 0,
     select_max: int | None = None,
     mark_law: MarkLaw = COURSE_MARKS,
-    errors: Sequence[dict[tuple[str, int, str], np.ndarray]] | None = None,
 ) -> OmegaForest:
     """Fit the correction on ``X`` (:func:`estimators.forecast.correction_features`, shape (n, 7)) and true final
     sizes (shape (n,)).
@@ -221,65 +217,8 @@ def fit_forest(
     ``select_max`` bounds the cost of the selection: it then runs on a random subset of
     at most that many samples (the final fit still uses them all). Samples with
     ``G1 <= 0`` or ``n_star >= 1`` carry no information on omega and are left out.
-    ``mark_law``: the marks' law, for the ``"base"`` trend. ``errors``: the folds' results of
-    :func:`selection_errors` with the same arguments, if they were computed apart (one per fold, in
-    order); else they are computed here.
+    ``mark_law``: the marks' law, for the ``"base"`` trend.
     """
-    X, y, w = _prepared(X, n_true, candidates)
-    kw = {"n_estimators": n_estimators, "random_state": random_state, "mark_law": mark_law}
-    scores: dict[tuple[str, int, str], float] = {}
-    plan = _selection_plan(X.shape[0], len(candidates), cv, random_state, select_max)
-    if plan is not None:
-        sub, folds = plan
-        if errors is None:
-            errors = [_fold_errors(X[sub], y[sub], w[sub], fold, candidates, kw) for fold in folds]
-        elif len(errors) != len(folds):
-            raise ValueError(f"errors must hold one result per fold ({len(folds)}), got {len(errors)}")
-        err = {c: np.empty(sub.size) for c in candidates}
-        for (_, test), e in zip(folds, errors):
-            for c in candidates:
-                err[c][test] = e[c]
-        scores = {c: float(v.mean()) for c, v in err.items()}
-        best = min(scores, key=scores.__getitem__)
-    else:
-        best = candidates[0]
-    loss, leaf, trend = best
-    model = OmegaForest(loss, leaf, trend=trend, **kw).fit(X, y, w)
-    model.cv_are_ = {"/".join(map(str, c)): v for c, v in scores.items()}
-    return model
-
-
-def selection_errors(
-    X: np.ndarray,
-    n_true: np.ndarray,
-    fold: int,
-    *,
-    candidates: tuple[tuple[str, int, str], ...] = CANDIDATES,
-    cv: int = 5,
-    n_estimators: int = 100,
-    random_state: int | None = 0,
-    select_max: int | None = None,
-    mark_law: MarkLaw = COURSE_MARKS,
-) -> dict[tuple[str, int, str], np.ndarray]:
-    """Fold ``fold`` (0 <= fold < cv) of :func:`fit_forest`'s inner cross-validation, alone: each candidate's
-    ARE-weighted absolute errors on the fold's test samples (shape (n_test,) each), so that the folds can
-    be computed apart (on several Dask workers) and passed to ``fit_forest(..., errors=...)``. ``{}`` when
-    :func:`fit_forest` would not select (one candidate, or fewer than ``2 cv`` usable samples)."""
-    X, y, w = _prepared(X, n_true, candidates)
-    plan = _selection_plan(X.shape[0], len(candidates), cv, random_state, select_max)
-    if plan is None:
-        return {}
-    if not 0 <= fold < cv:
-        raise ValueError(f"fold must be in [0, {cv}), got {fold}")
-    sub, folds = plan
-    kw = {"n_estimators": n_estimators, "random_state": random_state, "mark_law": mark_law}
-    return _fold_errors(X[sub], y[sub], w[sub], folds[fold], candidates, kw)
-
-
-def _prepared(X: np.ndarray, n_true: np.ndarray,
-              candidates: tuple[tuple[str, int, str], ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The checked samples that carry information on omega (``G1 > 0``, ``n_star < 1``), their omega targets
-    and ARE weights."""
     X = _check_X(X)
     n_true = np.asarray(n_true, dtype=np.float64)
     if X.shape[0] != n_true.shape[0]:
@@ -293,38 +232,39 @@ def _prepared(X: np.ndarray, n_true: np.ndarray,
         raise ValueError(f"need at least 2 samples with G1 > 0 and n_star < 1 to fit a forest, got {int(keep.sum())}")
     X, n_true = X[keep], n_true[keep]
     n_obs = X[:, 3]
-    return X, omega_target(n_true, n_obs, X[:, 1], X[:, 2]), are_weights(n_true, n_obs, X[:, 1], X[:, 2])
-
-
-def _selection_plan(n: int, n_candidates: int, cv: int, random_state: int | None,
-                    select_max: int | None) -> tuple[np.ndarray, list] | None:
-    """The samples the selection runs on (indices) and its ``(train, test)`` folds of them; None: no selection."""
-    if n_candidates < 2 or n < 2 * cv:
-        return None
-    sub = np.arange(n)
-    if select_max is not None and sub.size > select_max:
-        sub = np.random.default_rng(random_state).choice(sub, size=select_max, replace=False)
-    return sub, list(KFold(n_splits=cv, shuffle=True, random_state=random_state).split(sub))
-
-
-def _fold_errors(Xs: np.ndarray, ys: np.ndarray, ws: np.ndarray, fold: tuple[np.ndarray, np.ndarray],
-                 candidates: tuple[tuple[str, int, str], ...], kw: dict) -> dict[tuple[str, int, str], np.ndarray]:
-    train, test = fold
-    out = {}
-    # each trend is fitted and evaluated once per fold, for all the candidates around it
-    for trend in dict.fromkeys(c[2] for c in candidates):
-        around = [c for c in candidates if c[2] == trend]
-        base = OmegaForest("none", 1, trend=trend, **kw)
-        base._fit_trend(Xs[train], ys[train])
-        on_train = base._trend(Xs[train]) if any(c[0] != "none" for c in around) else None
-        on_test = base._trend(Xs[test])
-        for loss, leaf, _ in around:
-            model = OmegaForest(loss, leaf, trend=trend, **kw)
-            model.__dict__.update({k: v for k, v in vars(base).items() if k.endswith("_")})
-            model._fit_forest(Xs[train], ys[train], ws[train], on_train)
-            pred = model._predict(Xs[test], on_test)
-            out[(loss, leaf, trend)] = np.abs(np.maximum(pred, 0.0) - ys[test]) * ws[test]
-    return out
+    y = omega_target(n_true, n_obs, X[:, 1], X[:, 2])
+    w = are_weights(n_true, n_obs, X[:, 1], X[:, 2])
+    kw = {"n_estimators": n_estimators, "random_state": random_state, "mark_law": mark_law}
+    scores: dict[tuple[str, int, str], float] = {}
+    if len(candidates) > 1 and X.shape[0] >= 2 * cv:
+        sub = np.arange(X.shape[0])
+        if select_max is not None and sub.size > select_max:
+            sub = np.random.default_rng(random_state).choice(sub, size=select_max, replace=False)
+        Xs, ys, ws = X[sub], y[sub], w[sub]
+        folds = list(KFold(n_splits=cv, shuffle=True, random_state=random_state).split(Xs))
+        err = {c: np.empty(Xs.shape[0]) for c in candidates}
+        for train, test in folds:
+            # each trend is fitted and evaluated once per fold, for all the candidates around it
+            for trend in dict.fromkeys(c[2] for c in candidates):
+                around = [c for c in candidates if c[2] == trend]
+                base = OmegaForest("none", 1, trend=trend, **kw)
+                base._fit_trend(Xs[train], ys[train])
+                on_train = base._trend(Xs[train]) if any(c[0] != "none" for c in around) else None
+                on_test = base._trend(Xs[test])
+                for loss, leaf, _ in around:
+                    model = OmegaForest(loss, leaf, trend=trend, **kw)
+                    model.__dict__.update({k: v for k, v in vars(base).items() if k.endswith("_")})
+                    model._fit_forest(Xs[train], ys[train], ws[train], on_train)
+                    pred = model._predict(Xs[test], on_test)
+                    err[(loss, leaf, trend)][test] = np.abs(np.maximum(pred, 0.0) - ys[test]) * ws[test]
+        scores = {c: float(e.mean()) for c, e in err.items()}
+        best = min(scores, key=scores.__getitem__)
+    else:
+        best = candidates[0]
+    loss, leaf, trend = best
+    model = OmegaForest(loss, leaf, trend=trend, **kw).fit(X, y, w)
+    model.cv_are_ = {"/".join(map(str, c)): v for c, v in scores.items()}
+    return model
 
 
 def predict_omega(forest: OmegaForest, X: np.ndarray) -> np.ndarray:

@@ -145,17 +145,6 @@ def test_the_backtest_and_the_learner_select_and_fit_the_correction_alike(small_
     assert (model.loss, model.min_samples_leaf, model.trend) == choice
     learnt = forecast_size(fits.n_obs[test], fits.G1[test], fits.n_star[test], predict_omega(model, fits.X[test]))
     np.testing.assert_allclose(cv[test], learnt, rtol=1e-12)
-    # the learner's selection with its folds computed apart (one Dask task each): the same model
-    from tweetoscope.models import SELECTION_CV, selection_errors
-
-    errors = [selection_errors(fits.X[train], fits.n_true[train], k, n_estimators=FAST.forest_trees, seed=FAST.seed,
-                               mark_law=FAST.mark_law) for k in range(SELECTION_CV)]
-    assert all(errors)
-    data2, choice2 = train_model(fits.X[train], fits.n_true[train], FAST.forest_trees, FAST.seed, mark_law=FAST.mark_law,
-                                 errors=errors)
-    model2 = load_model(data2)
-    assert choice2 == choice and model2.cv_are_ == model.cv_are_
-    np.testing.assert_array_equal(predict_omega(model2, fits.X[test]), predict_omega(model, fits.X[test]))
 
 
 def run_cli(*args):

@@ -124,18 +124,6 @@ def test_the_selection_scores_each_candidate_as_its_own_fit_and_predict_would():
             model = OmegaForest(loss, leaf, trend=trend, n_estimators=5, random_state=2).fit(X[train], y[train], w[train])
             err[test] = np.abs(np.maximum(model.predict(X[test]), 0.0) - y[test]) * w[test]
         assert forest.cv_are_[f"{loss}/{leaf}/{trend}"] == err.mean()
-    # the folds computed apart (as the learner's Dask tasks do) give the same scores and model
-    from estimators.correction import selection_errors
-
-    kw = dict(cv=3, n_estimators=5, random_state=2)
-    apart = fit_forest(X, n_true, errors=[selection_errors(X, n_true, k, **kw) for k in range(3)], **kw)
-    assert apart.cv_are_ == forest.cv_are_
-    np.testing.assert_array_equal(predict_omega(apart, X), predict_omega(forest, X))
-    assert selection_errors(X, n_true, 0, candidates=CANDIDATES[:1], **kw) == {}  # one candidate: no selection
-    with pytest.raises(ValueError, match="fold"):
-        selection_errors(X, n_true, 3, **kw)
-    with pytest.raises(ValueError, match="one result per fold"):
-        fit_forest(X, n_true, errors=[{}], **kw)
 
 
 @pytest.mark.parametrize("exponent", [0.5, 1.3])

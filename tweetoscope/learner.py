@@ -10,9 +10,8 @@ Refits run on the Dask cluster one at a time (at low priority, so that fits of
 cascades keep the rest of the cluster), no sooner than ``learner_interval`` seconds
 after the previous refit of the same window; at most :data:`MAX_PENDING` refits wait
 per window (beyond, the oldest waiting one is skipped). The forest's loss and leaf
-size are chosen by inner cross-validation at every :data:`SELECT_EVERY`-th boundary
-(each fold a task of its own, one after the other, then the final fit: a fit of cascades
-waits for one fold at most); the others reuse that choice (10x cheaper). Models go to ``models`` as skops files
+size are chosen by inner cross-validation at every :data:`SELECT_EVERY`-th boundary;
+the others reuse that choice (10x cheaper). Models go to ``models`` as skops files
 (signed with ``model_key`` when it is set). The model's own forecast (its ``"base"`` trend) is
 computed under the marks' law: the settings' Pareto law, or with ``settings.marks == "learnt"``
 the latest law the estimator published on ``marks`` (read from its beginning on every start).
@@ -47,7 +46,7 @@ from streams.records import Record
 from streams.state import Change, latest_entries
 
 from .config import Settings
-from .models import SELECTION_CV, dump_model, fit_correction, model_record, model_signature, selection_errors
+from .models import dump_model, fit_correction, model_record, model_signature
 from .schemas import MARKS, SAMPLES, Sample, SchemaError, dlq_record
 
 __all__ = ["learn", "train_model", "SELECT_EVERY", "MAX_PENDING"]
@@ -64,26 +63,16 @@ MAX_PENDING = 4
 
 def train_model(X: np.ndarray, n_true: np.ndarray, n_estimators: int, seed: int,
                 choice: tuple[str, int, str] | None = None,
-                mark_law: MarkLaw = COURSE_MARKS,
-                errors: list[dict] | None = None) -> tuple[bytes, tuple[str, int, str]]:
+                mark_law: MarkLaw = COURSE_MARKS) -> tuple[bytes, tuple[str, int, str]]:
     """Fit the correction of one window (:func:`tweetoscope.models.fit_correction`); its skops file
     and the ``(loss, leaf, trend)`` used (runs on a Dask worker).
 
     ``X``: the samples' :func:`estimators.forecast.correction_features` (shape (n, 7)), ``n_true``
     shape (n,); ``choice`` None: select the candidate, else fit that one; ``mark_law``: the marks'
-    law of the model's own forecast; ``errors``: the selection's folds, computed apart
-    (:func:`tweetoscope.models.selection_errors`, one task each).
+    law of the model's own forecast.
     """
-    model = fit_correction(X, n_true, n_estimators=n_estimators, seed=seed, mark_law=mark_law, choice=choice,
-                           errors=errors)
+    model = fit_correction(X, n_true, n_estimators=n_estimators, seed=seed, mark_law=mark_law, choice=choice)
     return dump_model(model), (model.loss, model.min_samples_leaf, model.trend)
-
-
-def _selection_fold(X: np.ndarray, n_true: np.ndarray, fold: int, n_estimators: int, seed: int, mark_law: MarkLaw,
-                    previous: dict | None) -> dict:
-    """:func:`tweetoscope.models.selection_errors` of one fold (a Dask task); ``previous``, the fold before
-    it, is only a dependency: the folds of a selection run one after the other."""
-    return selection_errors(X, n_true, fold, n_estimators=n_estimators, seed=seed, mark_law=mark_law)
 
 
 def _sample_row(d: Sample) -> tuple[float, ...]:
@@ -252,17 +241,10 @@ class learn(Stream):
     async def _fit(self, T_obs: int, w: _Window, refit: _Refit) -> None:
         X, n_true = _training_set(refit.rows)
         choice = None if refit.select or w.choice is None else w.choice
-        law = self.mark_law
+        args = (train_model, X, n_true, self.trees, self.seed, choice, self.mark_law)
 
         def submit():
-            # a selection's folds are tasks of their own, one after the other: a fit of cascades waits for
-            # one fold at most, not for the whole selection (and a refit holds one worker at a time)
-            folds = None if choice is not None else []
-            for k in range(SELECTION_CV if choice is None else 0):
-                folds.append(self.client.submit(_selection_fold, X, n_true, k, self.trees, self.seed, law,
-                                                folds[-1] if folds else None, pure=False, priority=-10))
-            return self.client.submit(train_model, X, n_true, self.trees, self.seed, choice, law, folds,
-                                      pure=False, priority=-10)
+            return self.client.submit(*args, pure=False, priority=-10)
 
         try:
             data, used = await resilient_result(self.client, submit(), submit, retries=1,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import zipfile
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
     from estimators.correction import OmegaForest
 
 __all__ = ["TRUSTED_TYPES", "MAX_MODEL_BYTES", "SELECTION_CV", "SELECTION_MAX", "MIN_MARKS", "learn_mark_law",
-           "fit_correction", "selection_errors", "dump_model",
+           "fit_correction", "dump_model",
            "load_model", "model_record", "model_signature", "check_model"]
 
 #: Types a model file may hold beyond skops' defaults (numpy, builtins, scikit-learn estimators).
@@ -74,33 +73,20 @@ def learn_mark_law(marks: np.ndarray, default: MarkLaw) -> MarkLaw:
 
 
 def fit_correction(X: np.ndarray, n_true: np.ndarray, *, n_estimators: int, seed: int, mark_law: MarkLaw,
-                   choice: tuple[str, int, str] | None = None,
-                   errors: Sequence[dict] | None = None) -> OmegaForest:
+                   choice: tuple[str, int, str] | None = None) -> OmegaForest:
     """The correction of one window, as both the pipeline's learner and the backtest learn it.
 
     ``X``: :func:`estimators.forecast.correction_features` rows (shape (n, 7)); ``n_true``:
     final sizes (shape (n,)). ``choice`` None selects among
     :data:`estimators.correction.CANDIDATES` by :data:`SELECTION_CV`-fold inner
-    cross-validation on at most :data:`SELECTION_MAX` samples (its folds' :func:`selection_errors`
-    computed here, or given in ``errors``); otherwise that candidate is fitted directly.
-    ``mark_law``: the marks' law of the model's own forecast.
+    cross-validation on at most :data:`SELECTION_MAX` samples; otherwise that candidate is
+    fitted directly. ``mark_law``: the marks' law of the model's own forecast.
     """
     from estimators.correction import fit_forest
 
     kw = {} if choice is None else {"candidates": (choice,)}
     return fit_forest(X, n_true, n_estimators=n_estimators, random_state=seed, cv=SELECTION_CV,
-                      select_max=SELECTION_MAX, mark_law=mark_law, errors=errors, **kw)
-
-
-def selection_errors(X: np.ndarray, n_true: np.ndarray, fold: int, *, n_estimators: int, seed: int,
-                     mark_law: MarkLaw) -> dict:
-    """Fold ``fold`` (``0 <= fold <`` :data:`SELECTION_CV`) of :func:`fit_correction`'s selection, alone
-    (:func:`estimators.correction.selection_errors`): the folds of one selection can run at once, on
-    different Dask workers."""
-    from estimators.correction import selection_errors as errors
-
-    return errors(X, n_true, fold, n_estimators=n_estimators, random_state=seed, cv=SELECTION_CV,
-                  select_max=SELECTION_MAX, mark_law=mark_law)
+                      select_max=SELECTION_MAX, mark_law=mark_law, **kw)
 
 
 def dump_model(model: object) -> bytes:
