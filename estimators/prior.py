@@ -29,6 +29,11 @@ from .predictive import progeny_tail
 __all__ = ["fit_prior", "prior_from_log_moments", "selection_weights"]
 
 
+#: Least variance of ``log p`` and of ``log beta`` a fitted prior may have (below, its covariance is singular
+#: in floating point: a fit under it would fail).
+MIN_LOG_VARIANCE = 1e-12
+
+
 def selection_weights(n_star: np.ndarray, min_size: float, *, mark_law: MarkLaw = COURSE_MARKS) -> np.ndarray:
     """Inverse probabilities ``1 / P(N >= min_size | n_star)`` that a cascade reaches ``min_size`` events, shape (n,).
 
@@ -92,6 +97,8 @@ def fit_prior(
     the cascades come from a sample that keeps only those of at least that many events;
     each estimate is weighted by the inverse of its probability to be kept
     (:func:`selection_weights`), which undoes the over-representation of large ``p``.
+    ``ValueError`` if fewer than ``min_samples`` estimates are inside the bounds, or if they
+    determine no prior (a variance of ``log p`` or ``log beta`` below :data:`MIN_LOG_VARIANCE`).
     """
     p = np.asarray(p, dtype=np.float64)
     beta = np.asarray(beta, dtype=np.float64)
@@ -112,4 +119,10 @@ def fit_prior(
     mb, sb = _truncated_normal_mle(lb, lo_b, hi_b, w)
     r = float(np.cov(lp, lb, aweights=w)[0, 1] / np.sqrt(np.cov(lp, aweights=w) * np.cov(lb, aweights=w))) if lp.size > 2 else 0.0
     cov = np.array([[sp * sp, r * sp * sb], [r * sp * sb, sb * sb]])
-    return prior_from_log_moments(np.array([mp, mb]), cov)
+    prior = prior_from_log_moments(np.array([mp, mb]), cov)
+    m, C = prior.log_moments()
+    if not (np.isfinite(m).all() and np.isfinite(C).all() and min(C[0, 0], C[1, 1]) >= MIN_LOG_VARIANCE):
+        # e.g. every usable estimate at one p, or one estimate carrying nearly all the selection weight
+        raise ValueError(f"the estimates determine no prior: variances of (log p, log beta) {C[0, 0]:.3g}, "
+                         f"{C[1, 1]:.3g} (need finite and >= {MIN_LOG_VARIANCE:g})")
+    return prior

@@ -227,3 +227,20 @@ def test_a_learnt_laws_offspring_pmf_is_its_poisson_mixture_to_the_last_bit():
             body = np.exp(special.xlogy(k, lam) - special.gammaln(k + 1.0) - lam).mean(axis=1)
             want = law.tail * offspring_pmf(p, law.alpha, law.mu, size) + (1.0 - law.tail) * body
             np.testing.assert_array_equal(law.offspring_pmf(p, size), want)
+
+
+def test_estimates_that_determine_no_prior_are_refused_and_the_settings_prior_is_kept():
+    """Every estimate at one p (or one carrying nearly all the selection weight) fitted a prior of zero
+    variance, whose covariance cannot be inverted: every fit under it failed ("Singular matrix")."""
+    from estimators.prior import MIN_LOG_VARIANCE
+    from tweetoscope.config import Settings
+    from tweetoscope.estimator import empirical_prior
+
+    rng = np.random.default_rng(0)
+    beta = np.exp(rng.normal(-7.0, 1.0, 50))
+    with pytest.raises(ValueError, match="determine no prior"):
+        fit_prior(np.full(50, 0.01), beta)
+    settings = Settings()
+    assert empirical_prior(np.full(50, 0.01), beta, np.full(50, 20.0), settings) == settings.prior
+    prior = fit_prior(np.exp(rng.normal(-4.0, 0.5, 50)), beta)  # a spread of p: a prior
+    assert np.linalg.eigvalsh(prior.log_moments()[1]).min() > MIN_LOG_VARIANCE
