@@ -7,7 +7,6 @@ from streamz import Stream
 from streams.datasets import Dataset
 from streams.records import Record
 from streams.replay import ReplayBatch
-
 from streams.window import Events
 
 from .collector import DecodedTweets
