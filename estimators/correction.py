@@ -31,6 +31,8 @@ on one cascade rather than another (it is the backtest's ``constant`` baseline).
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import RandomForestRegressor
@@ -252,8 +254,7 @@ def fit_forest(
                 on_train = base._trend(Xs[train]) if any(c[0] != "none" for c in around) else None
                 on_test = base._trend(Xs[test])
                 for loss, leaf, _ in around:
-                    model = OmegaForest(loss, leaf, trend=trend, **kw)
-                    model.__dict__.update({k: v for k, v in vars(base).items() if k.endswith("_")})
+                    model = copy.copy(base).set_params(loss=loss, min_samples_leaf=leaf)  # the fitted trend kept
                     model._fit_forest(Xs[train], ys[train], ws[train], on_train)
                     pred = model._predict(Xs[test], on_test)
                     err[(loss, leaf, trend)][test] = np.abs(np.maximum(pred, 0.0) - ys[test]) * ws[test]
