@@ -34,6 +34,9 @@ def test_adaptive_local_cluster_grows_under_a_backlog_and_shrinks_idle():
             # every worker, those added by the scale-up too, warmed its fits when it started
             warmed = await client.run(lambda dask_worker: "tweetoscope-warm-fits" in dask_worker.plugins)
             assert len(warmed) == 3 and all(warmed.values()), warmed
+            # and each forked from the server that imported the tasks' modules and compiled the fit once
+            preload = await client.run(_preload_of_this_process)
+            assert all(complete and pid != worker_pid for complete, pid, worker_pid in preload.values()), preload
             while len(cluster.scheduler.workers) > 1 and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
                 counts.append(len(cluster.scheduler.workers))
@@ -44,3 +47,12 @@ def test_adaptive_local_cluster_grows_under_a_backlog_and_shrinks_idle():
 
     counts = asyncio.run(main())
     assert counts[0] == 1 and max(counts) == 3 and counts[-1] == 1, counts
+
+
+def _preload_of_this_process() -> tuple[bool, int, int]:
+    """(whether the workers' preload ran completely, the pid that ran it, this pid)."""
+    import os
+    import sys
+
+    mod = sys.modules.get("tweetoscope._worker_preload")
+    return (mod is not None and mod.COMPLETE, mod.PRELOADED_IN if mod else os.getpid(), os.getpid())

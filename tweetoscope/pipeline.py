@@ -154,15 +154,31 @@ async def start_dask(settings: Settings):
     })
     cluster = None
     if not settings.scheduler:
-        # The nannies and workers fork from one server process that imported distributed and its
-        # dependencies once, instead of importing them each (spawn): 0.7 s less before a run starts.
-        dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
+        start_forkserver()
         cluster = await LocalCluster(n_workers=settings.dask_min_workers, threads_per_worker=1, processes=True,
                                      asynchronous=True, dashboard_address=":0", silence_logs=logging.WARNING)
         cluster.adapt(minimum=settings.dask_min_workers, maximum=settings.dask_workers)
     client = await _connect(settings.scheduler or cluster, settings.dask_timeout)
     await client.register_plugin(WarmFits(settings.fit_kwargs()), name="tweetoscope-warm-fits")
     return client, cluster
+
+
+def start_forkserver() -> None:
+    """Start, if it is not running yet, the process that a local cluster's Dask workers fork from.
+
+    It imports what the workers need once (distributed and its dependencies, the tasks' modules,
+    scikit-learn and skops for the models) and compiles the fit (:mod:`tweetoscope._worker_preload`),
+    while this process goes on: each worker then starts with all of it instead of importing and
+    compiling it itself (spawn). Returns at once; the first worker waits for the preload.
+    """
+    import multiprocessing.forkserver
+
+    import dask
+
+    dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
+    # once running, the server keeps the modules it was started with (later calls change nothing)
+    multiprocessing.forkserver.set_forkserver_preload(["tweetoscope._worker_preload"])
+    multiprocessing.forkserver.ensure_running()
 
 
 async def close_dask(client, cluster) -> None:
