@@ -56,3 +56,31 @@ def _preload_of_this_process() -> tuple[bool, int, int]:
 
     mod = sys.modules.get("tweetoscope._worker_preload")
     return (mod is not None and mod.COMPLETE, mod.PRELOADED_IN if mod else os.getpid(), os.getpid())
+
+
+def test_a_local_cluster_without_the_dashboard_serves_no_dask_dashboard():
+    """``tweetoscope run --no-dashboard`` starts its cluster with ``dashboard=False``: nothing would link
+    to the Dask dashboard, so its scheduler serves none (its HTTP endpoints stay, on a free port)."""
+    import urllib.error
+    import urllib.request
+
+    def status(url: str) -> int:
+        try:
+            with urllib.request.urlopen(url, timeout=30) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    async def main(dashboard: bool) -> tuple[int, int]:
+        client, cluster = await start_dask(Settings(dask_min_workers=1, dask_workers=1), dashboard=dashboard)
+        try:
+            base = client.dashboard_link.rsplit("/", 1)[0]
+            loop = asyncio.get_running_loop()
+            return (await loop.run_in_executor(None, status, f"{base}/status"),
+                    await loop.run_in_executor(None, status, f"{base}/health"))
+        finally:
+            await client.close()
+            await cluster.close()
+
+    assert asyncio.run(main(False)) == (404, 200)
+    assert asyncio.run(main(True)) == (200, 200)

@@ -252,7 +252,7 @@ def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
 def _add_dashboard_flags(p: argparse.ArgumentParser, *, beside_run: bool) -> None:
     g = p.add_argument_group("dashboard")
     if beside_run:
-        g.add_argument("--no-dashboard", action="store_true", help="do not serve the live dashboard beside the run")
+        g.add_argument("--no-dashboard", action="store_true", help="do not serve the live dashboard beside the run (nor the Dask dashboard it links to)")
     g.add_argument("--address", default="127.0.0.1", help="address the dashboard listens on (default 127.0.0.1)")
     g.add_argument("--port", type=int, default=5006, help="port of the dashboard (default 5006)")
     g.add_argument("--allow-websocket-origin", action="append", dest="origins", metavar="HOST[:PORT]",
@@ -382,7 +382,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def embedded():
         # The Dask workers start (seconds of imports in their processes) while this process loads the
         # dataset and the stages' modules in a thread.
-        dask = asyncio.ensure_future(start_dask(settings))
+        dask = asyncio.ensure_future(start_dask(settings, dashboard=not args.no_dashboard))
         try:
             dataset = await asyncio.get_running_loop().run_in_executor(None, _load_for_run, args.data)
         except BaseException:
