@@ -208,6 +208,7 @@ def fit_forest(
     n_estimators: int = 100,
     random_state: int | None = 0,
     select_max: int | None = None,
+    select_trees: int | None = None,
     mark_law: MarkLaw = COURSE_MARKS,
 ) -> OmegaForest:
     """Fit the correction on ``X`` (:func:`estimators.forecast.correction_features`, shape (n, 7)) and true final
@@ -217,7 +218,8 @@ def fit_forest(
     inner ``cv``-fold cross-validation on these samples; the best one is refitted on all
     of them and returned, with the scores in ``cv_are_`` (``"loss/leaf/trend"`` -> mean ARE).
     ``select_max`` bounds the cost of the selection: it then runs on a random subset of
-    at most that many samples (the final fit still uses them all). Samples with
+    at most that many samples (the final fit still uses them all), and ``select_trees``
+    with forests of that many trees (the final fit still has ``n_estimators``). Samples with
     ``G1 <= 0`` or ``n_star >= 1`` carry no information on omega and are left out.
     ``mark_law``: the marks' law, for the ``"base"`` trend.
     """
@@ -243,13 +245,14 @@ def fit_forest(
         if select_max is not None and sub.size > select_max:
             sub = np.random.default_rng(random_state).choice(sub, size=select_max, replace=False)
         Xs, ys, ws = X[sub], y[sub], w[sub]
+        kw_cv = {**kw, "n_estimators": select_trees or n_estimators}
         folds = list(KFold(n_splits=cv, shuffle=True, random_state=random_state).split(Xs))
         err = {c: np.empty(Xs.shape[0]) for c in candidates}
         for train, test in folds:
             # each trend is fitted and evaluated once per fold, for all the candidates around it
             for trend in dict.fromkeys(c[2] for c in candidates):
                 around = [c for c in candidates if c[2] == trend]
-                base = OmegaForest("none", 1, trend=trend, **kw)
+                base = OmegaForest("none", 1, trend=trend, **kw_cv)
                 base._fit_trend(Xs[train], ys[train])
                 on_train = base._trend(Xs[train]) if any(c[0] != "none" for c in around) else None
                 on_test = base._trend(Xs[test])

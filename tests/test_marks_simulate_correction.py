@@ -124,6 +124,11 @@ def test_the_selection_scores_each_candidate_as_its_own_fit_and_predict_would():
             model = OmegaForest(loss, leaf, trend=trend, n_estimators=5, random_state=2).fit(X[train], y[train], w[train])
             err[test] = np.abs(np.maximum(model.predict(X[test]), 0.0) - y[test]) * w[test]
         assert forest.cv_are_[f"{loss}/{leaf}/{trend}"] == err.mean()
+    # select_trees: the selection compares forests of that many trees, the chosen one has n_estimators
+    forests = tuple(c for c in CANDIDATES if c[0] != "none")
+    small = fit_forest(X, n_true, cv=3, n_estimators=7, random_state=2, select_trees=5, candidates=forests)
+    assert small.cv_are_ == {"/".join(map(str, c)): forest.cv_are_["/".join(map(str, c))] for c in forests}
+    assert len(small.forest_.estimators_) == 7
 
 
 @pytest.mark.parametrize("exponent", [0.5, 1.3])

@@ -28,7 +28,7 @@ from .schemas import MODELS, SchemaError
 if TYPE_CHECKING:
     from estimators.correction import OmegaForest
 
-__all__ = ["TRUSTED_TYPES", "MAX_MODEL_BYTES", "SELECTION_CV", "SELECTION_MAX", "MIN_MARKS", "learn_mark_law",
+__all__ = ["TRUSTED_TYPES", "MAX_MODEL_BYTES", "SELECTION_CV", "SELECTION_MAX", "SELECTION_TREES", "MIN_MARKS", "learn_mark_law",
            "fit_correction", "dump_model",
            "load_model", "model_record", "model_signature", "check_model"]
 
@@ -51,6 +51,8 @@ MAX_MODEL_BYTES = 64 * 2**20
 SELECTION_CV = 3
 #: Samples the selection runs on, at most (the chosen candidate is then fitted on all of them).
 SELECTION_MAX = 500
+#: Trees of each forest the selection compares (the chosen candidate is then fitted with the settings' trees).
+SELECTION_TREES = 20
 
 
 #: Fewest marks a mark law is learnt from (below, the settings' Pareto law is kept).
@@ -79,14 +81,15 @@ def fit_correction(X: np.ndarray, n_true: np.ndarray, *, n_estimators: int, seed
     ``X``: :func:`estimators.forecast.correction_features` rows (shape (n, 7)); ``n_true``:
     final sizes (shape (n,)). ``choice`` None selects among
     :data:`estimators.correction.CANDIDATES` by :data:`SELECTION_CV`-fold inner
-    cross-validation on at most :data:`SELECTION_MAX` samples; otherwise that candidate is
+    cross-validation on at most :data:`SELECTION_MAX` samples, with forests of
+    :data:`SELECTION_TREES` trees; otherwise that candidate is
     fitted directly. ``mark_law``: the marks' law of the model's own forecast.
     """
     from estimators.correction import fit_forest
 
     kw = {} if choice is None else {"candidates": (choice,)}
     return fit_forest(X, n_true, n_estimators=n_estimators, random_state=seed, cv=SELECTION_CV,
-                      select_max=SELECTION_MAX, mark_law=mark_law, **kw)
+                      select_max=SELECTION_MAX, select_trees=SELECTION_TREES, mark_law=mark_law, **kw)
 
 
 def dump_model(model: object) -> bytes:
