@@ -76,6 +76,7 @@ bench: setup
 	$(BIN)/python bench/bench_predictive.py
 	$(BIN)/python bench/best_achievable.py --n 1000 --seed 0
 	$(BIN)/python bench/bench_embedded.py
+	$(BIN)/python bench/bench_run.py
 	$(BIN)/python bench/bench_dask.py --cascades 10000 --repeat 10 --chunks 1024,8192,16384
 	$(BIN)/python bench/bench_kafka_ingest.py
 	$(BIN)/python bench/bench_latency.py
