@@ -35,6 +35,7 @@ import math
 from functools import lru_cache
 
 import numpy as np
+from numba import njit
 from scipy import special
 
 from ._validation import check_positive
@@ -300,33 +301,79 @@ def _are_optimal_sizes(n_obs: np.ndarray, n_star: np.ndarray, G1: np.ndarray, ma
     ``T`` the total progeny of one new event, interpolated linearly in ``n_star`` between grid laws.
     The Fourier transform is linear, so each grid law is transformed once per length
     (:func:`_grid_spectrum`, cached) and a cascade's spectrum is the same interpolation of two of
-    them; cascades of the same length then share one inverse transform. Equal to
-    :func:`remaining_size_pmf` followed by the weighted median, to rounding."""
+    them; cascades of the same length then share one inverse transform. The interpolation and the
+    exponential (:func:`_compound_spectra`), and the weighted median (:func:`_weighted_medians`),
+    are compiled loops over each row, without temporaries. Equal to :func:`remaining_size_pmf`
+    followed by the weighted median, to rounding."""
     out = np.empty(n_obs.size)
     length = _law_length(n_star, G1)
     lo, w = _grid_position(n_star)
+    hi = np.where(w > 0, lo + 1, lo)
     for size in np.unique(length):
         size = int(size)
         rows = np.flatnonzero(length == size)
-        spectra = {int(i): _grid_spectrum(int(i), size, mark_law) for i in np.unique(np.concatenate(
-            [lo[rows], lo[rows][w[rows] > 0] + 1]))}
-        k = np.arange(size, dtype=np.float64)
+        grid, where = np.unique(np.concatenate([lo[rows], hi[rows]]), return_inverse=True)
+        S = np.stack([_grid_spectrum(int(i), size, mark_law) for i in grid])
+        at_lo, at_hi = where[:rows.size], where[rows.size:]
         step = max(1, _BLOCK // size)
         for b in range(0, rows.size, step):
-            r = rows[b:b + step]
-            F = np.stack([spectra[int(i)] for i in lo[r]])
-            up = np.flatnonzero(w[r] > 0)
-            if up.size:
-                F[up] = (1.0 - w[r][up, None]) * F[up] + w[r][up, None] * np.stack(
-                    [spectra[int(i) + 1] for i in lo[r][up]])
-            pR = np.fft.irfft(np.exp(G1[r, None] * (F - 1.0)), n=2 * size, axis=1)[:, :size]
-            np.clip(pR, 0.0, None, out=pR)
-            tail = np.maximum(1.0 - pR.sum(axis=1), 0.0)
-            N = n_obs[r, None] + k
-            wt = np.where(N >= min_size, pR / N, 0.0)
-            total = wt.sum(axis=1) + tail / (n_obs[r] + size)
-            hit = np.cumsum(wt, axis=1) >= 0.5 * total[:, None]
-            j = np.where(hit.any(axis=1), hit.argmax(axis=1), size)
-            x = n_obs[r] + j
-            out[r] = np.where(total > 0, x, np.maximum(n_obs[r], min_size))
+            blk = slice(b, b + step)
+            r = rows[blk]
+            E = np.empty((r.size, size + 1), dtype=np.complex128)
+            _compound_spectra(S, at_lo[blk], at_hi[blk], w[r], G1[r], E)
+            pR = np.fft.irfft(E, n=2 * size, axis=1)
+            out[r] = _weighted_medians(pR, size, n_obs[r], float(min_size))
     return out
+
+
+@njit(cache=True)
+def _compound_spectra(S, at_lo, at_hi, w, G1, out):  # pragma: no cover  (compiled)
+    """Row ``r`` of ``out`` (shape (n, m)): ``exp(G1[r] (F - 1))`` with ``F = (1 - w[r]) S[at_lo[r]] + w[r] S[at_hi[r]]``
+    (just ``S[at_lo[r]]`` where ``w[r] == 0``), the pgf of the remaining size on the transform's grid."""
+    for r in range(out.shape[0]):
+        a = S[at_lo[r]]
+        g = G1[r]
+        wr = w[r]
+        if wr > 0.0:
+            b = S[at_hi[r]]
+            for j in range(out.shape[1]):
+                out[r, j] = np.exp(g * ((1.0 - wr) * a[j] + wr * b[j] - 1.0))
+        else:
+            for j in range(out.shape[1]):
+                out[r, j] = np.exp(g * (a[j] - 1.0))
+
+
+@njit(cache=True)
+def _weighted_medians(pR, size, n_obs, min_size):  # pragma: no cover  (compiled)
+    """For each row of ``pR`` (the law of ``R`` on its first ``size`` entries, negatives from rounding
+    read as 0; the mass they leave of 1 lies beyond): ``n_obs + j`` for the smallest ``j`` whose
+    ``1/N``-weighted mass of ``N = n_obs + R >= min_size`` reaches half of the whole; shape (n,)."""
+    n = pR.shape[0]
+    out = np.empty(n)
+    for r in range(n):
+        mass = 0.0
+        total = 0.0
+        for k in range(size):
+            p = max(pR[r, k], 0.0)
+            mass += p
+            N = n_obs[r] + k
+            if N >= min_size:
+                total += p / N
+        total += max(1.0 - mass, 0.0) / (n_obs[r] + size)
+        if not total > 0.0:
+            out[r] = max(n_obs[r], min_size)
+            continue
+        half = 0.5 * total
+        acc = 0.0
+        j = size
+        for k in range(size):
+            N = n_obs[r] + k
+            if N >= min_size:
+                acc += max(pR[r, k], 0.0) / N
+            if acc >= half:
+                j = k
+                break
+        out[r] = n_obs[r] + j
+    return out
+
+
