@@ -375,5 +375,3 @@ def _weighted_medians(pR, size, n_obs, min_size):  # pragma: no cover  (compiled
                 break
         out[r] = n_obs[r] + j
     return out
-
-

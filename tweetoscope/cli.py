@@ -252,7 +252,8 @@ def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
 def _add_dashboard_flags(p: argparse.ArgumentParser, *, beside_run: bool) -> None:
     g = p.add_argument_group("dashboard")
     if beside_run:
-        g.add_argument("--no-dashboard", action="store_true", help="do not serve the live dashboard beside the run (nor the Dask dashboard it links to)")
+        g.add_argument("--no-dashboard", action="store_true",
+                       help="do not serve the live dashboard beside the run (nor the Dask dashboard it links to)")
     g.add_argument("--address", default="127.0.0.1", help="address the dashboard listens on (default 127.0.0.1)")
     g.add_argument("--port", type=int, default=5006, help="port of the dashboard (default 5006)")
     g.add_argument("--allow-websocket-origin", action="append", dest="origins", metavar="HOST[:PORT]",

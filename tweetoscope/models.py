@@ -28,8 +28,8 @@ from .schemas import MODELS, SchemaError
 if TYPE_CHECKING:
     from estimators.correction import OmegaForest
 
-__all__ = ["TRUSTED_TYPES", "MAX_MODEL_BYTES", "SELECTION_CV", "SELECTION_MAX", "SELECTION_TREES", "MIN_MARKS", "learn_mark_law",
-           "fit_correction", "dump_model",
+__all__ = ["TRUSTED_TYPES", "MAX_MODEL_BYTES", "SELECTION_CV", "SELECTION_MAX", "SELECTION_TREES", "MIN_MARKS",
+           "learn_mark_law", "fit_correction", "dump_model",
            "load_model", "model_record", "model_signature", "check_model"]
 
 #: Types a model file may hold beyond skops' defaults (numpy, builtins, scikit-learn estimators).

@@ -158,8 +158,8 @@ async def start_dask(settings: Settings, *, dashboard: bool = True):
     if not settings.scheduler:
         start_forkserver()
         cluster = await LocalCluster(n_workers=settings.dask_min_workers, threads_per_worker=1, processes=True,
-                                     asynchronous=True, dashboard_address=":0", scheduler_kwargs={"dashboard": dashboard},
-                                     silence_logs=logging.WARNING)
+                                     asynchronous=True, dashboard_address=":0",
+                                     scheduler_kwargs={"dashboard": dashboard}, silence_logs=logging.WARNING)
         cluster.adapt(minimum=settings.dask_min_workers, maximum=settings.dask_workers)
     client = await _connect(settings.scheduler or cluster, settings.dask_timeout)
     await client.register_plugin(WarmFits(settings.fit_kwargs()), name="tweetoscope-warm-fits")
