@@ -219,7 +219,7 @@ def fit_forest(
     of them and returned, with the scores in ``cv_are_`` (``"loss/leaf/trend"`` -> mean ARE).
     ``select_max`` bounds the cost of the selection: it then runs on a random subset of
     at most that many samples (the final fit still uses them all), and ``select_trees``
-    with forests of that many trees (the final fit still has ``n_estimators``). Samples with
+    with forests of that many trees, at most ``n_estimators`` (which the final fit has). Samples with
     ``G1 <= 0`` or ``n_star >= 1`` carry no information on omega and are left out.
     ``mark_law``: the marks' law, for the ``"base"`` trend.
     """
@@ -245,7 +245,7 @@ def fit_forest(
         if select_max is not None and sub.size > select_max:
             sub = np.random.default_rng(random_state).choice(sub, size=select_max, replace=False)
         Xs, ys, ws = X[sub], y[sub], w[sub]
-        kw_cv = {**kw, "n_estimators": select_trees or n_estimators}
+        kw_cv = {**kw, "n_estimators": min(select_trees or n_estimators, n_estimators)}
         folds = list(KFold(n_splits=cv, shuffle=True, random_state=random_state).split(Xs))
         err = {c: np.empty(Xs.shape[0]) for c in candidates}
         for train, test in folds:

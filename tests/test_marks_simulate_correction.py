@@ -129,6 +129,8 @@ def test_the_selection_scores_each_candidate_as_its_own_fit_and_predict_would():
     small = fit_forest(X, n_true, cv=3, n_estimators=7, random_state=2, select_trees=5, candidates=forests)
     assert small.cv_are_ == {"/".join(map(str, c)): forest.cv_are_["/".join(map(str, c))] for c in forests}
     assert len(small.forest_.estimators_) == 7
+    # never more trees in the selection than in the model (then as many)
+    assert fit_forest(X, n_true, cv=3, n_estimators=5, random_state=2, select_trees=20).cv_are_ == forest.cv_are_
 
 
 @pytest.mark.parametrize("exponent", [0.5, 1.3])

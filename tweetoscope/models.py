@@ -51,7 +51,8 @@ MAX_MODEL_BYTES = 64 * 2**20
 SELECTION_CV = 3
 #: Samples the selection runs on, at most (the chosen candidate is then fitted on all of them).
 SELECTION_MAX = 500
-#: Trees of each forest the selection compares (the chosen candidate is then fitted with the settings' trees).
+#: Trees of each forest the selection compares, at most the settings' trees (with which the chosen candidate
+#: is then fitted).
 SELECTION_TREES = 20
 
 
