@@ -1,9 +1,8 @@
 """What a local cluster's Dask workers import before they start (:func:`tweetoscope.pipeline.start_forkserver`).
 
-Imported once by the forkserver process that the workers fork from, so that each worker starts
-with it instead of importing it (about 2 CPU seconds per worker on top of distributed's own):
+Imported once by the forkserver process that the workers fork from, after distributed's own preload,
+so that each worker starts with it instead of importing it (about 2 CPU seconds per worker):
 
-- distributed and the packages it preloads itself in a forkserver (:func:`distributed.utils.get_mp_context`);
 - the modules of the tasks the pipeline submits (fits, the prior's and the learner's refits), with
   scikit-learn and skops;
 - the fit with the default settings, compiled (numba), as :class:`tweetoscope.pipeline.WarmFits` does.
@@ -22,15 +21,6 @@ COMPLETE: bool = False
 
 
 def _preload() -> None:
-    import importlib
-
-    from distributed.versions import optional_packages, required_packages
-
-    for name in (*required_packages, *optional_packages):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
     from . import estimator, learner  # noqa: F401  (the tasks' modules)
     from .config import Settings
     from .pipeline import WarmFits

@@ -177,10 +177,13 @@ def start_forkserver() -> None:
     import multiprocessing.forkserver
 
     import dask
+    from distributed.versions import optional_packages, required_packages
 
     dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
-    # once running, the server keeps the modules it was started with (later calls change nothing)
-    multiprocessing.forkserver.set_forkserver_preload(["tweetoscope._worker_preload"])
+    # distributed's own preload (distributed.utils.get_mp_context), then ours; the server skips what
+    # fails to import. Once running, it keeps the modules it was started with (later calls change nothing).
+    multiprocessing.forkserver.set_forkserver_preload(
+        ["distributed", *required_packages, *optional_packages, "tweetoscope._worker_preload"])
     multiprocessing.forkserver.ensure_running()
 
 
