@@ -96,6 +96,24 @@ def _check_events(path: Path, line: int, cid: str, times: np.ndarray, marks: np.
         raise DataError(path, line, f"cascade {cid}: times are not sorted (event {i + 2} comes before event {i + 1})")
 
 
+def _events_valid(data: np.ndarray, ranges: np.ndarray) -> bool:
+    """Whether :func:`_check_events` passes every cascade: ``data`` (rows, 2) of times and marks, ``ranges``
+    (cascades, 2) the 1-based inclusive rows of each (within ``data``)."""
+    def covered(first: np.ndarray, last: np.ndarray, n: int) -> np.ndarray:
+        """(n,): whether index i lies in some ``first..last`` (0-based, inclusive; empty if last < first)."""
+        count = np.zeros(n + 1, dtype=np.int64)
+        np.add.at(count, first, 1)
+        np.add.at(count, last + 1, -1)
+        return np.cumsum(count[:-1]) > 0
+
+    rows = covered(ranges[:, 0] - 1, ranges[:, 1] - 1, data.shape[0])
+    if not (np.isfinite(data[rows]).all() and (data[rows, 1] >= 0).all()):
+        return False
+    # times sorted within each cascade: pair i (rows i and i + 1) within a range a..b for i in a - 1..b - 2
+    pairs = covered(ranges[:, 0] - 1, ranges[:, 1] - 2, data.shape[0] - 1)
+    return not (pairs & (np.diff(data[:, 0]) < 0)).any()
+
+
 def _relative(times: np.ndarray) -> np.ndarray:
     return times - times[0] if times.size and times[0] != 0 else times
 
@@ -181,8 +199,8 @@ def load_news(folder: str | Path) -> Dataset:
             return rows[k][0]
     iheader, irows = _read_csv(index_path)
     i0, i1 = _column(index_path, iheader, "start_ind"), _column(index_path, iheader, "end_ind")
-    cascades = []
-    for k, (line, row) in enumerate(irows):
+    ranges = []
+    for line, row in irows:
         if len(row) <= max(i0, i1):
             raise DataError(index_path, line, f"expected at least {max(i0, i1) + 1} columns, got {len(row)}")
         try:
@@ -193,9 +211,15 @@ def load_news(folder: str | Path) -> Dataset:
             raise DataError(
                 index_path, line, f"row range {a}..{b} is not a 1-based inclusive range within the {data.shape[0]} data rows"
             )
+        ranges.append((a, b))
+    # every cascade's events checked at once; if any fails, cascade by cascade, to name the first that does
+    check = not _events_valid(data, np.array(ranges, dtype=np.int64).reshape(-1, 2))
+    cascades = []
+    for k, (a, b) in enumerate(ranges):
         times, marks = data[a - 1 : b, 0].copy(), data[a - 1 : b, 1].copy()
         cid = str(k + 1)
-        _check_events(data_path, line_of(a - 1), cid, times, marks)
+        if check:
+            _check_events(data_path, line_of(a - 1), cid, times, marks)
         cascades.append(Cascade(cid=cid, times=_relative(times), marks=marks, final_size=int(b - a + 1)))
     truth = None
     truth_path = folder / "truth.jsonl"

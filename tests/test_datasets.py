@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streams.datasets import DataError, load_dataset, load_jsonl, load_news, load_rt_file, write_jsonl, write_news
+from streams.datasets import _check_events, _events_valid, DataError, load_dataset, load_jsonl, load_news, load_rt_file, write_jsonl, write_news
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,6 +107,36 @@ def test_malformed_news(tmp_path, data, index, where, match):
     with pytest.raises(DataError, match=match) as err:
         load_news(tmp_path)
     assert where in str(err.value)
+
+
+def test_all_cascades_checked_at_once_as_one_by_one():
+    """The loader checks every cascade's events in one pass and names the faulty one only if that pass
+    fails: it passes exactly when each cascade's own check does, over ranges that overlap, leave rows out
+    and decrease at a cascade's first row (allowed) or within one (not)."""
+    rng = np.random.default_rng(3)
+    outcomes = set()
+    for _ in range(400):
+        rows = int(rng.integers(1, 30))
+        data = np.column_stack([np.sort(rng.uniform(0, 100, rows)), rng.uniform(0, 10, rows)])
+        a = rng.integers(1, rows + 1, int(rng.integers(1, 6)))
+        ranges = np.column_stack([a, [rng.integers(x, rows + 1) for x in a]])
+        fault = rng.integers(0, 4)
+        i = int(rng.integers(0, rows))
+        if fault == 1 and i > 0:
+            data[i, 0] = data[i - 1, 0] - 1.0  # a decrease: legal only where no range holds rows i - 1 and i
+        elif fault == 2:
+            data[i, 1] = -1.0
+        elif fault == 3:
+            data[i, int(rng.integers(0, 2))] = np.inf
+        one_by_one = True
+        for x, y in ranges:
+            try:
+                _check_events(Path("d"), 2, "c", data[x - 1:y, 0], data[x - 1:y, 1])
+            except DataError:
+                one_by_one = False
+        assert _events_valid(data, ranges) == one_by_one, (data, ranges)
+        outcomes.add((int(fault), one_by_one))
+    assert {(1, True), (1, False), (0, True)} <= outcomes  # both sides of the boundary case were drawn
 
 
 @pytest.mark.parametrize(
