@@ -14,7 +14,7 @@ from estimators import (
     simulate_cascade,
     simulate_dataset,
 )
-from estimators.correction import fit_forest, predict_omega
+from estimators.correction import are_forest, fit_forest, predict_omega
 from estimators.forecast import are_weights, forecast_size, omega_target
 from estimators.metrics import are, best_constant, kendall, msle_log2, spearman, top_share
 
@@ -101,6 +101,34 @@ def test_forest_learns_a_constant_correction_as_a_weighted_median():
     forest = fit_forest(X7, n_true)
     assert forest.trend == "regression"  # the model's own forecast is not 0.5 times the mean: a forest must win
     np.testing.assert_allclose(predict_omega(forest, X7[:20]), 0.5, atol=1e-6)
+
+
+def test_are_forest_predicts_each_leafs_median_of_its_draws_the_least_weighted_absolute_error():
+    """Each tree's leaf value is the median of ``r`` over the bootstrap draws (drawn with the weights) that
+    fall in that leaf, so no other value has a smaller absolute error on them; the forest averages the trees."""
+    rng = np.random.default_rng(1)
+    n = 600
+    X = np.column_stack([rng.uniform(0, 1, (n, 3)), np.where(rng.random(n) < 0.2, np.nan, rng.uniform(0, 1, n))])
+    r = np.exp(X[:, 0] + rng.standard_t(2, n))  # a heavy right tail
+    w = rng.uniform(0.1, 10, n)
+    forest = are_forest(X, r, w, n_estimators=8, min_samples_leaf=7, random_state=0)
+    leaves = forest.apply(X)
+    values = np.empty((n, len(forest.estimators_)))
+    for t, (tree, drawn) in enumerate(zip(forest.estimators_, forest.estimators_samples_)):
+        is_leaf = tree.tree_.children_left == -1
+        assert set(np.unique(leaves[drawn, t])) == set(np.flatnonzero(is_leaf))  # every leaf has draws
+        for leaf in np.flatnonzero(is_leaf):
+            in_leaf = r[drawn][leaves[drawn, t] == leaf]  # with repeats: a sample drawn twice counts twice
+            value = tree.tree_.value[leaf, 0, 0]
+            assert value == np.median(in_leaf)
+            cost = np.abs(in_leaf - value).sum()
+            for other in (value * 0.99, value * 1.01, in_leaf.mean()):
+                assert cost <= np.abs(in_leaf - other).sum() * (1 + 1e-12)
+        values[:, t] = tree.tree_.value[leaves[:, t], 0, 0]
+    np.testing.assert_allclose(forest.predict(X), values.mean(axis=1), rtol=1e-12)
+    # the draws follow the weights: a sample of weight 10 is drawn about 100 times as often as one of 0.1
+    counts = np.bincount(np.concatenate(forest.estimators_samples_), minlength=n)
+    assert counts[w > 5].mean() > 10 * counts[w < 0.5].mean()
 
 
 def test_the_selection_scores_each_candidate_as_its_own_fit_and_predict_would():
