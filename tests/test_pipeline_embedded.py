@@ -192,6 +192,27 @@ def test_estimator_learns_its_prior_from_final_series():
     assert orjson.loads(rec.value)["params"] == pytest.approx([ref.p, ref.beta, ref.n_star, ref.G1], rel=1e-9)
 
 
+def test_the_marks_sample_of_a_chunk_is_that_of_its_series_offered_one_by_one():
+    """The estimator offers a chunk's final marks to each partition's sample one run of consecutive
+    series of a partition at a time: the sample is the one that offering each series alone gives (the
+    same draws in the same order), across the sample's filling and its replacements."""
+    from tweetoscope.estimator import MARK_SAMPLE, FitTask, PriorLearner
+
+    rng = np.random.default_rng(4)
+    s = Settings(marks="learnt", prior_min_cascades=10**9)  # no refit: the sample alone
+    chunk = [FitTask(str(i), "", 0.0, np.zeros(n), rng.pareto(2.0, n), "s", True, partition=int(p))
+             for i, (n, p) in enumerate(zip(rng.integers(1, 3000, 60), rng.integers(0, 3, 60) // 2))]
+    grouped = PriorLearner(s)
+    for part in (chunk[:25], chunk[25:]):
+        grouped._offer_marks(part)
+    alone = PriorLearner(s)
+    for t in chunk:
+        alone._sample_marks(t.partition, t.marks)
+    assert grouped.marks_seen == alone.marks_seen and max(alone.marks_seen.values()) > 2 * MARK_SAMPLE
+    for p in alone.marks:
+        np.testing.assert_array_equal(grouped.marks[p], alone.marks[p])
+
+
 def test_the_prior_is_refitted_on_a_dask_worker_as_it_would_be_here(scheduler):
     """With a client, a refit of the prior runs on a worker, off the stage's event loop: until it is
     back, chunks are packed under the prior in use; then the prior is that of the same refit done in

@@ -26,6 +26,7 @@ import logging
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
+from itertools import groupby
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -291,10 +292,10 @@ class PriorLearner:
             store[s.cid] = (float(fits.params[i, 0]), float(fits.params[i, 1]), s.times.size)
             while len(store) > self.settings.learner_max_samples:
                 store.popitem(last=False)
-            if self.learn_marks:
-                self._sample_marks(s.partition, s.marks)
             if s.partition >= 0:
                 self._dirty.add(s.partition)
+        if self.learn_marks:
+            self._offer_marks([chunk[i] for i in finals])
         self.new += len(finals)
         if finals and self.n_fits >= self.settings.prior_min_cascades and (
                 self.updates == 0 or self.new >= self.settings.learner_every or self._law_learnable()):
@@ -304,6 +305,14 @@ class PriorLearner:
             return laws + encode_results(done)
         keep = [i for i, s in enumerate(chunk) if not (s.final and i not in fits.errors)]
         return laws + encode_results(([chunk[i] for i in keep], _select(fits, keep)))
+
+    def _offer_marks(self, series: list[FitTask]) -> None:
+        """Offer the marks of final ``series`` to their partitions' samples, one offer per run of
+        consecutive series of one partition: the same draws, in the same order, as one offer per
+        series (the sampling is sequential), at a fraction of the calls."""
+        for partition, run in groupby(series, key=lambda s: s.partition):
+            marks = [s.marks for s in run]
+            self._sample_marks(partition, marks[0] if len(marks) == 1 else np.concatenate(marks))
 
     def _sample_marks(self, partition: int, marks: np.ndarray) -> None:
         """Offer a final series' marks to the partition's reservoir (Vitter's algorithm R, vectorised)."""
