@@ -1,4 +1,4 @@
-"""What a local cluster's Dask workers import before they start (:func:`tweetoscope.pipeline.start_forkserver`).
+"""What a local cluster's Dask workers import before they start (:func:`tweetoscope.forkserver.start_forkserver`).
 
 Imported once by the forkserver process that the workers fork from, after distributed's own preload,
 so that each worker starts with it instead of importing it (about 2 CPU seconds per worker):

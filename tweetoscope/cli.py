@@ -341,9 +341,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from streams.datasets import DataError, load_dataset
 
-    from .pipeline import close_dask, run_embedded, start_dask
-    from .report import print_run
-
     settings = _settings(args)
     if args.cluster == "k8s":
         if settings.scheduler:
@@ -351,6 +348,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .k8s import scheduler_address
 
         settings = settings.replace(scheduler=scheduler_address(args.cluster_name, namespace=args.namespace))
+    if not settings.kafka and not settings.scheduler and Path(args.data).exists():
+        from .forkserver import start_forkserver
+
+        start_forkserver()  # first: the workers' imports take longest, on the other core
+
+    from .pipeline import close_dask, run_embedded, start_dask
+    from .report import print_run
+
     if settings.kafka:
         dataset = load_dataset(args.data)
         _quiet_logs()

@@ -27,6 +27,7 @@ from streams.records import dlq_topic
 from streams.replay import ReplaySchedule
 
 from .config import Settings
+from .forkserver import start_forkserver
 from .generator import generator
 from .schemas import TOPICS
 
@@ -157,6 +158,7 @@ async def start_dask(settings: Settings, *, dashboard: bool = True):
     cluster = None
     if not settings.scheduler:
         start_forkserver()
+        dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
         cluster = await LocalCluster(n_workers=settings.dask_min_workers, threads_per_worker=1, processes=True,
                                      asynchronous=True, dashboard_address=":0",
                                      scheduler_kwargs={"dashboard": dashboard}, silence_logs=logging.WARNING)
@@ -164,27 +166,6 @@ async def start_dask(settings: Settings, *, dashboard: bool = True):
     client = await _connect(settings.scheduler or cluster, settings.dask_timeout)
     await client.register_plugin(WarmFits(settings.fit_kwargs()), name="tweetoscope-warm-fits")
     return client, cluster
-
-
-def start_forkserver() -> None:
-    """Start, if it is not running yet, the process that a local cluster's Dask workers fork from.
-
-    It imports what the workers need once (distributed and its dependencies, the tasks' modules,
-    scikit-learn and skops for the models) and compiles the fit (:mod:`tweetoscope._worker_preload`),
-    while this process goes on: each worker then starts with all of it instead of importing and
-    compiling it itself (spawn). Returns at once; the first worker waits for the preload.
-    """
-    import multiprocessing.forkserver
-
-    import dask
-    from distributed.versions import optional_packages, required_packages
-
-    dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
-    # distributed's own preload (distributed.utils.get_mp_context), then ours; the server skips what
-    # fails to import. Once running, it keeps the modules it was started with (later calls change nothing).
-    multiprocessing.forkserver.set_forkserver_preload(
-        ["distributed", *required_packages, *optional_packages, "tweetoscope._worker_preload"])
-    multiprocessing.forkserver.ensure_running()
 
 
 async def close_dask(client, cluster) -> None:
