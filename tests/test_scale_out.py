@@ -126,3 +126,31 @@ def test_a_local_cluster_without_the_dashboard_serves_no_dask_dashboard():
 
     assert asyncio.run(main(False)) == (404, 200)
     assert asyncio.run(main(True)) == (200, 200)
+
+
+_START_AND_CLOSE = """
+import asyncio, sys
+from tweetoscope.config import Settings
+from tweetoscope.pipeline import close_dask, start_dask
+
+async def main():
+    client, cluster = await start_dask(Settings(dask_min_workers=1, dask_workers=1), dashboard=False)
+    n = len(await client.run(lambda: 1))
+    await close_dask(client, cluster)
+    return n
+
+if __name__ == "__main__":
+    print(asyncio.run(main()), "pandas" in sys.modules)
+"""
+
+
+def test_a_local_cluster_does_not_import_what_its_workers_do_not_need_here(tmp_path):
+    """distributed, setting up its workers' forkserver, would import its optional packages in this process
+    to see which import (pandas: 0.2 s of the start); the pipeline's forkserver runs already with its own
+    preload, so nothing is imported for that."""
+    (tmp_path / "start.py").write_text(_START_AND_CLOSE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(tmp_path / "start.py")], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1", "False"], proc.stdout

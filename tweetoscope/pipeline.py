@@ -145,6 +145,7 @@ async def start_dask(settings: Settings, *, dashboard: bool = True):
     set-up costs the start 0.3-0.5 s of CPU).
     """
     import dask
+    import distributed.utils
     from distributed import LocalCluster
 
     # Distributed keeps the last 1,000 messages of every batched connection for debugging,
@@ -159,6 +160,9 @@ async def start_dask(settings: Settings, *, dashboard: bool = True):
     if not settings.scheduler:
         start_forkserver()
         dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
+        # The server runs, with its preload: distributed would set its own, which changes nothing then,
+        # after importing its optional packages here to see which import (pandas: 0.2 s of this process).
+        distributed.utils._forkserver_preload_set = True
         cluster = await LocalCluster(n_workers=settings.dask_min_workers, threads_per_worker=1, processes=True,
                                      asynchronous=True, dashboard_address=":0",
                                      scheduler_kwargs={"dashboard": dashboard}, silence_logs=logging.WARNING)
