@@ -13,7 +13,7 @@ predicts, in each leaf, the median of its draws: the value with the least ARE on
 the training cascades of that leaf. A forest predicting a mean would be dragged by
 the heavy right tail of cascade sizes far above the ARE-optimal point. The trees
 split by the squared error of the log (see :func:`are_forest`: as accurate as
-absolute-error splits, 4 times faster to grow).
+absolute-error splits, about 4 times faster to grow).
 
 :class:`OmegaForest` is a trend times a random forest on the features
 :data:`estimators.forecast.FEATURE_NAMES` (the fit's ``[b, n_star, G1]``, the count so
@@ -162,7 +162,7 @@ def are_forest(X: np.ndarray, r: np.ndarray, w: np.ndarray, *, n_estimators: int
     the median of ``r`` over its draws (the average of the middle two for an even number), which
     minimises the weighted absolute error of the leaf's training samples; the forest averages
     the trees. Absolute-error splits (scikit-learn's ``absolute_error`` criterion, which this
-    replaced) are 4 times slower to grow and forecast no better out of sample (BENCHMARKS.md);
+    replaced) are about 4 times slower to grow and forecast no better out of sample (BENCHMARKS.md);
     splits on the log are not thrown by the heavy right tail of ``r``. ``r`` must be positive.
     """
     forest = RandomForestRegressor(n_estimators=n_estimators, min_samples_leaf=min_samples_leaf,

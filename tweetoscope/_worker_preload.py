@@ -1,6 +1,6 @@
 """What a local cluster's Dask workers import before they start (:func:`tweetoscope.forkserver.start_forkserver`).
 
-Imported once by the forkserver process that the workers fork from, after distributed's own preload,
+Imported once by the forkserver process that the workers fork from, after distributed,
 so that each worker starts with it instead of importing it (about 2 CPU seconds per worker):
 
 - the modules of the tasks the pipeline submits (fits, the prior's and the learner's refits), with

@@ -26,9 +26,9 @@ import logging
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
-from itertools import groupby
 from dataclasses import dataclass
 from functools import partial
+from itertools import groupby
 from typing import Any
 
 import msgspec
