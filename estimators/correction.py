@@ -12,8 +12,8 @@ so each tree draws its bootstrap sample with probabilities ``c / N_true`` and
 predicts, in each leaf, the median of its draws: the value with the least ARE on
 the training cascades of that leaf. A forest predicting a mean would be dragged by
 the heavy right tail of cascade sizes far above the ARE-optimal point. The trees
-split by the squared error of the log (see :func:`are_forest`: as accurate as
-absolute-error splits, about 4 times faster to grow).
+split by the squared error of the log (see :func:`are_forest`: about 4 times faster
+to grow than absolute-error splits, and within a few per cent of their ARE).
 
 :class:`OmegaForest` is a trend times a random forest on the features
 :data:`estimators.forecast.FEATURE_NAMES` (the fit's ``[b, n_star, G1]``, the count so
@@ -162,8 +162,9 @@ def are_forest(X: np.ndarray, r: np.ndarray, w: np.ndarray, *, n_estimators: int
     the median of ``r`` over its draws (the average of the middle two for an even number), which
     minimises the weighted absolute error of the leaf's training samples; the forest averages
     the trees. Absolute-error splits (scikit-learn's ``absolute_error`` criterion, which this
-    replaced) are about 4 times slower to grow and forecast no better out of sample (BENCHMARKS.md);
-    splits on the log are not thrown by the heavy right tail of ``r``. ``r`` must be positive.
+    replaced) are about 4 times slower to grow, and their out-of-sample ARE was 2 % better to 4 %
+    worse (``bench/bench_forest.py``, BENCHMARKS.md); splits on the log are not thrown by the heavy
+    right tail of ``r``. ``r`` must be positive.
     """
     forest = RandomForestRegressor(n_estimators=n_estimators, min_samples_leaf=min_samples_leaf,
                                    random_state=random_state, n_jobs=n_jobs).fit(X, np.log(r), sample_weight=w)
