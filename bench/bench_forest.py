@@ -4,7 +4,7 @@ replaced, in one run.
 On the Hawkes fits of simulated cascades at each window (``tweetoscope.backtest.fit_window``, at most
 ``--samples`` of them), with the count's trend (the ``are/10/count`` candidate that the 1M run chooses):
 
-- the time to grow ``--trees`` trees: squared-error splits on the log of the ratio and each leaf's median
+- the time to fit the ``are`` correction with ``--trees`` trees (the trend included): squared-error splits on the log of the ratio and each leaf's median
   of its draws (now), against scikit-learn's ``absolute_error`` criterion (the baseline, kept here);
 - the out-of-sample weighted ARE of omega of both, ``--folds``-fold, at leaf sizes 3 and 10 (the
   candidates' sizes): the new forests must forecast as well;
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 from sklearn.ensemble import RandomForestRegressor
@@ -27,7 +28,7 @@ from sklearn.model_selection import KFold
 
 import estimators.correction as correction
 from estimators import simulate_dataset
-from estimators.correction import OMEGA_FLOOR, OmegaForest, are_forest
+from estimators.correction import OmegaForest, are_forest
 from estimators.forecast import are_weights, omega_target
 from tweetoscope.backtest import fit_window
 from tweetoscope.config import Settings
@@ -42,13 +43,15 @@ def absolute_error_forest(X: np.ndarray, r: np.ndarray, w: np.ndarray, *, n_esti
                                  n_jobs=n_jobs).fit(X, r, sample_weight=w)
 
 
-def ratio_and_weights(X: np.ndarray, y: np.ndarray, w: np.ndarray, train: np.ndarray, at: np.ndarray):
-    """The forests' target ``r`` and weights on rows ``at``, with the count's trend fitted on rows ``train``;
-    and the trend itself on ``at`` (omega = r * trend)."""
-    base = OmegaForest("none", 1, trend="count")
-    base._fit_trend(X[train], y[train])
-    trend = base._trend(X[at])
-    return np.exp(np.log(np.maximum(y[at], OMEGA_FLOOR)) - trend), w[at] * np.exp(trend), np.exp(trend)
+@contextmanager
+def grown_by(forest):
+    """``forest`` (:func:`estimators.correction.are_forest`'s signature) is what :class:`OmegaForest` grows
+    for the loss ``"are"`` within the block."""
+    correction.are_forest = forest
+    try:
+        yield
+    finally:
+        correction.are_forest = are_forest
 
 
 def main() -> None:
@@ -69,44 +72,38 @@ def main() -> None:
         X, n_true = fits.X[keep], fits.n_true[keep]
         y = omega_target(n_true, X[:, 3], X[:, 1], X[:, 2])
         w = are_weights(n_true, X[:, 3], X[:, 1], X[:, 2])
-        every = np.arange(len(y))
-        r, v, _ = ratio_and_weights(X, y, w, every, every)
         grow = {}
         for name, forest in kinds.items():
             times = []
-            for _ in range(args.repeat):
-                t0 = time.perf_counter()
-                forest(X, r, v, n_estimators=args.trees, min_samples_leaf=10, random_state=0)
-                times.append(time.perf_counter() - t0)
+            with grown_by(forest):
+                for _ in range(args.repeat):
+                    t0 = time.perf_counter()
+                    OmegaForest("are", 10, args.trees, trend="count").fit(X, y, w)
+                    times.append(time.perf_counter() - t0)
             grow[name] = min(times)
-        print(f"T_obs {t_obs:>4} s, {len(y)} samples: {args.trees} trees grown in {grow['now']:.3f} s, "
+        print(f"T_obs {t_obs:>4} s, {len(y)} samples: are/10/count with {args.trees} trees fitted in {grow['now']:.3f} s, "
               f"baseline {grow['absolute_error']:.3f} s (ratio {grow['now'] / grow['absolute_error']:.2f})")
         for leaf in (3, 10):
             err = {name: np.empty(len(y)) for name in kinds}
             for train, test in KFold(args.folds, shuffle=True, random_state=args.seed).split(X):
-                r_tr, v_tr, _ = ratio_and_weights(X, y, w, train, train)
-                _, _, trend_te = ratio_and_weights(X, y, w, train, test)
                 for name, forest in kinds.items():
-                    f = forest(X[train], r_tr, v_tr, n_estimators=args.trees, min_samples_leaf=leaf, random_state=0)
-                    err[name][test] = np.abs(f.predict(X[test]) * trend_te - y[test]) * w[test]
+                    with grown_by(forest):
+                        model = OmegaForest("are", leaf, args.trees, trend="count").fit(X[train], y[train], w[train])
+                    err[name][test] = np.abs(model.predict(X[test]) - y[test]) * w[test]
             print(f"    leaf {leaf:>2}: out-of-sample weighted ARE {err['now'].mean():.4f}, "
                   f"baseline {err['absolute_error'].mean():.4f}")
         selection = {}
         for name, forest in kinds.items():
-            correction.are_forest = forest  # what OmegaForest grows for loss "are", for this selection
-            try:
-                times = []
+            times = []
+            with grown_by(forest):
                 for _ in range(args.repeat):
                     t0 = time.perf_counter()
                     _, choice = train_model(X, n_true, args.trees, 0)
                     times.append(time.perf_counter() - t0)
-            finally:
-                correction.are_forest = are_forest
             selection[name] = (min(times), "/".join(map(str, choice)))
         print(f"    selection and final fit (train_model): {selection['now'][0]:.2f} s, chose {selection['now'][1]}; "
               f"baseline {selection['absolute_error'][0]:.2f} s, chose {selection['absolute_error'][1]} "
               f"(ratio {selection['now'][0] / selection['absolute_error'][0]:.2f})", flush=True)
-
 
 if __name__ == "__main__":
     with warnings.catch_warnings():
