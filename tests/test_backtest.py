@@ -188,6 +188,7 @@ def test_simulate_draws_from_the_named_law(law, tmp_path):
     "args, message",
     [
         (["backtest", "/nonexistent/path"], "no such file or folder"),
+        (["run", "--data", "/nonexistent/path", "--no-dashboard"], "no such file or folder"),
         (["backtest", "data/sample", "--windows", "abc"], "windows must be comma-separated"),
         (["backtest", "data/sample", "--alpha", "1.5"], "alpha must be > 2"),
         (["backtest", "data/sample", "--seeds", "0,x"], "seeds must be comma-separated integers"),

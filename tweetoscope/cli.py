@@ -348,10 +348,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .k8s import scheduler_address
 
         settings = settings.replace(scheduler=scheduler_address(args.cluster_name, namespace=args.namespace))
-    if not settings.kafka and not settings.scheduler and Path(args.data).exists():
-        from .forkserver import start_forkserver
+    if not settings.kafka:
+        if not Path(args.data).exists():
+            raise DataError(args.data, None, "no such file or folder")
+        if not settings.scheduler:
+            from .forkserver import start_forkserver
 
-        start_forkserver()  # first: the workers' imports take longest, on the other core
+            start_forkserver()  # first: the workers' imports take longest, on the other core
 
     from .pipeline import close_dask, run_embedded, start_dask
     from .report import print_run
@@ -370,8 +373,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             return await run_kafka(settings, dataset=dataset, speed=args.speed, until_done=True)
 
         return asyncio.run(with_dashboard())
-    if not Path(args.data).exists():
-        raise DataError(args.data, None, "no such file or folder")
     _quiet_logs()
     on_dask = None
     if not args.no_dashboard:
