@@ -135,17 +135,22 @@ EOF
 # --------------------------------------------------------------- ports ----
 port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
+# A port nothing listens on, other than $1, with the next one free too (the controller's when the
+# broker's port is chosen), below the kernel's ephemeral range: a port the kernel hands out (bind to
+# port 0) can be taken by some client's outgoing connection before the broker binds it (seen: the
+# controller's port, in a test session beside a busy Dask cluster). tests/helpers.reusable_ports
+# picks the test servers' ports the same way.
 free_port() {
-    local p
-    if command -v python3 >/dev/null 2>&1 &&
-        p="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null)" &&
-        [[ -n "$p" ]] && [[ "$p" != "${1:-}" ]]; then
-        echo "$p"; return
-    fi
+    local p low
+    low="$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null)"
+    [[ "$low" =~ ^[0-9]+$ ]] || low=32768
+    local first=$(( low > 13024 ? low - 12000 : 1024 ))
+    local span=$(( low - 2 - first ))
+    (( span > 0 )) || die "no ports below the ephemeral range ($low)"
     for _ in $(seq 200); do
-        p=$(( 20000 + RANDOM % 40000 ))
-        [[ "$p" == "${1:-}" ]] && continue
-        port_open "$p" || { echo "$p"; return; }
+        p=$(( first + RANDOM % span ))
+        [[ "$p" == "${1:-}" || "$(( p + 1 ))" == "${1:-}" ]] && continue
+        port_open "$p" || port_open "$(( p + 1 ))" || { echo "$p"; return; }
     done
     die "could not find a free port"
 }
