@@ -4,8 +4,9 @@ replaced, in one run.
 On the Hawkes fits of simulated cascades at each window (``tweetoscope.backtest.fit_window``, at most
 ``--samples`` of them), with the count's trend (the ``are/10/count`` candidate that the 1M run chooses):
 
-- the time to fit the ``are`` correction with ``--trees`` trees (the trend included): squared-error splits on the log of the ratio and each leaf's median
-  of its draws (now), against scikit-learn's ``absolute_error`` criterion (the baseline, kept here);
+- the time to fit the ``are`` correction with ``--trees`` trees (the trend included): squared-error splits
+  on the log of the ratio and each leaf's median of its draws (now), against scikit-learn's
+  ``absolute_error`` criterion (the baseline, kept here);
 - the out-of-sample weighted ARE of omega of both, ``--folds``-fold, at leaf sizes 3 and 10 (the
   candidates' sizes): the new forests must forecast as well;
 - one model selection and final fit as the learner runs it (``tweetoscope.learner.train_model``), with
@@ -54,6 +55,18 @@ def grown_by(forest):
         correction.are_forest = are_forest
 
 
+def best_of(repeat: int, forest, run):
+    """The least seconds of ``repeat`` calls of ``run()`` with ``forest`` grown (:func:`grown_by`), and what
+    the last call returned."""
+    times = []
+    with grown_by(forest):
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            out = run()
+            times.append(time.perf_counter() - t0)
+    return min(times), out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cascades", type=int, default=3000)
@@ -72,16 +85,10 @@ def main() -> None:
         X, n_true = fits.X[keep], fits.n_true[keep]
         y = omega_target(n_true, X[:, 3], X[:, 1], X[:, 2])
         w = are_weights(n_true, X[:, 3], X[:, 1], X[:, 2])
-        grow = {}
-        for name, forest in kinds.items():
-            times = []
-            with grown_by(forest):
-                for _ in range(args.repeat):
-                    t0 = time.perf_counter()
-                    OmegaForest("are", 10, args.trees, trend="count").fit(X, y, w)
-                    times.append(time.perf_counter() - t0)
-            grow[name] = min(times)
-        print(f"T_obs {t_obs:>4} s, {len(y)} samples: are/10/count with {args.trees} trees fitted in {grow['now']:.3f} s, "
+        correction_fit = lambda: OmegaForest("are", 10, args.trees, trend="count").fit(X, y, w)  # noqa: E731
+        grow = {name: best_of(args.repeat, forest, correction_fit)[0] for name, forest in kinds.items()}
+        print(f"T_obs {t_obs:>4} s, {len(y)} samples: are/10/count with {args.trees} trees fitted in "
+              f"{grow['now']:.3f} s, "
               f"baseline {grow['absolute_error']:.3f} s (ratio {grow['now'] / grow['absolute_error']:.2f})")
         for leaf in (3, 10):
             err = {name: np.empty(len(y)) for name in kinds}
@@ -94,13 +101,8 @@ def main() -> None:
                   f"baseline {err['absolute_error'].mean():.4f}")
         selection = {}
         for name, forest in kinds.items():
-            times = []
-            with grown_by(forest):
-                for _ in range(args.repeat):
-                    t0 = time.perf_counter()
-                    _, choice = train_model(X, n_true, args.trees, 0)
-                    times.append(time.perf_counter() - t0)
-            selection[name] = (min(times), "/".join(map(str, choice)))
+            seconds, (_, choice) = best_of(args.repeat, forest, lambda: train_model(X, n_true, args.trees, 0))
+            selection[name] = (seconds, "/".join(map(str, choice)))
         print(f"    selection and final fit (train_model): {selection['now'][0]:.2f} s, chose {selection['now'][1]}; "
               f"baseline {selection['absolute_error'][0]:.2f} s, chose {selection['absolute_error'][1]} "
               f"(ratio {selection['now'][0] / selection['absolute_error'][0]:.2f})", flush=True)

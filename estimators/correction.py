@@ -162,7 +162,7 @@ def are_forest(X: np.ndarray, r: np.ndarray, w: np.ndarray, *, n_estimators: int
     the median of ``r`` over its draws (the average of the middle two for an even number), which
     minimises the weighted absolute error of the leaf's training samples; the forest averages
     the trees. Absolute-error splits (scikit-learn's ``absolute_error`` criterion, which this
-    replaced) are about 4 times slower to grow, and their out-of-sample ARE was 2 % better to 4 %
+    replaced) are about 4 times slower to grow, and their out-of-sample ARE was from 2 % better to 7 %
     worse (``bench/bench_forest.py``, BENCHMARKS.md); splits on the log are not thrown by the heavy
     right tail of ``r``. ``r`` must be positive.
     """
