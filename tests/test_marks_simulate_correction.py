@@ -196,6 +196,40 @@ def test_series_features_count_the_recent_events_the_idle_time_and_the_marks():
     assert X.shape == (1, 7) and np.isnan(X[0, 4:]).all() and X[0, :4].tolist() == [1e-3, 0.5, 10.0, 5.0]
 
 
+def test_series_features_of_a_chunk_are_those_of_each_series():
+    """The packed form (the estimator's workers compute a chunk's at once) against the definition,
+    written out here with numpy, on series of random lengths (empty ones and windows before the
+    first event included)."""
+    from estimators.forecast import RECENT_SHARE, series_features_packed
+
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(0, 40, size=300)
+    sizes[:3] = 0
+    times = np.concatenate([np.sort(rng.exponential(500.0, n)) for n in sizes])
+    marks = rng.pareto(1.4, times.size) * 10.0
+    offsets = np.r_[0, np.cumsum(sizes)]
+    t_obs = rng.choice([1e-3, 60.0, 600.0, 3600.0], size=sizes.size)
+    got = series_features_packed(times, marks, offsets, t_obs)
+    for i in range(sizes.size):
+        t, m, T = times[offsets[i]:offsets[i + 1]], marks[offsets[i]:offsets[i + 1]], t_obs[i]
+        before = t < T
+        want = (np.sum(before & (t >= (1 - RECENT_SHARE) * T)), T - t[before][-1] if before.any() else T,
+                m[before].sum())
+        np.testing.assert_allclose(got[i], want, rtol=1e-12, atol=0)
+
+
+def test_forecast_size_of_plain_numbers_is_that_of_arrays():
+    """Plain numbers (one fit's final size) skip the arrays: the same result, edge cases included."""
+    import itertools
+
+    values = [0, 7, 2.5, 1e308, -3.0, np.nan, np.inf, 0.999999999, 1.0, 1.5, 1e-300]
+    for n_obs, G1, n_star, omega in itertools.product(values, repeat=4):
+        with np.errstate(all="ignore"):
+            want = forecast_size(np.array([n_obs]), np.array([G1]), np.array([n_star]), np.array([omega]))[0]
+        got = forecast_size(n_obs, G1, n_star, omega)
+        assert np.array_equal(got, want, equal_nan=True), (n_obs, G1, n_star, omega, got, want)
+
+
 def test_forest_rejects_bad_shapes():
     with pytest.raises(ValueError, match="shape"):
         fit_forest(np.ones((5, 4)), np.ones(5))

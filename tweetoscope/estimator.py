@@ -35,7 +35,8 @@ import msgspec
 import numpy as np
 from streamz import Stream
 
-from estimators import ConvergenceWarning, LogNormalPrior, MarkLaw, fit_cascade, message_params, series_features
+from estimators import ConvergenceWarning, LogNormalPrior, MarkLaw, fit_cascade, message_params
+from estimators.forecast import series_features_packed
 from estimators.prior import fit_prior
 import streams.dask  # noqa: F401  (registers the submit_batches node)
 from streams.dask import resilient_result
@@ -86,7 +87,7 @@ class PackedSeries:
 @dataclass(slots=True)
 class PackedFits:
     """Fits of a packed chunk: ``params`` (k, 4) = :func:`estimators.forecast.message_params`; ``n_obs``, ``n_supp``,
-    ``converged`` (k,); ``series`` (k, 3) = :func:`estimators.forecast.series_features`; ``errors`` maps a
+    ``converged`` (k,); ``series`` (k, 3) = :func:`estimators.forecast.series_features_packed`; ``errors`` maps a
     series' index to why it could not be fitted."""
 
     params: np.ndarray
@@ -129,7 +130,6 @@ def fit_chunk(chunk: PackedSeries, fit_kwargs: dict[str, Any]) -> PackedFits:
     n_obs = np.zeros(k, dtype=np.int64)
     n_supp = np.zeros(k)
     converged = np.zeros(k, dtype=bool)
-    series = np.zeros((k, 3))
     errors: dict[int, str] = {}
     o = chunk.offsets
     if chunk.mark_law is not None:
@@ -148,7 +148,7 @@ def fit_chunk(chunk: PackedSeries, fit_kwargs: dict[str, Any]) -> PackedFits:
                 continue
             params[i] = message_params(f)
             n_obs[i], n_supp[i], converged[i] = f.n_obs, f.final_size - f.n_obs, f.converged
-            series[i] = series_features(chunk.times[o[i]:o[i + 1]], chunk.marks[o[i]:o[i + 1]], chunk.T_obs[i])
+    series = series_features_packed(chunk.times, chunk.marks, o, chunk.T_obs)  # those of the errors unused
     return PackedFits(params, n_obs, n_supp, converged, series, errors)
 
 
