@@ -91,13 +91,13 @@ def main() -> None:
     from streams.datasets import load_dataset
     from streams.replay import ReplaySchedule
     from tweetoscope.cli import main as cli
-    from tweetoscope.cli import tune_gc
+    from tweetoscope.tuning import tune_process
     from tweetoscope.collector import decode_tweets
     from tweetoscope.config import Settings
     from tweetoscope.generator import tweet_records
     from tweetoscope.pipeline import run_embedded
 
-    tune_gc()  # as `tweetoscope run` does
+    tune_process()  # as `tweetoscope run` does
     scratch = tempfile.TemporaryDirectory(prefix="tweetoscope-bench-")  # removed when main() returns
     tmp = scratch.name
     cli(["simulate", f"{tmp}/data", "--n", str(args.cascades), "--seed", str(args.seed)])

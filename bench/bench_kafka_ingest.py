@@ -52,12 +52,12 @@ def main() -> None:
     from streams.datasets import load_dataset
     from streams.replay import ReplaySchedule
     from tweetoscope.cli import main as cli
-    from tweetoscope.cli import tune_gc
+    from tweetoscope.tuning import tune_process
     from tweetoscope.config import Settings
     from tweetoscope.generator import tweet_records
     from tweetoscope.kafka_mode import KafkaBus
 
-    tune_gc()  # the collector runs here as `tweetoscope collector` runs it
+    tune_process()  # the collector runs here as `tweetoscope collector` runs it
     scratch = tempfile.TemporaryDirectory(prefix="tweetoscope-bench-")  # removed when main() returns
     tmp = scratch.name
     cli(["simulate", f"{tmp}/data", "--n", str(args.cascades), "--seed", str(args.seed)])

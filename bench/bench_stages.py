@@ -307,13 +307,13 @@ async def main_async(args) -> dict:
 
     from streams.datasets import load_dataset
     from tweetoscope.cli import main as cli
-    from tweetoscope.cli import tune_gc
+    from tweetoscope.tuning import tune_process
     from tweetoscope.estimator import decode_series
     from tweetoscope.pipeline import start_dask
     from tweetoscope.schemas import CASCADE_PROPERTIES, CASCADE_SERIES, TWEETS
     from streams.records import Record
 
-    tune_gc()  # each stage runs here as its `tweetoscope STAGE` command runs it
+    tune_process()  # each stage runs here as its `tweetoscope STAGE` command runs it
     scratch = tempfile.TemporaryDirectory(prefix="tweetoscope-bench-")  # removed when main() returns
     tmp = scratch.name
     cli(["simulate", f"{tmp}/data", "--n", str(args.cascades), "--seed", str(args.seed)])

@@ -2,7 +2,7 @@
 
 Simulates ``--cascades`` cascades (``tweetoscope simulate``), encodes and decodes their tweets
 once (as the collector's input, ``Events`` batches of ``batch_size``), then times, alternated
-in ``--rounds`` rounds in one process with the GC thresholds of the stages (``tune_gc``):
+in ``--rounds`` rounds in one process with the GC thresholds of the stages (``tune_process``):
 
 - **bare**: ``bench_embedded.bare_collector`` over the same batches (per source a clock, per
   cascade its events, windows cut and cascades ended; nothing checked or encoded);
@@ -46,12 +46,12 @@ def main() -> None:
     from streams.datasets import load_dataset
     from streams.replay import ReplaySchedule
     from tweetoscope.cli import main as cli
-    from tweetoscope.cli import tune_gc
+    from tweetoscope.tuning import tune_process
     from tweetoscope.collector import decode_tweets
     from tweetoscope.config import Settings
     from tweetoscope.generator import tweet_records
 
-    tune_gc()
+    tune_process()
     scratch = tempfile.TemporaryDirectory(prefix="tweetoscope-bench-")  # removed when main() returns
     tmp = scratch.name
     cli(["simulate", f"{tmp}/data", "--n", str(args.cascades), "--seed", str(args.seed)])

@@ -5,6 +5,7 @@ instance: tests/test_faults.py::test_two_instances_of_each_stage_on_four_partiti
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -46,6 +47,10 @@ def test_adaptive_local_cluster_grows_under_a_backlog_and_shrinks_idle():
             preload = await client.run(_preload_of_this_process)
             assert all(complete and at_once and pid != worker_pid
                        for complete, at_once, pid, worker_pid in preload.values()), preload
+            # with one BLAS thread, as Dask means its workers to have (they fork from a server that
+            # loaded OpenBLAS before Dask's OPENBLAS_NUM_THREADS=1 could reach them)
+            blas = await client.run(_blas_threads)
+            assert all(threads == [1, 1] for threads in blas.values()), blas
             while len(cluster.scheduler.workers) > 1 and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
                 counts.append(len(cluster.scheduler.workers))
@@ -56,6 +61,29 @@ def test_adaptive_local_cluster_grows_under_a_backlog_and_shrinks_idle():
 
     counts = asyncio.run(main())
     assert counts[0] == 1 and max(counts) == 3 and counts[-1] == 1, counts
+
+
+def _blas_threads() -> list[int]:
+    """The threads of each BLAS library loaded in this process (numpy's and scipy's OpenBLAS here)."""
+    from threadpoolctl import threadpool_info
+
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+def test_a_stage_process_runs_one_blas_thread_and_keeps_large_blocks_in_its_heap():
+    """tune_process (every command that runs stages calls it): BLAS libraries loaded before and after
+    it have one thread, and glibc takes the malloc settings (a subprocess: it changes its process)."""
+    code = ("import numpy, json, sys\n"
+            "from tweetoscope.tuning import tune_process, tune_malloc\n"
+            "tune_process()\n"
+            "import scipy.linalg\n"  # a library loaded after the call
+            "from threadpoolctl import threadpool_info\n"
+            "print(json.dumps([[i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'], tune_malloc()]))")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}  # as a shell starts it (not Dask)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
+                         env=env)
+    threads, malloc = json.loads(out.stdout)
+    assert threads and set(threads) == {1} and malloc is True, out.stdout
 
 
 def _preload_of_this_process() -> tuple[bool, bool, int, int]:

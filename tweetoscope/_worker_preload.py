@@ -5,7 +5,8 @@ so that each worker starts with it instead of importing it (about 2 CPU seconds 
 
 - the modules of the tasks the pipeline submits (fits, the prior's and the learner's refits), with
   scikit-learn and skops;
-- the fit with the default settings, compiled (numba), as :class:`tweetoscope.pipeline.WarmFits` does.
+- the fit with the default settings, compiled (numba), and the process settings of the stages (glibc's
+  malloc, one BLAS thread: :mod:`tweetoscope.tuning`), as :class:`tweetoscope.pipeline.WarmFits` does.
 
 A failure here is logged, not raised: the forkserver would die with it and no worker could start;
 the workers then import what they need themselves.

@@ -16,6 +16,7 @@ from typing import NoReturn
 import orjson
 
 from .config import ENV_VARS, SECURITY_PROTOCOLS, ConfigError, Settings, load_settings
+from .tuning import tune_process
 
 __all__ = ["main", "entry", "build_parser"]
 
@@ -327,15 +328,6 @@ def _quiet_logs() -> None:
     logging.getLogger("bokeh.server.util").setLevel(logging.ERROR)  # the Dask dashboard's wildcard-origin notice
 
 
-def tune_gc() -> None:
-    """Streaming allocates millions of short-lived objects next to long-lived state: collect the
-    young generation less often (measured: 20-30 % more events/s in the embedded replay). Every
-    command that runs stages calls it (the benchmarks too, to measure the stages as they run)."""
-    import gc
-
-    gc.set_threshold(100_000, 50, 100)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -362,7 +354,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if settings.kafka:
         dataset = load_dataset(args.data)
         _quiet_logs()
-        tune_gc()
+        tune_process()
         from .kafka_mode import run_kafka
 
         async def with_dashboard() -> int:
@@ -397,7 +389,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise
         client, cluster = await dask
         try:
-            tune_gc()
+            tune_process()
             return await run_embedded(dataset, settings, args.out, client=client, speed=args.speed, progress=True,
                                       on_dask=on_dask)
         finally:
@@ -506,7 +498,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
     settings = _settings(args, need_kafka=True)
     _quiet_logs()
-    tune_gc()
+    tune_process()
     return asyncio.run(run_kafka(settings, stages=(args.stage,)))
 
 

@@ -201,7 +201,8 @@ class WarmFits(WorkerPlugin):
     """Dask worker plugin: fits a small cascade when a worker starts (and on every worker already
     there), so that loading the compiled likelihood (numba) is not paid by the first real fits:
     cold workers put 0.5 s on the p99 alert latency (BENCHMARKS.md); and imports what model refits
-    need, so that the first refit is not 3 s late."""
+    need, so that the first refit is not 3 s late. It also gives the worker the stages' malloc settings
+    and one BLAS thread (:mod:`tweetoscope.tuning`)."""
 
     idempotent = True
 
@@ -211,11 +212,17 @@ class WarmFits(WorkerPlugin):
     def setup(self, worker) -> None:
         import numpy as np
 
-        from estimators import fit_cascade
+        from estimators import fit_cascade, series_features
+
+        from .tuning import tune_blas, tune_malloc
 
         times = np.array([0.0, 10.0, 30.0, 70.0, 150.0])
         fit_cascade(times, np.full(times.size, 100.0), 300.0, **self.fit_kwargs)
+        series_features(times, np.full(times.size, 100.0), 300.0)
         import skops.io  # noqa: F401  (and scikit-learn: 3 s that the first model refit would wait for)
+
+        tune_malloc()
+        tune_blas()  # after the imports: their BLAS libraries are loaded
 
 
 
