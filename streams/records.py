@@ -19,6 +19,9 @@ class Record:
 
     ``partition``/``offset`` are -1 for records that did not come from Kafka;
     ``timestamp`` is the message time in seconds since the epoch (0 if unknown).
+    ``message``: what the consumer of the topic would decode ``value`` to, when the stage that made the
+    record runs in the same process and knows ``value`` would decode (the embedded mode): the consumer
+    may take it instead of decoding. It never leaves the process (None on records read from Kafka).
     """
 
     topic: str
@@ -28,6 +31,7 @@ class Record:
     partition: int = -1
     offset: int = -1
     timestamp: float = 0.0
+    message: object = field(default=None, compare=False, repr=False)
 
 
 def dlq_topic(topic: str) -> str:

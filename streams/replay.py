@@ -82,7 +82,9 @@ class from_replay(Source):
 
     ``speed`` None replays as fast as the graph accepts (awaiting its back-pressure);
     otherwise events are released when the wall clock reaches their scaled time.
-    ``done`` is set once the last batch (with ``eos``) has been emitted and accepted.
+    ``done`` is set once the last batch (with ``eos``) has been emitted and accepted, or once the
+    replay stopped because a node downstream raised: ``error`` then holds the exception (the
+    event loop would only log it, and whoever waits for ``done`` would wait for ever).
     """
 
     def __init__(self, schedule: ReplaySchedule, *, batch_size: int = 10_000, speed: float | None = None,
@@ -96,9 +98,20 @@ class from_replay(Source):
         self.speed = speed
         self.position = 0
         self.done = asyncio.Event()
+        self.error: BaseException | None = None
         super().__init__(**kwargs)
 
     async def run(self):
+        try:
+            await self._replay()
+        except Exception as exc:
+            self.error = exc
+            raise
+        finally:
+            self.stopped = True
+            self.done.set()
+
+    async def _replay(self) -> None:
         n = len(self.schedule)
         t0 = self.schedule.t[0] if n else 0.0
         wall0 = time.perf_counter()
@@ -120,5 +133,3 @@ class from_replay(Source):
                 await asyncio.gather(*futures)
             else:
                 await asyncio.sleep(0)
-        self.stopped = True
-        self.done.set()

@@ -339,3 +339,66 @@ def test_the_generators_batches_carry_the_events_the_collector_would_decode(sim)
         assert type(records) is list
         events, dead = decode_tweets(records)
         assert len(events) == 1 and len(dead) == 1
+
+
+def test_the_collectors_series_carry_the_arrays_the_estimator_would_decode(sim):
+    """In process the estimator takes the collector's arrays instead of decoding each series: they are
+    what decoding gives, field by field; a series that decoding would refuse carries none (and goes to
+    the dead-letter topic as it would from Kafka)."""
+    from streams.replay import ReplaySchedule
+    from streams.window import WindowClosed
+    from tweetoscope.collector import _series_record, collector
+    from tweetoscope.estimator import decode_series
+    from tweetoscope.generator import tweet_records
+    from tweetoscope.schemas import MAX_MESSAGE_BYTES, DecodedSerie
+
+    settings = Settings(windows=(600, 1200), terminated=1e4, empirical_prior=True)
+    tweets = Stream()
+    series = collector(tweets, settings).flatten().filter(lambda r: r.topic == "cascade_series").sink_to_list()
+    schedule = ReplaySchedule(sim, sources=2, stagger=10.0)
+    n = len(schedule)
+    for lo in range(0, n, 500):
+        tweets.emit(tweet_records(sim, schedule.batch(lo, min(lo + 500, n), last=lo + 500 >= n)))
+    assert len(series) > 100 and any(r.message.serie.final for r in series)
+    fast, dead = decode_series(series)
+    slow, slow_dead = decode_series([Record(r.topic, r.value, r.key) for r in series])
+    assert dead == slow_dead == [] and len(fast) == len(slow) == len(series)
+    for f, s in zip(fast, slow):
+        assert (f.cid, f.msg, f.T_obs, f.source, f.final) == (s.cid, s.msg, s.T_obs, s.source, s.final)
+        assert f.times.dtype == s.times.dtype == np.float64
+        np.testing.assert_array_equal(f.times, s.times)
+        np.testing.assert_array_equal(f.marks, s.marks)
+    # what decoding refuses: an event before the start, a message beyond the size a stage reads
+    early = WindowClosed("s0", "c1", "m", 600, 10.0, np.array([-1.0, 5.0]), np.array([1.0, 2.0]))
+    many = np.arange(MAX_MESSAGE_BYTES // 8, dtype=np.float64) * 1.000001
+    huge = WindowClosed("s0", "c2", "m", 600, 10.0, many, many)
+    for item in (early, huge):
+        record = _series_record(item, item.T_obs)
+        assert record.message is None
+        tasks, dead = decode_series([record])
+        assert tasks == [] and len(dead) == 1 and dead[0].topic == "cascade_series.dlq"
+    valid = WindowClosed("s0", "c1", "m", 600, 10.0, np.array([0.0, 5.0]), np.array([1.0, 2.0]))
+    assert type(_series_record(valid, 600).message) is DecodedSerie
+
+
+def test_a_stage_that_raises_stops_the_embedded_run_with_its_error(sim, scheduler, tmp_path, monkeypatch):
+    """An error in a stage ends the run with that error instead of leaving it waiting for a replay that
+    stopped (it hung for ever). The error is injected into the generator (a stand-in for any stage's bug:
+    no real input makes our stages raise)."""
+    import tweetoscope.generator as generator
+
+    real, calls = generator.tweet_records, []
+
+    def failing(dataset, batch):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("injected failure in a stage")
+        return real(dataset, batch)
+
+    monkeypatch.setattr(generator, "tweet_records", failing)
+
+    async def run():
+        return await asyncio.wait_for(run_embedded(sim, settings_for(scheduler, batch_size=200), tmp_path), 120)
+
+    with pytest.raises(RuntimeError, match="injected failure in a stage"):
+        asyncio.run(run())

@@ -21,7 +21,8 @@ from streams.records import Record
 from streams.window import CascadeEnded, Events, Rejected, WindowClosed
 
 from .config import Settings
-from .schemas import CASCADE_PROPERTIES, CASCADE_SERIES, TWEETS, Eos, SchemaError, Serie, Size, Tweet, dlq_record, encode
+from .schemas import (CASCADE_PROPERTIES, CASCADE_SERIES, MAX_MESSAGE_BYTES, MAX_WINDOW, TWEETS, DecodedSerie, Eos,
+                      SchemaError, Serie, Size, Tweet, dlq_record, encode)
 
 __all__ = ["DecodedTweets", "decode_tweets", "encode_outputs", "final_T_obs", "collector"]
 
@@ -81,24 +82,34 @@ def encode_outputs(items: list, terminated: float | None = None, min_size: int =
     out = []
     for it in items:
         if type(it) is WindowClosed:
-            value = Serie(cid=it.key, msg=it.info, T_obs=it.T_obs, tweets=list(zip(it.times.tolist(), it.marks.tolist())),
-                          source=it.source, start=it.start)
-            out.append(Record(CASCADE_SERIES.name, encode(value), it.key.encode()))
+            out.append(_series_record(it, it.T_obs))
         elif type(it) is CascadeEnded:
             for T in it.windows:
                 value = Size(cid=it.key, n_tot=it.size, t_end=it.t_end, T_obs=T, source=it.source)
                 out.append(Record(CASCADE_PROPERTIES.name, encode(value), str(T).encode()))
             if terminated is not None and it.size >= min_size:
-                value = Serie(cid=it.key, msg=it.info, T_obs=final_T_obs(it.t_end, terminated),
-                              tweets=list(zip(it.times.tolist(), it.marks.tolist())), source=it.source, start=it.start,
-                              final=True)
-                out.append(Record(CASCADE_SERIES.name, encode(value), it.key.encode()))
+                out.append(_series_record(it, final_T_obs(it.t_end, terminated), final=True))
         elif type(it) is Rejected:
             origin = it.origin
             if not isinstance(origin, Record):  # held across a restart: only where it was read is known
                 origin = Record(TWEETS.name, b"", partition=origin.partition, offset=origin.offset)
             out.append(dlq_record(origin, it.reason, "rejected-event"))
     return out
+
+
+def _series_record(it: WindowClosed | CascadeEnded, T_obs: int, final: bool = False) -> Record:
+    """The ``cascade_series`` record of a window (or of a whole cascade, ``final``), with its
+    :class:`DecodedSerie` as the record's ``message`` when the value is one that the estimator's
+    decoding accepts: the estimator in this process then takes the arrays instead of decoding the JSON.
+    (Marks and absolute times passed the ``tweets`` schema's bounds when they came in; what is left to
+    check is the message's size, the window, and events at or after the start.)"""
+    value = Serie(cid=it.key, msg=it.info, T_obs=T_obs, tweets=list(zip(it.times.tolist(), it.marks.tolist())),
+                  source=it.source, start=it.start, final=final)
+    raw = encode(value)
+    record = Record(CASCADE_SERIES.name, raw, it.key.encode())
+    if len(raw) <= MAX_MESSAGE_BYTES and 1 <= T_obs <= MAX_WINDOW and it.times.size and it.times[0] >= 0:
+        record.message = DecodedSerie(value, it.times, it.marks)
+    return record
 
 
 def collector(tweets: Stream, settings: Settings) -> Stream:

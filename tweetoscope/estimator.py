@@ -45,8 +45,8 @@ from streams.state import Change, latest_entries
 
 from .config import Settings
 from .models import MIN_MARKS, learn_mark_law
-from .schemas import (CASCADE_PROPERTIES, CASCADE_SERIES, MARKS, MAX_VALUE, Marks, Parameters, SchemaError, Serie,
-                      dlq_record, encode)
+from .schemas import (CASCADE_PROPERTIES, CASCADE_SERIES, MARKS, MAX_VALUE, DecodedSerie, Marks, Parameters, SchemaError,
+                      Serie, dlq_record, encode)
 
 __all__ = ["FitTask", "PackedSeries", "PackedFits", "pack_series", "decode_series", "fit_chunk", "encode_results",
            "complete_fit_kwargs", "empirical_prior", "learn_prior", "PriorLearner", "estimator", "MARK_SAMPLE"]
@@ -110,8 +110,16 @@ def pack_series(chunk: list[FitTask], prior: LogNormalPrior | None = None,
 
 
 def decode_series(batch: list[Record]) -> tuple[list[FitTask], list[Record]]:
+    """The fit tasks of a ``cascade_series`` batch, and the dead letters of the records that do not decode.
+    A record made by the collector in this process carries its series as arrays (its ``message``, a
+    :class:`tweetoscope.schemas.DecodedSerie`): taken as they are (equal to what decoding gives)."""
     series, dead = [], []
     for r in batch:
+        m = r.message
+        if type(m) is DecodedSerie:
+            d = m.serie
+            series.append(FitTask(d.cid, d.msg, d.T_obs, m.times, m.marks, d.source, d.final, r.partition))
+            continue
         try:
             d = CASCADE_SERIES.decode(r.value)
         except SchemaError as exc:

@@ -329,6 +329,8 @@ async def _until_done(bus: KafkaBus, stages: Stages, replay, gen_sink: KafkaSink
     if replay is not None:
         while not replay.done.is_set() and not stop.is_set():
             await asyncio.sleep(0.1)
+        if replay.error is not None:  # the generator raised: the run stops with its error
+            raise replay.error
         if gen_sink is not None:
             await gen_sink.flush(60)
     quiet = 0

@@ -292,6 +292,8 @@ async def run_embedded(
         if progress:
             await _show_progress(replay, len(schedule))
         await replay.done.wait()
+        if replay.error is not None:  # a stage raised: the run stops with its error
+            raise replay.error
         await stages.drain()
         seconds = time.perf_counter() - start
     finally:

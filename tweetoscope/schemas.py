@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, NamedTuple, Union
 
 import msgspec
 from msgspec import Meta
@@ -51,10 +51,10 @@ from msgspec import Meta
 from streams.records import Record, dlq_topic
 
 __all__ = [
-    "SchemaError", "DEAD_LETTER_KINDS", "Topic", "Tweet", "Retweet", "Eos", "Serie", "Size", "Parameters", "Alert", "Stat", "Sample",
+    "SchemaError", "DEAD_LETTER_KINDS", "Topic", "Tweet", "Retweet", "Eos", "Serie", "DecodedSerie", "Size", "Parameters", "Alert", "Stat", "Sample",
     "Marks", "DeadLetter", "TWEETS", "CASCADE_SERIES", "CASCADE_PROPERTIES", "ALERTS", "STATS", "SAMPLES", "MODELS",
     "MARKS",
-    "TOPICS", "encode", "dlq_record", "MAX_MESSAGE_BYTES", "MAX_VALUE",
+    "TOPICS", "encode", "dlq_record", "MAX_MESSAGE_BYTES", "MAX_VALUE", "MAX_WINDOW",
 ]
 
 #: Largest magnitude of a number in a message: beyond it a value is refused (a time, count or
@@ -63,7 +63,10 @@ MAX_VALUE = 1e15
 
 Seconds = Annotated[float, Meta(ge=0, le=MAX_VALUE)]
 Count = Annotated[float, Meta(ge=0, le=MAX_VALUE)]
-Window = Annotated[int, Meta(ge=1, le=10**9)]
+#: Longest observation window a message may carry (s).
+MAX_WINDOW = 10**9
+
+Window = Annotated[int, Meta(ge=1, le=MAX_WINDOW)]
 Id = Annotated[int, Meta(ge=0)]
 Positive = Annotated[float, Meta(gt=0, le=MAX_VALUE)]
 PositiveInt = Annotated[int, Meta(ge=1, le=int(MAX_VALUE))]
@@ -111,6 +114,16 @@ class Serie(msgspec.Struct, tag_field="type", tag="serie"):
     source: str = ""
     start: float = 0.0
     final: bool = False
+
+
+class DecodedSerie(NamedTuple):
+    """A ``cascade_series`` message with its events as arrays (``times`` relative to the start, s, and
+    ``marks``, shape (n,) each, the values of ``serie.tweets``): the :attr:`streams.records.Record.message`
+    that the collector attaches for the estimator in the same process (:func:`tweetoscope.collector.encode_outputs`)."""
+
+    serie: Serie
+    times: Any
+    marks: Any
 
 
 class Size(msgspec.Struct, tag_field="type", tag="size"):
