@@ -75,6 +75,7 @@ bench: setup
 	$(BIN)/python bench/bench_powerlaw.py
 	$(BIN)/python bench/bench_predictive.py
 	$(BIN)/python bench/bench_forest.py
+	$(BIN)/python bench/bench_process.py
 	$(BIN)/python bench/best_achievable.py --n 1000 --seed 0
 	$(BIN)/python bench/bench_embedded.py
 	$(BIN)/python bench/bench_run.py
