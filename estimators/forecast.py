@@ -129,9 +129,15 @@ def series_features_packed(times: np.ndarray, marks: np.ndarray, offsets: np.nda
     """:func:`series_features` of many series at once, shape (k, 3): series ``i`` has the events
     ``offsets[i]:offsets[i + 1]`` of ``times`` and ``marks`` (shape (n,), times sorted within each
     series; ``offsets`` shape (k + 1,), non-decreasing) and the window ``t_obs[i]`` (shape (k,), seconds)."""
+    times, marks = np.asarray(times, dtype=np.float64), np.asarray(marks, dtype=np.float64)
+    offsets, t_obs = np.asarray(offsets, dtype=np.int64), np.asarray(t_obs, dtype=np.float64)
+    if (times.ndim != 1 or times.shape != marks.shape or t_obs.ndim != 1 or offsets.shape != (t_obs.size + 1,)
+            or (offsets.size and (offsets[0] < 0 or offsets[-1] > times.size or np.any(np.diff(offsets) < 0)))):
+        raise ValueError(f"times and marks must have the same shape (n,), t_obs shape (k,) and offsets (k + 1,) "
+                         f"non-decreasing within [0, n]; got {times.shape}, {marks.shape}, {t_obs.shape}, "
+                         f"{offsets.shape}")
     out = np.empty((t_obs.size, 3))
-    _series_stats(np.asarray(times, dtype=np.float64), np.asarray(marks, dtype=np.float64),
-                  np.asarray(offsets, dtype=np.int64), np.asarray(t_obs, dtype=np.float64), RECENT_SHARE, out)
+    _series_stats(times, marks, offsets, t_obs, RECENT_SHARE, out)
     return out
 
 

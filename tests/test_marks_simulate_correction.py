@@ -216,6 +216,10 @@ def test_series_features_of_a_chunk_are_those_of_each_series():
         want = (np.sum(before & (t >= (1 - RECENT_SHARE) * T)), T - t[before][-1] if before.any() else T,
                 m[before].sum())
         np.testing.assert_allclose(got[i], want, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="offsets"):
+        series_features_packed(times, marks, offsets[:-1], t_obs)
+    with pytest.raises(ValueError, match="offsets"):
+        series_features_packed(times[:-1], marks[:-1], offsets, t_obs)
 
 
 def test_forecast_size_of_plain_numbers_is_that_of_arrays():
