@@ -2,9 +2,9 @@
 one BLAS thread.
 
 Every command that runs stages calls :func:`tune_process` (the benchmarks too, to measure the
-stages as they run); the Dask workers of a local cluster inherit :func:`tune_malloc` from the
-process they fork from (:mod:`tweetoscope._worker_preload`), other workers call it when they start
-(:class:`tweetoscope.pipeline.WarmFits`).
+stages as they run). The Dask workers get :func:`tune_malloc` and :func:`tune_blas` from
+:class:`tweetoscope.pipeline.WarmFits`: those of a local cluster inherit them from the process they
+fork from (:mod:`tweetoscope._worker_preload` runs it there), the others run it when they start.
 """
 
 from __future__ import annotations
