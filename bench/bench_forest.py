@@ -101,7 +101,7 @@ def main() -> None:
                   f"baseline {err['absolute_error'].mean():.4f}")
         selection = {}
         for name, forest in kinds.items():
-            seconds, (_, choice) = best_of(args.repeat, forest, lambda: train_model(X, n_true, args.trees, 0))
+            seconds, (_, choice, _) = best_of(args.repeat, forest, lambda: train_model(X, n_true, args.trees, 0))
             selection[name] = (seconds, "/".join(map(str, choice)))
         print(f"    selection and final fit (train_model): {selection['now'][0]:.2f} s, chose {selection['now'][1]}; "
               f"baseline {selection['absolute_error'][0]:.2f} s, chose {selection['absolute_error'][1]} "

@@ -134,17 +134,20 @@ def test_forest_never_predicts_a_cascade_it_was_trained_on(small_sim):
 
 def test_the_backtest_and_the_learner_select_and_fit_the_correction_alike(small_sim):
     """One code path: the backtest's forecasts of a fold equal those of the model the pipeline's
-    learner trains on the same samples (its skops file, loaded back)."""
+    learner trains on the same samples (its skops file, loaded back; and the model object that a
+    predictor in the learner's process takes instead of the file predicts the same)."""
     d = load_dataset(small_sim)
     fits = fit_window(d.cascades, 1200, FAST)
     folds = splits(fits, FAST)
     cv = cross_validated_forecasts(fits, FAST, folds=folds)
     train, test = folds[0]
-    data, choice = train_model(fits.X[train], fits.n_true[train], FAST.forest_trees, FAST.seed, mark_law=FAST.mark_law)
+    data, choice, made = train_model(fits.X[train], fits.n_true[train], FAST.forest_trees, FAST.seed,
+                                     mark_law=FAST.mark_law)
     model = load_model(data)
     assert (model.loss, model.min_samples_leaf, model.trend) == choice
     learnt = forecast_size(fits.n_obs[test], fits.G1[test], fits.n_star[test], predict_omega(model, fits.X[test]))
     np.testing.assert_allclose(cv[test], learnt, rtol=1e-12)
+    np.testing.assert_array_equal(predict_omega(made, fits.X), predict_omega(model, fits.X))
 
 
 def run_cli(*args):

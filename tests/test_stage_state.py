@@ -108,11 +108,7 @@ def test_unusable_models_are_refused_and_the_current_model_stays(bad, tmp_path):
 
 
 def small_model() -> bytes:
-    rng = np.random.default_rng(0)
-    X = np.column_stack([rng.uniform(1e-4, 1e-2, 40), rng.uniform(0.1, 0.9, 40), rng.uniform(1, 50, 40),
-                         rng.integers(5, 50, 40), rng.integers(0, 5, 40), rng.uniform(0, 600, 40),
-                         rng.uniform(10, 1e4, 40)])
-    return dump_model(fit_forest(X, X[:, 3] * 2, n_estimators=5, random_state=0))
+    return dump_model(in_process_model())
 
 
 def test_a_signed_model_is_swapped_in():
@@ -127,6 +123,35 @@ def test_a_signed_model_is_swapped_in():
 
     asyncio.run(go())
     assert node.models[600][0] == 5 and out == []
+
+
+def in_process_model():
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.uniform(1e-4, 1e-2, 40), rng.uniform(0.1, 0.9, 40), rng.uniform(1, 50, 40),
+                         rng.integers(5, 50, 40), rng.integers(0, 5, 40), rng.uniform(0, 600, 40),
+                         rng.uniform(10, 1e4, 40)])
+    return fit_forest(X, X[:, 3] * 2, n_estimators=5, random_state=0)
+
+
+@pytest.mark.parametrize("usable", [True, False])
+def test_a_model_made_in_process_is_taken_as_it_is_after_its_trial_prediction(usable):
+    """The learner in the same process attaches the model object to its record (``message``): the
+    predictor takes that object, without loading the file (here not a skops file at all), unless its
+    trial prediction fails."""
+    props, models, node, out = join()
+    made = in_process_model() if usable else {"a": 1}
+    record = model_record(600, 5, b"not a skops file", made)
+
+    async def go():
+        await asyncio.gather(*node.update([record], who=models, metadata=[]))
+
+    asyncio.run(go())
+    if usable:
+        assert node.models[600] == (5, made) and node.models[600][1] is made and out == []
+    else:
+        assert node.models == {}
+        (dead,) = [r for batch in out for r in batch]
+        assert dead.topic == "models.dlq" and b"not a usable correction model" in dead.value
 
 
 def test_fit_chunk_dead_letters_any_exception_of_a_fit():

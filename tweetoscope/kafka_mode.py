@@ -213,6 +213,8 @@ async def run_kafka(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    if "predictor" in stages:  # models read from Kafka are skops files: import it (1-2 s) before the first one
+        import skops.io  # noqa: F401
     staged: Stages = build_stages(bus.topic, bus.publish, settings, client, stages=tuple(stages))
     bus.use_stores(staged)
     replay = None

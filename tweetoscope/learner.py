@@ -34,7 +34,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
@@ -48,6 +48,9 @@ from streams.state import Change, latest_entries
 from .config import Settings
 from .models import dump_model, fit_correction, model_record, model_signature
 from .schemas import MARKS, SAMPLES, Sample, SchemaError, dlq_record
+
+if TYPE_CHECKING:
+    from estimators.correction import OmegaForest
 
 __all__ = ["learn", "train_model", "SELECT_EVERY", "MAX_PENDING"]
 
@@ -63,16 +66,17 @@ MAX_PENDING = 4
 
 def train_model(X: np.ndarray, n_true: np.ndarray, n_estimators: int, seed: int,
                 choice: tuple[str, int, str] | None = None,
-                mark_law: MarkLaw = COURSE_MARKS) -> tuple[bytes, tuple[str, int, str]]:
-    """Fit the correction of one window (:func:`tweetoscope.models.fit_correction`); its skops file
-    and the ``(loss, leaf, trend)`` used (runs on a Dask worker).
+                mark_law: MarkLaw = COURSE_MARKS) -> tuple[bytes, tuple[str, int, str], OmegaForest]:
+    """Fit the correction of one window (:func:`tweetoscope.models.fit_correction`); its skops file,
+    the ``(loss, leaf, trend)`` used and the model itself (runs on a Dask worker: the model comes back
+    pickled, for a predictor in the learner's process, which then needs no skops).
 
     ``X``: the samples' :func:`estimators.forecast.correction_features` (shape (n, 7)), ``n_true``
     shape (n,); ``choice`` None: select the candidate, else fit that one; ``mark_law``: the marks'
     law of the model's own forecast.
     """
     model = fit_correction(X, n_true, n_estimators=n_estimators, seed=seed, mark_law=mark_law, choice=choice)
-    return dump_model(model), (model.loss, model.min_samples_leaf, model.trend)
+    return dump_model(model), (model.loss, model.min_samples_leaf, model.trend), model
 
 
 def _sample_row(d: Sample) -> tuple[float, ...]:
@@ -247,7 +251,7 @@ class learn(Stream):
             return self.client.submit(*args, pure=False, priority=-10)
 
         try:
-            data, used = await resilient_result(self.client, submit(), submit, retries=1,
+            data, used, model = await resilient_result(self.client, submit(), submit, retries=1,
                                                 retry_timeout=self.retry_timeout)
         except DaskUnavailable as exc:
             logger.error("learner: %s; stopping", exc)
@@ -256,7 +260,7 @@ class learn(Stream):
         except Exception as exc:  # noqa: BLE001 - a refit that fails is skipped, the stage goes on
             self.n_failed += 1
             logger.exception("refit of T_obs=%d version %d failed; skipped", T_obs, refit.version)
-            data = None
+            data = model = None
             reason = f"refit of T_obs={T_obs} at version {refit.version} failed: {type(exc).__name__}: {exc}"
             value = f'{{"T_obs": {T_obs}, "version": {refit.version}}}'.encode()
             self._emit([dlq_record(Record(SAMPLES.name, value, str(T_obs).encode()), reason, "refit")])
@@ -267,16 +271,16 @@ class learn(Stream):
             if data is not None:
                 if refit.select or w.choice is None:
                     w.choice = tuple(used)
-                self._publish(T_obs, w, refit, data)
+                self._publish(T_obs, w, refit, data, model)
             self._touch(T_obs, w)
         self._maybe_refit()
 
-    def _publish(self, T_obs: int, w: _Window, refit: _Refit, data: bytes) -> None:
+    def _publish(self, T_obs: int, w: _Window, refit: _Refit, data: bytes, model: object) -> None:
         """Emit the model; the refit stays in the state (``unpublished``) until the model is
         acknowledged, so that a crash in between publishes it again (same version, same model)."""
         self.versions[T_obs] = refit.version
         logger.info("model for T_obs=%d: version %d (%d bytes)", T_obs, refit.version, len(data))
-        record = model_record(T_obs, refit.version, data)
+        record = model_record(T_obs, refit.version, data, model)
         if self.model_key is not None:
             record.headers["signature"] = model_signature(self.model_key, data)
         w.unpublished.append(refit)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TRUSTED_TYPES", "MAX_MODEL_BYTES", "SELECTION_CV", "SELECTION_MAX", "SELECTION_TREES", "MIN_MARKS",
            "learn_mark_law", "fit_correction", "dump_model",
-           "load_model", "model_record", "model_signature", "check_model"]
+           "load_model", "model_record", "model_signature", "check_model", "check_usable"]
 
 #: Types a model file may hold beyond skops' defaults (numpy, builtins, scikit-learn estimators).
 TRUSTED_TYPES = frozenset({
@@ -120,10 +120,12 @@ def load_model(data: bytes) -> object:
         raise SchemaError(f"cannot load the model file: {type(exc).__name__}: {exc}") from None
 
 
-def model_record(T_obs: int, version: int, data: bytes) -> Record:
-    """The ``models`` record of a model file for window ``T_obs``."""
+def model_record(T_obs: int, version: int, data: bytes, model: object = None) -> Record:
+    """The ``models`` record of a model file for window ``T_obs``; ``model``, the object the file was
+    dumped from, rides along in process as the record's ``message`` (a predictor in the same process
+    takes it instead of loading the file: no skops, whose import walks all of scikit-learn)."""
     return Record(topic=MODELS.name, value=data, key=str(T_obs).encode(),
-                  headers={"version": str(version), **BINARY})
+                  headers={"version": str(version), **BINARY}, message=model)
 
 
 #: Rows of features every usable model must predict a finite correction for (the second one as a
@@ -143,9 +145,15 @@ def check_model(data: bytes, headers: dict[str, str], key: bytes | None) -> obje
         given = headers.get("signature", "")
         if not given or not hmac.compare_digest(given, model_signature(key, data)):
             raise SchemaError("bad or missing signature (the models topic is signed)")
+    return check_usable(load_model(data))
+
+
+def check_usable(model: object) -> object:
+    """``model`` if it predicts a finite correction for a valid cascade (a trial prediction), else
+    :class:`SchemaError` saying why. :func:`check_model` ends with it; a model made in the same process
+    (``Record.message`` of a ``models`` record) gets this check only."""
     from estimators.correction import predict_omega
 
-    model = load_model(data)
     try:
         omega = predict_omega(model, _PROBE)
     except Exception as exc:  # noqa: BLE001 - any object skops trusts may come out of a file

@@ -31,7 +31,6 @@ from collections.abc import Collection, Iterable
 
 import msgspec
 import numpy as np
-import skops.io  # noqa: F401  (loaded at start-up: it takes 3 s, the first model should not wait for it)
 from streamz import Stream
 
 from estimators.correction import predict_omega
@@ -40,7 +39,7 @@ from streams.records import Record
 from streams.state import Change, latest_entries
 
 from .config import Settings
-from .models import check_model
+from .models import check_model, check_usable
 from .schemas import (ALERTS, CASCADE_PROPERTIES, FORECASTS, MAX_VALUE, SAMPLES, STATS, Alert, Forecast, Parameters,
                       Sample, SchemaError, Size, Stat, dlq_record)
 
@@ -113,7 +112,9 @@ class predict_join(Stream):
 
     def _on_models(self, batch: list[Record], metadata) -> list:
         """Check and load each model file in a worker thread (a forest takes a while to load; the loop
-        must not stall), then swap it in. The batch's refs are held until every file of it is done."""
+        must not stall), then swap it in. A model the learner made in this process (the record's
+        ``message``) is taken as it is, after its trial prediction. The batch's refs are held until
+        every model of it is done."""
         self._retain_refs(metadata)
         return [asyncio.ensure_future(self._load(batch, metadata))]
 
@@ -129,7 +130,10 @@ class predict_join(Stream):
                     version = int(r.headers.get("version", ""))
                     if version < 1:
                         raise SchemaError(f"version must be >= 1, got {version}")
-                    model = await loop.run_in_executor(None, check_model, r.value, r.headers, self.model_key)
+                    if r.message is not None:  # made by the learner in this process: no file to load
+                        model = check_usable(r.message)
+                    else:
+                        model = await loop.run_in_executor(None, check_model, r.value, r.headers, self.model_key)
                     self.swap_model(T_obs, version, model)
                 except (SchemaError, ValueError, UnicodeDecodeError) as exc:
                     logger.warning("models record %d:%d refused: %s", r.partition, r.offset, exc)
