@@ -182,3 +182,28 @@ def test_a_local_cluster_does_not_import_what_its_workers_do_not_need_here(tmp_p
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["1", "False"], proc.stdout
+
+
+def test_a_run_whose_workers_cannot_start_ends_with_why_instead_of_waiting(tmp_path):
+    """``tweetoscope run`` starts replaying before the local cluster's workers are up (open_dask). If they
+    cannot start (here a worker preload that raises), the run must end with that error, not wait for ever
+    for fits that no worker would run."""
+    import dask
+
+    from streams.datasets import load_dataset
+    from tweetoscope.pipeline import close_dask, open_dask, run_embedded
+
+    (tmp_path / "boom.py").write_text('raise RuntimeError("boom at the worker\'s start")\n')
+    dataset = load_dataset(ROOT / "data" / "sample")
+    settings = Settings(dask_min_workers=1, dask_workers=1)
+
+    async def main() -> None:
+        client, cluster, workers = await open_dask(settings, dashboard=False)
+        try:
+            await run_embedded(dataset, settings, tmp_path / "out", client=client, workers=workers)
+        finally:
+            await close_dask(client, cluster)
+
+    with dask.config.set({"distributed.worker.preload": [str(tmp_path / "boom.py")]}):
+        with pytest.raises(RuntimeError, match="workers could not start.*boom at the worker's start"):
+            asyncio.run(main())

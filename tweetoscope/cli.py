@@ -348,7 +348,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             start_forkserver()  # first: the workers' imports take longest, on the other core
 
-    from .pipeline import close_dask, run_embedded, start_dask
+    from .pipeline import close_dask, open_dask, run_embedded
     from .report import print_run
 
     if settings.kafka:
@@ -380,19 +380,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def embedded():
         # The Dask workers start (seconds of imports in their processes) while this process loads the
-        # dataset and the stages' modules in a thread.
-        dask = asyncio.ensure_future(start_dask(settings, dashboard=not args.no_dashboard))
+        # dataset and the stages' modules in a thread; the replay does not wait for them: the first fits
+        # wait at the scheduler (and the run fails if the workers cannot start).
+        dask = asyncio.ensure_future(open_dask(settings, dashboard=not args.no_dashboard))
         try:
             dataset = await asyncio.get_running_loop().run_in_executor(None, _load_for_run, args.data)
         except BaseException:
-            await close_dask(*await dask)
+            await close_dask(*(await dask)[:2])
             raise
-        client, cluster = await dask
+        client, cluster, workers = await dask
         try:
             tune_process()
             return await run_embedded(dataset, settings, args.out, client=client, speed=args.speed, progress=True,
-                                      on_dask=on_dask)
+                                      on_dask=on_dask, workers=workers)
         finally:
+            if workers is not None:
+                workers.cancel()  # done by now, unless the run stopped first
             await close_dask(client, cluster)
 
     print_run(asyncio.run(embedded()))
@@ -400,8 +403,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _load_for_run(path: str):
-    """The dataset of ``tweetoscope run``, and the modules its stages import when built (scikit-learn and
-    skops for the predictor and the learner: seconds that would otherwise pass before the replay starts)."""
+    """The dataset of ``tweetoscope run``, and the modules its stages import when built (scikit-learn for
+    the predictor and the learner: a second that would otherwise pass before the replay starts). Not skops:
+    the models come from the learner in this process, as objects (:func:`tweetoscope.models.model_record`)."""
     from streams.datasets import load_dataset
 
     from . import learner, predictor  # noqa: F401

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,15 +138,35 @@ def _find(node: Stream, name: str) -> Stream | None:
 
 
 async def start_dask(settings: Settings, *, dashboard: bool = True):
-    """An asynchronous Dask client: on ``settings.scheduler`` if given, else on an adaptive local cluster.
+    """An asynchronous Dask client: on ``settings.scheduler`` if given, else on an adaptive local cluster
+    whose first ``dask_min_workers`` workers have started.
 
     Returns ``(client, cluster)`` (``cluster`` is None for an external scheduler). ``dashboard``
     False: the local cluster serves no Dask dashboard (nothing would link to it; its Bokeh
     set-up costs the start 0.3-0.5 s of CPU).
     """
+    client, cluster, workers = await open_dask(settings, dashboard=dashboard)
+    if workers is not None:
+        try:
+            await workers
+        except BaseException:
+            await close_dask(client, cluster)
+            raise
+    return client, cluster
+
+
+async def open_dask(settings: Settings, *, dashboard: bool = True):
+    """:func:`start_dask` without waiting for the local cluster's workers: returns as soon as its scheduler
+    answers, with the workers starting (2 s of imports in the process they fork from, the first
+    time); tasks wait at the scheduler until they come.
+
+    Returns ``(client, cluster, workers)``: ``workers`` is a future done when they have started, that
+    raises what stopped them (None for an external scheduler).
+    """
     import dask
     import distributed.utils
     from distributed import LocalCluster
+    from distributed.core import Status
 
     # Distributed keeps the last 1,000 messages of every batched connection for debugging,
     # task payloads included (all our series): memory would grow with the stream.
@@ -156,20 +176,37 @@ async def start_dask(settings: Settings, *, dashboard: bool = True):
         # running model refit on a busy worker, it waits for the first free one
         "distributed.scheduler.worker-saturation": 1.0,
     })
-    cluster = None
+    cluster = workers = None
     if not settings.scheduler:
         start_forkserver()
         dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
         # The server runs, with its preload: distributed would set its own, which changes nothing then,
         # after importing its optional packages here to see which import (pandas: 0.2 s of this process).
         distributed.utils._forkserver_preload_set = True
-        cluster = await LocalCluster(n_workers=settings.dask_min_workers, threads_per_worker=1, processes=True,
-                                     asynchronous=True, dashboard_address=":0",
-                                     scheduler_kwargs={"dashboard": dashboard}, silence_logs=logging.WARNING)
+        cluster = LocalCluster(n_workers=settings.dask_min_workers, threads_per_worker=1, processes=True,
+                               asynchronous=True, dashboard_address=":0", scheduler_kwargs={"dashboard": dashboard},
+                               silence_logs=logging.WARNING)
+        # Awaiting the cluster starts its scheduler, then its workers, and raises what stopped either.
+        workers = asyncio.ensure_future(_started(cluster))
+        while cluster.status != Status.running:  # the scheduler is up (distributed waits for it the same way)
+            if workers.done():
+                workers.result()  # it failed: raise why
+            await asyncio.sleep(0.01)
         cluster.adapt(minimum=settings.dask_min_workers, maximum=settings.dask_workers)
-    client = await _connect(settings.scheduler or cluster, settings.dask_timeout)
-    await client.register_plugin(WarmFits(settings.fit_kwargs()), name="tweetoscope-warm-fits")
-    return client, cluster
+    try:
+        # by address: a client given the cluster itself would wait for its workers
+        client = await _connect(settings.scheduler or cluster.scheduler_address, settings.dask_timeout)
+        await client.register_plugin(WarmFits(settings.fit_kwargs()), name="tweetoscope-warm-fits")
+    except BaseException:
+        if cluster is not None:
+            workers.cancel()
+            await cluster.close()
+        raise
+    return client, cluster, workers
+
+
+async def _started(cluster):
+    await cluster
 
 
 async def close_dask(client, cluster) -> None:
@@ -248,6 +285,7 @@ async def run_embedded(
     on_start: Callable[[Stages, MemoryBus], None] | None = None,
     progress: bool = False,
     on_dask: Callable[[object, Stages, MemoryBus], None] | None = None,
+    workers: asyncio.Future | None = None,
 ) -> RunSummary:
     """Replay ``dataset`` through all stages wired in memory; write every topic to ``out_dir/<topic>.jsonl``.
 
@@ -255,7 +293,9 @@ async def run_embedded(
     every refit published. ``initial_models`` seeds the predictor (``T_obs -> (version, model)``).
     ``on_dask(client, stages, bus)`` is called once the stages are built (the dashboard starts
     there, on the bus); the JSONL files are then flushed every second so that other readers
-    (``tweetoscope dashboard --out``) see them grow.
+    (``tweetoscope dashboard --out``) see them grow. ``workers``: the future of the local cluster's
+    workers starting (:func:`open_dask`): if they cannot start, the run ends with that error instead
+    of waiting for fits that no worker would run.
     """
     from tornado.ioloop import IOLoop
 
@@ -268,8 +308,10 @@ async def run_embedded(
     cluster = None
     if own_dask:
         client, cluster = await start_dask(settings)
+    started = workers
     bus = MemoryBus()
     jsonl = [bus.topic(name).jsonl_sink(out_dir) for name in ALL_TOPICS]
+    replay = flusher = shown = None
     try:
         stages = build_stages(bus.topic, lambda s: s.to_memory(bus), settings, client)
         for T_obs, (version, model) in (initial_models or {}).items():
@@ -280,7 +322,6 @@ async def run_embedded(
         generator(replay, dataset).to_memory(bus)
         if on_start is not None:
             on_start(stages, bus)
-        flusher = None
         if on_dask is not None:
             on_dask(client, stages, bus)
             from tornado.ioloop import PeriodicCallback
@@ -290,20 +331,41 @@ async def run_embedded(
         start = time.perf_counter()
         replay.start()
         if progress:
-            await _show_progress(replay, len(schedule))
-        await replay.done.wait()
+            shown = asyncio.ensure_future(_show_progress(replay, len(schedule)))
+        await _unless_failed(started, replay.done.wait())
+        if shown is not None:
+            await shown
         if replay.error is not None:  # a stage raised: the run stops with its error
             raise replay.error
-        await stages.drain()
+        await _unless_failed(started, stages.drain())
         seconds = time.perf_counter() - start
     finally:
-        if on_dask is not None and flusher is not None:
+        if shown is not None and not shown.done():
+            shown.cancel()
+        if replay is not None:
+            replay.stop()
+        if flusher is not None:
             flusher.stop()
         for sink in jsonl:
             sink.close()
         if own_dask:
             await close_dask(client, cluster)
     return RunSummary(counts=dict(bus.counts), events=len(schedule), seconds=seconds, out_dir=str(out_dir))
+
+
+async def _unless_failed(started: asyncio.Future | None, aw: Awaitable):
+    """Await ``aw``; if ``started`` (the workers starting) fails first, raise its error instead."""
+    task = asyncio.ensure_future(aw)
+    if started is not None and not started.done():
+        await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+    if started is not None and started.done() and not started.cancelled() and started.exception() is not None:
+        task.cancel()
+        exc = root = started.exception()
+        while root.__cause__ is not None:  # distributed's "Nanny failed to start." first
+            root = root.__cause__
+        why = f"{exc}" if root is exc else f"{exc} ({type(root).__name__}: {root})"
+        raise RuntimeError(f"the local Dask cluster's workers could not start: {why}") from exc
+    return await task
 
 
 async def _show_progress(replay, total: int) -> None:
