@@ -54,10 +54,11 @@ class ReplaySchedule:
         starts = np.array([c.start for c in cascades], dtype=np.float64)
         if not starts.any():
             starts = np.arange(len(cascades)) * float(stagger)
-        sizes = np.array([c.times.size for c in cascades])
+        sizes = np.array([c.times.size for c in cascades], dtype=np.int64)
         self.cascade = np.repeat(np.arange(len(cascades)), sizes)
-        self.index = np.concatenate([np.arange(n) for n in sizes]) if len(cascades) else np.zeros(0, int)
-        t = np.concatenate([s + c.times for s, c in zip(starts, cascades)]) if len(cascades) else np.zeros(0)
+        first = np.cumsum(sizes) - sizes  # each cascade's first event in the concatenation
+        self.index = np.arange(int(sizes.sum())) - np.repeat(first, sizes)
+        t = np.concatenate([c.times for c in cascades]) + np.repeat(starts, sizes) if len(cascades) else np.zeros(0)
         m = np.concatenate([c.marks for c in cascades]) if len(cascades) else np.zeros(0)
         order = np.lexsort((self.index, t))  # by time; the original post first on ties
         self.cascade, self.index, self.t, self.m = self.cascade[order], self.index[order], t[order], m[order]

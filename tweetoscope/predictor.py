@@ -131,7 +131,7 @@ class predict_join(Stream):
                     if version < 1:
                         raise SchemaError(f"version must be >= 1, got {version}")
                     if r.message is not None:  # made by the learner in this process: no file to load
-                        model = check_usable(r.message)
+                        model = await loop.run_in_executor(None, check_usable, r.message)  # tens of ms
                     else:
                         model = await loop.run_in_executor(None, check_model, r.value, r.headers, self.model_key)
                     self.swap_model(T_obs, version, model)
