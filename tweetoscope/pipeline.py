@@ -187,7 +187,7 @@ async def open_dask(settings: Settings, *, dashboard: bool = True):
                                asynchronous=True, dashboard_address=":0", scheduler_kwargs={"dashboard": dashboard},
                                silence_logs=logging.WARNING)
         # Awaiting the cluster starts its scheduler, then its workers, and raises what stopped either.
-        workers = asyncio.ensure_future(_started(cluster))
+        workers = asyncio.ensure_future(cluster)
         while cluster.status != Status.running:  # the scheduler is up (distributed waits for it the same way)
             if workers.done():
                 workers.result()  # it failed: raise why
@@ -203,10 +203,6 @@ async def open_dask(settings: Settings, *, dashboard: bool = True):
             await cluster.close()
         raise
     return client, cluster, workers
-
-
-async def _started(cluster):
-    await cluster
 
 
 async def close_dask(client, cluster) -> None:
@@ -308,7 +304,6 @@ async def run_embedded(
     cluster = None
     if own_dask:
         client, cluster = await start_dask(settings)
-    started = workers
     bus = MemoryBus()
     jsonl = [bus.topic(name).jsonl_sink(out_dir) for name in ALL_TOPICS]
     replay = flusher = shown = None
@@ -332,12 +327,12 @@ async def run_embedded(
         replay.start()
         if progress:
             shown = asyncio.ensure_future(_show_progress(replay, len(schedule)))
-        await _unless_failed(started, replay.done.wait())
+        await _unless_failed(workers, replay.done.wait())
         if shown is not None:
             await shown
         if replay.error is not None:  # a stage raised: the run stops with its error
             raise replay.error
-        await _unless_failed(started, stages.drain())
+        await _unless_failed(workers, stages.drain())
         seconds = time.perf_counter() - start
     finally:
         if shown is not None and not shown.done():
