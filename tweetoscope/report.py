@@ -80,15 +80,17 @@ def print_run(summary, console: Console | None = None) -> None:
 
 def print_accuracy(stats_path: Path, console: Console | None = None) -> None:
     """Per window: how many stats, median and mean ARE, model versions used (from a ``stats.jsonl``)."""
-    from streams.memory import read_jsonl_topic
-
     from .schemas import Stat
 
+    # a line of stats.jsonl (streams.memory.jsonl_sink), its value decoded in the same pass
+    decode = msgspec.json.Decoder(msgspec.defstruct("StatLine", [("value", Stat)])).decode
     console = console or Console()
     per_window: dict[int, list[Stat]] = defaultdict(list)
-    for rec in read_jsonl_topic(stats_path):
-        stat = msgspec.convert(rec["value"], Stat)
-        per_window[stat.T_obs].append(stat)
+    with open(stats_path, "rb") as fh:
+        for line in fh:
+            if line.strip():
+                stat = decode(line).value
+                per_window[stat.T_obs].append(stat)
     if not per_window:
         return
     table = Table(title="forecast accuracy (stats: the true size is known)", title_justify="left")
