@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -158,6 +159,10 @@ def test_run_command_exits_0_and_writes_every_topic(tmp_path, scheduler):
     for topic in ("tweets", "cascade_series", "cascade_properties", "forecasts", "stats", "samples"):
         assert (tmp_path / "out" / f"{topic}.jsonl").stat().st_size > 0
     assert "events replayed" in r.stdout
+    stats = [rec["value"] for rec in read_jsonl_topic(tmp_path / "out" / "stats.jsonl")]
+    for T_obs in sorted({s["T_obs"] for s in stats}):  # the accuracy table: one row per window, its median ARE
+        are = [s["ARE"] for s in stats if s["T_obs"] == T_obs]
+        assert re.search(rf"│\s+{T_obs} │\s+{len(are):,} │\s+{np.median(are):,.3f} │", r.stdout), r.stdout
     n = sum(1 for _ in open(tmp_path / "out" / "tweets.jsonl"))
     assert n == sum(c.size for c in d.cascades[:30]) + 1
     assert np.isfinite([rec["value"]["ARE"] for rec in read_jsonl_topic(tmp_path / "out" / "stats.jsonl")]).all()
