@@ -328,3 +328,15 @@ def test_every_topic_decoder_turns_deep_nesting_into_a_schema_error():
             continue
         with pytest.raises(ValueError):
             topic.decode(deep)
+
+
+def test_records_compare_and_print_without_their_in_process_message():
+    """``Record.message`` rides along in process only: two records equal but for it are equal, its repr
+    leaves it out (a series' arrays, a model), and every record gets headers of its own."""
+    a = Record("cascade_series", b'{"cid":"1"}', b"1", partition=0, offset=3)
+    b = Record("cascade_series", b'{"cid":"1"}', b"1", partition=0, offset=3, message=np.arange(5))
+    assert a == b and not a != b
+    assert a != Record("cascade_series", b'{"cid":"1"}', b"1", partition=0, offset=4)
+    assert "message" not in repr(b) and "offset=3" in repr(b)
+    a.headers["x"] = "1"
+    assert b.headers == {} and Record("t", b"").headers == {}
