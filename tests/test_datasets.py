@@ -56,6 +56,31 @@ def test_news_fast_reader_stands_aside_for_odd_files(tmp_path, body):
     np.testing.assert_array_equal(_read_floats(tmp_path / "ok.csv", ("time", "magnitude")), [[1, 2], [3.5, 400]])
 
 
+def test_json_rows_reads_numbers_as_float_does_and_only_rows_of_plain_numbers():
+    """The one-array JSON reader of :func:`streams.datasets._read_floats` reads every number exactly as
+    ``float()`` does (17 significant digits, exponents, subnormals, signs) and stands aside (None) for
+    rows it cannot place: a wrong count of fields in some row, even with the right total, or a value
+    that is not a plain number (numpy's reader or the careful one then decides)."""
+    from streams.datasets import _json_rows
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal(2000) * 10.0 ** rng.integers(-300, 300, 2000),
+                        rng.random(2000), [0.0, -0.0, 5e-324, 1.7976931348623157e308, 1e22, 123456789012345678.0]])
+    texts = [repr(float(v)) for v in x] + [f"{v:.25g}" for v in x[:500]] + [f"{v:.3E}" for v in x[:500]]
+    texts += ["1", "-7", "0.1000000000000000055511151231257827", "2.4703282292062328e-324", " 3.5 "]
+    texts = texts[: len(texts) // 2 * 2]
+    body = "\n".join(",".join(texts[i:i + 2]) for i in range(0, len(texts), 2))
+    got = _json_rows(("a,b\n" + body + "\r\n").encode(), 2)
+    assert got is not None and got.shape == (len(texts) // 2, 2)
+    assert np.array_equal(got.ravel().view(np.int64), np.array([float(t) for t in texts]).view(np.int64))
+    for odd in ["1,2,3\n4", "1,2\n\n3,4", "1,x", "1,nan", "1,inf", '"1",2', "1,,2\n3", "1,2\t", ".5,1", "1,2e"]:
+        assert _json_rows(b"a,b\n" + odd.encode(), 2) is None, odd
+    assert _json_rows(b"a,b\n", 2) is None and _json_rows(b"a,b", 2) is None
+    shipped = (ROOT / "data" / "sample" / "news-data.csv").read_bytes()  # the fast path is the one taken
+    assert np.array_equal(_json_rows(shipped, 2), np.loadtxt(ROOT / "data" / "sample" / "news-data.csv",
+                                                             delimiter=",", skiprows=1))
+
+
 def test_news_round_trip_and_relative_times(tmp_path):
     cascades = [(np.array([0.0, 1.5, 7.25]), np.array([100.0, 3.0, 0.0])), (np.array([0.0, 2.0]), np.array([5.0, 6.0]))]
     write_news(tmp_path, cascades, truth=[{"p": 0.01, "beta": 1e-3, "alpha": 2.4, "mu": 10}] * 2)
