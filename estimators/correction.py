@@ -42,10 +42,12 @@ from sklearn.linear_model import QuantileRegressor
 from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_is_fitted
 
-from .forecast import FEATURE_NAMES, are_weights, forecast_size, omega_target
+from .forecast import are_weights, forecast_size, omega_target
 from .marks import COURSE_MARKS, MarkLaw
+from .inference import OMEGA_FLOOR, TRENDS, CompiledOmega, FlatForest, check_X, combine, trend_log
+from .inference import log_features as _log_features
+from .inference import predict_omega as _predict_omega
 from .metrics import best_constant
-from .predictive import are_optimal_omega
 
 __all__ = ["OmegaForest", "CANDIDATES", "TRENDS", "COUNT_EXPONENTS", "are_forest", "count_trend", "fit_forest",
            "predict_omega"]
@@ -85,18 +87,14 @@ class OmegaForest(RegressorMixin, BaseEstimator):
 
     def _trend(self, X: np.ndarray) -> np.ndarray:
         """Log of the trend, shape (n,)."""
-        if self.trend == "base":
-            base = are_optimal_omega(X[:, 3], X[:, 1], X[:, 2], mark_law=self.mark_law,
-                                     min_size=self.min_size_)
-            return np.log(np.maximum(base, OMEGA_FLOOR))
-        if self.trend == "count":
-            a, b = self.count_
-            return np.log(np.maximum(omega_target(a * X[:, 3] ** b, X[:, 3], X[:, 1], X[:, 2]), OMEGA_FLOOR))
-        return self.trend_.predict(_log_features(X[:, :3]))
+        if self.trend == "regression":
+            return self.trend_.predict(_log_features(X[:, :3]))
+        return trend_log(self.trend, X, mark_law=self.mark_law, min_size=self.min_size_,
+                         count=getattr(self, "count_", None))
 
     def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> OmegaForest:
         """Fit on ``X`` (shape (n, 7)), targets ``omega`` (n,) and ARE weights (n,)."""
-        X = _check_X(X)
+        X = check_X(X)
         y = np.asarray(y, dtype=np.float64)
         self._fit_trend(X, y)
         return self._fit_forest(X, y, sample_weight, None if self.loss == "none" else self._trend(X))
@@ -138,18 +136,23 @@ class OmegaForest(RegressorMixin, BaseEstimator):
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Correction factors for ``X`` (shape (n, 7)), shape (n,)."""
         check_is_fitted(self)
-        X = _check_X(X)
+        X = check_X(X)
         return self._predict(X, self._trend(X))
 
     def _predict(self, X: np.ndarray, trend: np.ndarray) -> np.ndarray:
         """:meth:`predict` given the log of the trend on ``X``."""
-        trend = np.exp(trend)
-        if self.loss == "none":
-            return trend
-        ratio = self.forest_.predict(X)
-        if self.loss == "log":
-            ratio = np.exp(ratio)
-        return ratio * trend
+        return combine(self.loss, trend, None if self.loss == "none" else self.forest_.predict(X))
+
+    def compile(self) -> CompiledOmega:
+        """This fitted model as plain arrays (:class:`estimators.inference.CompiledOmega`): the same
+        predictions, bit for bit, without scikit-learn where it is used."""
+        check_is_fitted(self)
+        linear = None
+        if self.trend == "regression":
+            linear = (np.array(self.trend_.coef_, dtype=np.float64), float(self.trend_.intercept_))
+        count = tuple(self.count_) if self.trend == "count" else None
+        forest = None if self.forest_ is None else FlatForest(self.forest_.estimators_)
+        return CompiledOmega(self.loss, self.trend, self.mark_law, self.min_size_, count, linear, forest)
 
 
 def are_forest(X: np.ndarray, r: np.ndarray, w: np.ndarray, *, n_estimators: int, min_samples_leaf: int,
@@ -185,13 +188,6 @@ def _leaf_medians(leaf: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return leaf[starts], 0.5 * (r[starts + (counts - 1) // 2] + r[starts + counts // 2])
 
 
-def _check_X(X: np.ndarray) -> np.ndarray:
-    X = np.atleast_2d(np.asarray(X, dtype=np.float64))
-    if X.ndim != 2 or X.shape[1] != len(FEATURE_NAMES):
-        raise ValueError(f"X must have shape (n, {len(FEATURE_NAMES)}) = {list(FEATURE_NAMES)}, got {X.shape}")
-    return X
-
-
 def count_trend(n_obs: np.ndarray, n_true: np.ndarray, exponents: tuple[float, ...]) -> tuple[float, float]:
     """``(a, b)``: the size ``a n_obs**b`` with the least median ARE over these cascades, ``b`` in ``exponents``.
 
@@ -209,16 +205,6 @@ def count_trend(n_obs: np.ndarray, n_true: np.ndarray, exponents: tuple[float, .
             best, best_err = (a, float(b)), err
     return best
 
-
-def _log_features(X: np.ndarray) -> np.ndarray:
-    return np.log(np.maximum(X, 1e-300))
-
-
-#: omega below this is clipped before taking logs (no growth at all gives omega = 0).
-OMEGA_FLOOR = 1e-3
-
-#: The trends of :class:`OmegaForest`.
-TRENDS = ("base", "regression", "count")
 
 #: The exponents ``b`` that the ``count`` trend ``a n_obs**b`` chooses from (1: proportional). From 0.1,
 #: not 0: the trend must rank the cascades as their count does (0 would be one constant size).
@@ -258,7 +244,7 @@ def fit_forest(
     ``G1 <= 0`` or ``n_star >= 1`` carry no information on omega and are left out.
     ``mark_law``: the marks' law, for the ``"base"`` trend.
     """
-    X = _check_X(X)
+    X = check_X(X)
     n_true = np.asarray(n_true, dtype=np.float64)
     if X.shape[0] != n_true.shape[0]:
         raise ValueError("X and n_true must have the same number of samples")
@@ -307,7 +293,7 @@ def fit_forest(
 
 
 def predict_omega(forest: OmegaForest, X: np.ndarray) -> np.ndarray:
-    """Correction factors for ``X`` (shape (n, 7)); shape (n,), clipped at 0."""
-    check_is_fitted(forest)
-    X = np.atleast_2d(np.asarray(X, dtype=np.float64))
-    return np.maximum(forest.predict(X), 0.0)
+    """Correction factors for ``X`` (shape (n, 7)); shape (n,), clipped at 0 (a :class:`CompiledOmega` too)."""
+    if not isinstance(forest, CompiledOmega):
+        check_is_fitted(forest)
+    return _predict_omega(forest, X)

@@ -234,6 +234,73 @@ def test_forecast_size_of_plain_numbers_is_that_of_arrays():
         assert np.array_equal(got, want, equal_nan=True), (n_obs, G1, n_star, omega, got, want)
 
 
+@pytest.mark.parametrize("loss, leaf, trend", [("none", 1, "base"), ("are", 3, "regression"), ("log", 3, "regression"),
+                                             ("none", 1, "count"), ("are", 10, "count"), ("are", 5, "base")])
+def test_a_compiled_correction_predicts_what_its_forest_predicts_bit_for_bit(loss, leaf, trend):
+    """OmegaForest.compile(): the same corrections, to the last bit, for rows with NaN series statistics
+    (routed where the trees sent missing values), values beyond float32's precision and rows far from the
+    training set; pickled and back; and the same refusals (a wrong shape, a value beyond float32)."""
+    import pickle
+
+    from estimators.correction import OmegaForest
+    from estimators.inference import CompiledOmega
+
+    rng = np.random.default_rng(11)
+    n = 400
+    n_obs = rng.integers(5, 200, n).astype(float)
+    X = np.column_stack([rng.uniform(1e-4, 1e-3, n), rng.uniform(0.1, 0.9, n), rng.uniform(1, 50, n), n_obs,
+                         rng.integers(0, 5, n), rng.uniform(0, 600, n), rng.uniform(10, 1e4, n)])
+    X[rng.random(n) < 0.2, 4:] = np.nan  # course-format parameters: no series statistics
+    n_true = np.round(n_obs + rng.lognormal(0.0, 1.0, n) * X[:, 2] / (1 - X[:, 1]))
+    y, w = omega_target(n_true, n_obs, X[:, 1], X[:, 2]), are_weights(n_true, n_obs, X[:, 1], X[:, 2])
+    forest = OmegaForest(loss, leaf, trend=trend, n_estimators=12, random_state=4).fit(X, y, w)
+    compiled = pickle.loads(pickle.dumps(forest.compile()))
+    assert isinstance(compiled, CompiledOmega)
+    new = np.column_stack([rng.uniform(1e-5, 2e-3, 300), rng.uniform(0.0, 0.99, 300), rng.uniform(0.5, 80, 300),
+                           rng.integers(1, 400, 300), rng.integers(0, 9, 300), rng.uniform(0, 900, 300),
+                           rng.uniform(1, 1e5, 300)])
+    new[::5, 4:] = np.nan
+    new[1::5, 6] = 1.0 + 1e-9  # beyond float32's precision: compared as scikit-learn compares it
+    for rows in (X, new, new[:1]):
+        expected = forest.predict(rows)
+        assert np.array_equal(compiled.predict(rows), expected)
+        assert np.array_equal(predict_omega(compiled, rows), predict_omega(forest, rows))
+    with pytest.raises(ValueError, match="shape"):
+        compiled.predict(np.ones((3, 4)))
+    if loss != "none":
+        big = new[:2].copy()
+        big[0, 5] = 1e39  # inf in float32
+        with pytest.raises(ValueError, match="infinity"), np.errstate(over="ignore"):
+            forest.predict(big)
+        with pytest.raises(ValueError, match="infinity"):
+            compiled.predict(big)
+
+
+def test_a_compiled_correction_predicts_without_scikit_learn(tmp_path):
+    """A process that unpickles a compiled correction and predicts with it never imports scikit-learn
+    (the predictor in the pipeline's process: 0.5 s of start-up saved)."""
+    import pickle
+    import subprocess
+    import sys
+
+    from estimators.correction import OmegaForest
+
+    rng = np.random.default_rng(5)
+    X = np.column_stack([rng.uniform(1e-4, 1e-3, 200), rng.uniform(0.1, 0.9, 200), rng.uniform(1, 50, 200),
+                         rng.integers(5, 200, 200), rng.integers(0, 5, 200), rng.uniform(0, 600, 200),
+                         rng.uniform(10, 1e4, 200)])
+    forest = OmegaForest("are", 5, trend="base", n_estimators=5).fit(X, rng.uniform(0.5, 2.0, 200))
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps(forest.compile()))
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "expected.npy", forest.predict(X))
+    code = ("import pickle, sys, numpy as np; from pathlib import Path; d = Path(sys.argv[1]); "
+            "m = pickle.loads((d / 'm.pkl').read_bytes()); "
+            "assert np.array_equal(m.predict(np.load(d / 'X.npy')), np.load(d / 'expected.npy')); "
+            "print(sorted(k for k in sys.modules if k.split('.')[0] in ('sklearn', 'skops')))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_forest_rejects_bad_shapes():
     with pytest.raises(ValueError, match="shape"):
         fit_forest(np.ones((5, 4)), np.ones(5))

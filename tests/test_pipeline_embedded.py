@@ -95,16 +95,30 @@ def test_forecasts_with_a_fixed_model_equal_the_offline_correction(sim, schedule
 
 
 def test_learner_publishes_models_that_the_predictor_swaps_in(sim, scheduler, tmp_path):
-    s = settings_for(scheduler, learner_every=20, stagger=600.0, terminated=3600.0)
-    # paced (about 10 s in all) so that models are fitted while cascades still arrive
-    summary = asyncio.run(run_embedded(sim, s, tmp_path, speed=5000))
-    models = read_jsonl_topic(tmp_path / "models.jsonl")
-    assert summary.counts["models"] == len(models) >= 2
+    """Paced (about 10 s in all) so that models are fitted while cascades still arrive; in a process
+    of its own, which never imports scikit-learn nor skops: the learner's models come compiled
+    (:class:`estimators.inference.CompiledOmega`), only the Dask workers fit and write them."""
+    write_jsonl(tmp_path / "sim.jsonl", sim.cascades)
+    script = (
+        "import asyncio, sys\n"
+        "from streams.datasets import load_dataset\n"
+        "from tweetoscope.config import Settings\n"
+        "from tweetoscope.pipeline import run_embedded\n"
+        "s = Settings(windows=(600, 1200), terminated=3600.0, learner_every=20, alert_threshold=0.0,\n"
+        "             scheduler=sys.argv[1], forest_trees=20, stagger=600.0)\n"
+        "summary = asyncio.run(run_embedded(load_dataset(sys.argv[2]), s, sys.argv[3], speed=5000))\n"
+        "print(summary.counts['models'], sorted(k for k in sys.modules if k.split('.')[0] in ('sklearn', 'skops')))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script, scheduler, str(tmp_path / "sim.jsonl"), str(tmp_path / "out")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    models = read_jsonl_topic(tmp_path / "out" / "models.jsonl")
+    assert r.stdout.split() == [str(len(models)), "[]"] and len(models) >= 2
     for m in models:
         assert m["key"] in ("600", "1200")
         assert int(m["headers"]["version"]) >= 20
         assert hasattr(load_model(m["value"]), "predict")
-    versions = [a["value"]["model_version"] for a in read_jsonl_topic(tmp_path / "alerts.jsonl")]
+    versions = [a["value"]["model_version"] for a in read_jsonl_topic(tmp_path / "out" / "alerts.jsonl")]
     assert versions[0] == 0 and max(versions) >= 20  # early alerts uncorrected, later ones with a model
 
 

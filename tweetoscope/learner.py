@@ -50,7 +50,7 @@ from .models import dump_model, fit_correction, model_record, model_signature
 from .schemas import MARKS, SAMPLES, Sample, SchemaError, dlq_record
 
 if TYPE_CHECKING:
-    from estimators.correction import OmegaForest
+    from estimators.inference import CompiledOmega
 
 __all__ = ["learn", "train_model", "SELECT_EVERY", "MAX_PENDING"]
 
@@ -66,17 +66,18 @@ MAX_PENDING = 4
 
 def train_model(X: np.ndarray, n_true: np.ndarray, n_estimators: int, seed: int,
                 choice: tuple[str, int, str] | None = None,
-                mark_law: MarkLaw = COURSE_MARKS) -> tuple[bytes, tuple[str, int, str], OmegaForest]:
+                mark_law: MarkLaw = COURSE_MARKS) -> tuple[bytes, tuple[str, int, str], CompiledOmega]:
     """Fit the correction of one window (:func:`tweetoscope.models.fit_correction`); its skops file,
-    the ``(loss, leaf, trend)`` used and the model itself (runs on a Dask worker: the model comes back
-    pickled, for a predictor in the learner's process, which then needs no skops).
+    the ``(loss, leaf, trend)`` used and the model compiled (runs on a Dask worker: the compiled model
+    comes back pickled, for a predictor in the learner's process, which then needs neither skops nor
+    scikit-learn).
 
     ``X``: the samples' :func:`estimators.forecast.correction_features` (shape (n, 7)), ``n_true``
     shape (n,); ``choice`` None: select the candidate, else fit that one; ``mark_law``: the marks'
     law of the model's own forecast.
     """
     model = fit_correction(X, n_true, n_estimators=n_estimators, seed=seed, mark_law=mark_law, choice=choice)
-    return dump_model(model), (model.loss, model.min_samples_leaf, model.trend), model
+    return dump_model(model), (model.loss, model.min_samples_leaf, model.trend), model.compile()
 
 
 def _sample_row(d: Sample) -> tuple[float, ...]:

@@ -140,19 +140,28 @@ def model_signature(key: bytes, data: bytes) -> str:
 
 def check_model(data: bytes, headers: dict[str, str], key: bytes | None) -> object:
     """The model of a ``models`` record, verified: signature (when ``key`` is set), trusted types, and a
-    trial prediction. Raises :class:`SchemaError` saying what is wrong."""
+    trial prediction. Raises :class:`SchemaError` saying what is wrong. An ``OmegaForest`` comes back
+    compiled (:meth:`estimators.correction.OmegaForest.compile`: the same predictions, faster)."""
     if key is not None:
         given = headers.get("signature", "")
         if not given or not hmac.compare_digest(given, model_signature(key, data)):
             raise SchemaError("bad or missing signature (the models topic is signed)")
-    return check_usable(load_model(data))
+    from estimators.correction import OmegaForest  # loading the file imported scikit-learn already
+
+    model = load_model(data)
+    if isinstance(model, OmegaForest):
+        try:
+            model = model.compile()
+        except Exception as exc:  # noqa: BLE001 - an unfitted or damaged forest
+            raise SchemaError(f"not a usable correction model (OmegaForest): {exc}") from None
+    return check_usable(model)
 
 
 def check_usable(model: object) -> object:
     """``model`` if it predicts a finite correction for a valid cascade (a trial prediction), else
     :class:`SchemaError` saying why. :func:`check_model` ends with it; a model made in the same process
     (``Record.message`` of a ``models`` record) gets this check only."""
-    from estimators.correction import predict_omega
+    from estimators.inference import predict_omega
 
     try:
         omega = predict_omega(model, _PROBE)

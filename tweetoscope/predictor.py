@@ -33,7 +33,7 @@ import msgspec
 import numpy as np
 from streamz import Stream
 
-from estimators.correction import predict_omega
+from estimators.inference import predict_omega
 from estimators.forecast import correction_features, forecast_size, omega_target
 from streams.records import Record
 from streams.state import Change, latest_entries
