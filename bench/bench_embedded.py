@@ -94,7 +94,7 @@ def main() -> None:
     from tweetoscope.tuning import tune_process
     from tweetoscope.collector import decode_tweets
     from tweetoscope.config import Settings
-    from tweetoscope.generator import tweet_records
+    from tweetoscope.generator import tweet_record_list
     from tweetoscope.pipeline import run_embedded
 
     tune_process()  # as `tweetoscope run` does
@@ -110,14 +110,14 @@ def main() -> None:
     t0 = time.perf_counter()
     for lo in range(0, n, settings.batch_size):
         hi = min(lo + settings.batch_size, n)
-        decode_tweets(list(tweet_records(dataset, schedule.batch(lo, hi, last=hi == n))))
+        decode_tweets(tweet_record_list(dataset, schedule.batch(lo, hi, last=hi == n)))
     baseline = n / (time.perf_counter() - t0)
 
     # baseline: decode + a minimal event-time collector over the same tweets
     t0 = time.perf_counter()
     bare_closed, bare_ended = bare_collector(
-        (decode_tweets(list(tweet_records(dataset, schedule.batch(lo, min(lo + settings.batch_size, n),
-                                                                  last=min(lo + settings.batch_size, n) == n))))[0]
+        (decode_tweets(tweet_record_list(dataset, schedule.batch(lo, min(lo + settings.batch_size, n),
+                                                                 last=min(lo + settings.batch_size, n) == n)))[0]
          for lo in range(0, n, settings.batch_size)), settings.windows, settings.terminated)
     bare = n / (time.perf_counter() - t0)
 

@@ -54,7 +54,7 @@ def main() -> None:
     from tweetoscope.cli import main as cli
     from tweetoscope.tuning import tune_process
     from tweetoscope.config import Settings
-    from tweetoscope.generator import tweet_records
+    from tweetoscope.generator import tweet_record_list
     from tweetoscope.kafka_mode import KafkaBus
 
     tune_process()  # the collector runs here as `tweetoscope collector` runs it
@@ -67,7 +67,7 @@ def main() -> None:
     with broker() as bootstrap:
         settings = Settings(kafka=bootstrap, topic_prefix=prefix, partitions=1)
         KafkaBus(settings, None).create_topics()
-        records = tweet_records(dataset, schedule.batch(0, len(schedule), last=True))
+        records = tweet_record_list(dataset, schedule.batch(0, len(schedule), last=True))
         for r in records:
             r.topic = prefix + r.topic
         produce_all(bootstrap, records)

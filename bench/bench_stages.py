@@ -108,7 +108,7 @@ def collector_process_memory(bootstrap: str, dataset) -> dict:
     from streams.kafka import committed_offsets
     from streams.replay import ReplaySchedule
     from tweetoscope.config import Settings
-    from tweetoscope.generator import tweet_records
+    from tweetoscope.generator import tweet_record_list
     from tweetoscope.kafka_mode import KafkaBus, group_id
 
     prefix = f"sm{uuid.uuid4().hex[:6]}-"
@@ -129,7 +129,7 @@ def collector_process_memory(bootstrap: str, dataset) -> dict:
         n = 0
         half = len(schedule) // 2
         for lo, hi in ((0, half), (half, len(schedule))):  # two points: the slope leaves fixed buffers out
-            records = tweet_records(dataset, schedule.batch(lo, hi, last=False))
+            records = tweet_record_list(dataset, schedule.batch(lo, hi, last=False))
             for r in records:
                 r.topic = prefix + r.topic
             produce_all(bootstrap, records)
@@ -196,7 +196,7 @@ def collector_setup(bootstrap: str, dataset, partitions: int, eos: bool = True) 
     many sources, source k on partition k); returns (settings, records)."""
     from streams.replay import ReplaySchedule
     from tweetoscope.config import Settings
-    from tweetoscope.generator import tweet_records
+    from tweetoscope.generator import tweet_record_list
     from tweetoscope.kafka_mode import KafkaBus
 
     prefix = f"st{uuid.uuid4().hex[:6]}-"
@@ -204,7 +204,7 @@ def collector_setup(bootstrap: str, dataset, partitions: int, eos: bool = True) 
                  sources=partitions, alert_threshold=0.0)
     KafkaBus(s, None).create_topics()
     schedule = ReplaySchedule(dataset, sources=partitions, stagger=s.stagger)
-    records = tweet_records(dataset, schedule.batch(0, len(schedule), last=eos))
+    records = tweet_record_list(dataset, schedule.batch(0, len(schedule), last=eos))
     for r in records:
         r.topic = prefix + r.topic
     produce_all(bootstrap, records, partition_of=lambda r: int(r.key[1:]) % partitions)

@@ -333,9 +333,12 @@ def test_the_jsonl_sink_writes_every_record_as_read_jsonl_topic_reads_it(tmp_pat
 def test_the_generators_batches_carry_the_events_the_collector_would_decode(sim):
     """In process the collector takes the generator's events instead of decoding each record: they are
     the events decoding would give, field by field (sources, cascade ids, times, marks, roots, messages,
-    origins, ends of stream); a value out of the schema's bounds sends the batch through the decoder."""
+    ends of stream; each origin names its record, made on demand); the batch's own JSONL lines are
+    those of its records, byte for byte; a value out of the schema's bounds sends the batch through
+    the decoder."""
     import dataclasses
 
+    from streams.memory import lines
     from streams.replay import ReplayBatch, ReplaySchedule
     from tweetoscope.collector import DecodedTweets, decode_tweets
     from tweetoscope.generator import tweet_records
@@ -347,9 +350,14 @@ def test_the_generators_batches_carry_the_events_the_collector_would_decode(sim)
         records = tweet_records(sim, schedule.batch(lo, hi, last=hi == n))
         assert type(records) is DecodedTweets
         fast, dead = decode_tweets(records)
+        assert records.jsonl() == lines(records.records)  # before the records are made, and equal to theirs
         slow, slow_dead = decode_tweets(list(records))
-        assert dead == slow_dead == []
+        assert dead == slow_dead == [] and len(records) == len(list(records))
         for f in dataclasses.fields(slow):
+            if f.name == "origin":
+                assert [record(k) for record, k in fast.origin] == list(slow.origin)
+                assert all(record is records.record for record, _ in fast.origin)
+                continue
             assert list(getattr(fast, f.name)) == list(getattr(slow, f.name)), f.name
     assert fast.eos and sorted(fast.eos) == ["s0", "s1", "s2"]
     for t, m in ((1.0, 1e16), (-1.0, 5.0), (float("nan"), 5.0)):
@@ -358,6 +366,36 @@ def test_the_generators_batches_carry_the_events_the_collector_would_decode(sim)
         assert type(records) is list
         events, dead = decode_tweets(records)
         assert len(events) == 1 and len(dead) == 1
+
+
+def test_a_generated_batchs_jsonl_is_its_records_lines_for_odd_values():
+    """The generator's batch writes its own JSONL (one msgspec call per column): byte for byte the
+    lines of its records, for messages and cascade ids in any script, quotes and control characters,
+    times and marks from 0 to the schema's bound (integral, tiny, 17 digits), ids of any length,
+    batches with no tweet (only ends of stream) and with original posts only."""
+    from streams.datasets import Cascade, Dataset
+    from streams.memory import lines
+    from streams.replay import ReplayBatch
+    from tweetoscope.collector import DecodedTweets
+    from tweetoscope.generator import tweet_records
+
+    rng = np.random.default_rng(3)
+    msgs = ["", "plain", 'quote " and \\ backslash', "tab\tnew\nline\x01", "日本語のツイート 🚀", "é" * 300]
+    cascades = [Cascade(cid=f"c{i}é" if i % 3 else str(10**20 + i), times=np.array([0.0]), marks=np.array([1.0]),
+                        msg=msgs[i % len(msgs)]) for i in range(40)]
+    dataset = Dataset("odd", cascades)
+    t = np.concatenate([[0.0, 1e15, 1e-7, 123456789.12345678, 5.0], rng.uniform(0, 1e9, 195)])
+    m = np.concatenate([[0.0, 1e15, 3.0, 1e-300, 0.1 + 0.2], rng.lognormal(5, 3, 195)])
+    index = rng.integers(0, 3, 200)
+    sources = [["s0", "ß1", 'q"2'][k % 3] for k in range(200)]
+    for cut in (slice(0, 200), slice(0, 0), slice(0, 1)):
+        batch = ReplayBatch(rng.integers(0, 40, 200)[cut], index[cut], t[cut], m[cut], sources[cut], eos=("s0", 'q"2'))
+        records = tweet_records(dataset, batch)
+        assert type(records) is DecodedTweets
+        assert records.jsonl() == lines(list(records))
+    roots = ReplayBatch(np.arange(40), np.zeros(40, dtype=int), t[:40], m[:40], sources[:40])
+    records = tweet_records(dataset, roots)
+    assert records.jsonl() == lines(list(records))
 
 
 def test_the_collectors_series_carry_the_arrays_the_estimator_would_decode(sim):

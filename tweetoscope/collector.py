@@ -13,6 +13,7 @@ up) when ``settings.empirical_prior`` is on: the estimator learns the prior on
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from functools import partial
 
 from streamz import Stream
@@ -27,13 +28,44 @@ from .schemas import (CASCADE_PROPERTIES, CASCADE_SERIES, MAX_MESSAGE_BYTES, MAX
 __all__ = ["DecodedTweets", "decode_tweets", "encode_outputs", "final_T_obs", "collector"]
 
 
-class DecodedTweets(list):
-    """A ``tweets`` record batch with the :class:`Events` its records decode to, made in the same process
-    by the generator from the values it encoded, within the schema's bounds
-    (:func:`tweetoscope.generator.tweet_records`): :func:`decode_tweets` takes them instead of decoding
-    every record again. A batch read from Kafka, or any other list, is decoded."""
+class DecodedTweets(Sequence[Record]):
+    """A ``tweets`` record batch made in the same process by the generator
+    (:func:`tweetoscope.generator.tweet_records`), within the schema's bounds, that carries what the
+    process needs without making a record per tweet: the :class:`Events` its records decode to
+    (:func:`decode_tweets` takes them instead of decoding every record again), its lines of JSONL
+    (:meth:`jsonl`, for :class:`streams.memory.jsonl_sink`) and each record on demand
+    (:meth:`record`: the origin of an event that is dead-lettered). Iterating it, or indexing it,
+    makes its records (a Kafka producer does). A batch read from Kafka, or any other list, is decoded.
 
-    events: Events
+    ``events.origin`` holds ``(record, k)`` for its ``k``-th tweet: :func:`encode_outputs` makes the
+    record, ``record(k)``, of an event it dead-letters."""
+
+    topic = TWEETS.name
+
+    def __init__(self, events: Events, size: int, records: Callable[[], list[Record]],
+                 record: Callable[[int], Record], jsonl: Callable[[], bytes]) -> None:
+        self.events = events
+        self._size = size
+        self._make = records
+        self._records: list[Record] | None = None
+        self.record = record
+        self.jsonl = jsonl
+
+    @property
+    def records(self) -> list[Record]:
+        """The batch's records (made on first use): its tweets, then an ``eos`` per source that ended."""
+        if self._records is None:
+            self._records = self._make()
+        return self._records
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, i):
+        return self.records[i]
+
+    def __iter__(self):
+        return iter(self.records)
 
 
 def decode_tweets(batch: list[Record]) -> tuple[Events, list[Record]]:
@@ -91,7 +123,9 @@ def encode_outputs(items: list, terminated: float | None = None, min_size: int =
                 out.append(_series_record(it, final_T_obs(it.t_end, terminated), final=True))
         elif type(it) is Rejected:
             origin = it.origin
-            if not isinstance(origin, Record):  # held across a restart: only where it was read is known
+            if type(origin) is tuple:  # (record, k) of a DecodedTweets batch: its record, made now
+                origin = origin[0](origin[1])
+            elif not isinstance(origin, Record):  # held across a restart: only where it was read is known
                 origin = Record(TWEETS.name, b"", partition=origin.partition, offset=origin.offset)
             out.append(dlq_record(origin, it.reason, "rejected-event"))
     return out

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from itertools import chain, repeat
+
+import numpy as np
 from streamz import Stream
 
 from streams.datasets import Dataset
+from streams.memory import lines
 from streams.records import Record
 from streams.replay import ReplayBatch
 from streams.window import Events
@@ -12,7 +17,7 @@ from streams.window import Events
 from .collector import DecodedTweets
 from .schemas import MAX_MESSAGE_BYTES, MAX_VALUE, TWEETS, Eos, Retweet, Tweet, encode
 
-__all__ = ["tweet_records", "cascade_id"]
+__all__ = ["tweet_records", "tweet_record_list", "cascade_id"]
 
 
 def cascade_id(index: int) -> str:
@@ -20,45 +25,115 @@ def cascade_id(index: int) -> str:
     return str(index + 1)
 
 
-def tweet_records(dataset: Dataset, batch: ReplayBatch) -> list[Record]:
+def tweet_records(dataset: Dataset, batch: ReplayBatch) -> Sequence[Record]:
     """``tweets`` records of a replay batch (key = source id), then an ``eos`` per ended source.
 
     The original post of cascade ``i`` is ``{"type": "tweet", "tweet_id": i + 1, "msg": <its
     message or dataset id>, "info": <dataset id>}``; its retweets carry the same ``tweet_id``.
     ``t`` is the absolute event time in seconds, ``m`` the follower count.
 
-    The batch is a :class:`tweetoscope.collector.DecodedTweets` carrying the events the collector
-    would decode from these records, when every value is within the schema's bounds (else the
-    collector decodes them, and dead-letters what is not).
+    When every value is within the schema's bounds, the batch is a
+    :class:`tweetoscope.collector.DecodedTweets`: it carries the events the collector would decode
+    from these records and its lines of JSONL, and makes its records only when asked (a Kafka
+    producer iterates them; in process, only the origins of dead-lettered events are made). Else
+    it is the list of records (the collector decodes them, and dead-letters what is not valid).
     """
-    cascades = dataset.cascades
-    out = DecodedTweets()
-    name = TWEETS.name
-    keys = {src: src.encode() for src in set(batch.source)}
-    roots = []
-    cs, ts, ms = batch.cascade.tolist(), batch.t.tolist(), batch.m.tolist()
-    for k, (c, i, t, m, src) in enumerate(zip(cs, batch.index.tolist(), ts, ms, batch.source)):
-        if i == 0:
-            casc = cascades[c]
-            msg = casc.msg or casc.cid
-            value = encode(Tweet(msg=msg, t=t, m=m, tweet_id=c + 1, info=casc.cid))
-            roots.append((k, msg, len(value)))
-        else:
-            value = encode(Retweet(t=t, m=m, tweet_id=c + 1))
-        out.append(Record(name, value, keys[src]))
-    n = len(out)
-    t_end = float(batch.t[-1]) if len(batch) else 0.0
-    for src in batch.eos:
-        out.append(Record(name, encode(Eos(t=t_end, info="end of replay")), src.encode()))
-    if _within_bounds(batch) and all(size <= MAX_MESSAGE_BYTES for _, _, size in roots):
-        info = [""] * n  # a retweet's msg
-        for k, msg, _ in roots:
-            info[k] = msg
-        out.events = Events(list(batch.source), [str(c + 1) for c in cs], ts, ms, (batch.index == 0).tolist(), info,
-                            out[:n], list(batch.eos), [-1] * n, [-1] * n, [-1] * len(batch.eos))
-    else:
-        out = list(out)
-    return out
+    cols = _Columns(dataset, batch)
+    if not (_within_bounds(batch) and all(len(v) <= MAX_MESSAGE_BYTES for v in cols.values.values())):
+        return cols.records()
+    n = len(batch)
+    info = [""] * n  # a retweet's msg
+    for k, tweet in cols.tweets.items():
+        info[k] = tweet.msg
+    record = cols.record
+    events = Events(list(batch.source), [str(c + 1) for c in cols.cs], cols.ts, cols.ms, (batch.index == 0).tolist(),
+                    info, _Origins(record, n), list(batch.eos), [-1] * n, [-1] * n, [-1] * len(batch.eos))
+    return DecodedTweets(events, n + len(cols.eos), cols.records, record, cols.jsonl)
+
+
+def tweet_record_list(dataset: Dataset, batch: ReplayBatch) -> list[Record]:
+    """The records of :func:`tweet_records`, as a list, made at once (what a producer of the batch sends)."""
+    return _Columns(dataset, batch).records()
+
+
+class _Columns:
+    """A replay batch's tweets as columns, with its original posts and ends of stream encoded: each
+    record, all of them, or their JSONL lines, made from them."""
+
+    def __init__(self, dataset: Dataset, batch: ReplayBatch) -> None:
+        cascades = dataset.cascades
+        self.sources = batch.source
+        self.cs, self.ts, self.ms = cs, ts, ms = batch.cascade.tolist(), batch.t.tolist(), batch.m.tolist()
+        roots = {int(k): cascades[cs[k]] for k in np.flatnonzero(batch.index == 0)}
+        self.tweets = {k: Tweet(msg=c.msg or c.cid, t=ts[k], m=ms[k], tweet_id=cs[k] + 1, info=c.cid)
+                       for k, c in roots.items()}
+        self.values = {k: encode(v) for k, v in self.tweets.items()}  # of the original posts, by row
+        self.keys = {src: src.encode() for src in set(batch.source)}
+        t_end = float(batch.t[-1]) if len(batch) else 0.0
+        self.eos = [Record(TWEETS.name, encode(Eos(t=t_end, info="end of replay")), src.encode())
+                    for src in batch.eos]
+
+    def records(self) -> list[Record]:
+        """Every record: the tweets, then the ends of stream."""
+        name, values, keys = TWEETS.name, self.values, self.keys
+        out = []
+        for k, (c, t, m, src) in enumerate(zip(self.cs, self.ts, self.ms, self.sources)):
+            value = values.get(k)
+            if value is None:
+                value = encode(Retweet(t=t, m=m, tweet_id=c + 1))
+            out.append(Record(name, value, keys[src]))
+        return out + self.eos
+
+    def record(self, k: int) -> Record:
+        """The record of tweet ``k``."""
+        value = self.values.get(k)
+        if value is None:
+            value = encode(Retweet(t=self.ts[k], m=self.ms[k], tweet_id=self.cs[k] + 1))
+        return Record(TWEETS.name, value, self.keys[self.sources[k]])
+
+    def jsonl(self) -> bytes:
+        """The JSONL lines of every record (:func:`streams.memory.lines`), without making the tweets' records."""
+        return _jsonl(self.sources, self.cs, self.ts, self.ms, self.values) + lines(self.eos)
+
+
+class _Origins(Sequence):
+    """``(record, k)`` for each tweet ``k`` of a batch (its ``Events.origin``): ``record(k)`` makes its
+    record. Made as they are iterated; they hold the function, not the batch, so that a batch is
+    freed as soon as it is dropped (no reference cycle for the garbage collector to find)."""
+
+    def __init__(self, record: Callable[[int], Record], n: int) -> None:
+        self.record, self.n = record, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [(self.record, i) for i in range(self.n)[k]]
+        return (self.record, range(self.n)[k])
+
+    def __iter__(self):
+        return zip(repeat(self.record), range(self.n))
+
+
+_RETWEET = (b',"m":', b',"tweet_id":', b',"msg":"","info":""}}\n')
+
+
+def _jsonl(sources: list[str], cs: list[int], ts: list[float], ms: list[float], roots: dict[int, bytes]) -> bytes:
+    """The JSONL lines (:func:`streams.memory.lines`) of a batch's tweets, made by the batch: every
+    number of a column formatted by one msgspec call, the lines joined in one. ``roots``: the encoded
+    value of each original post, by row. Equal, byte for byte, to the lines of its records (tested)."""
+    n = len(cs)
+    t = encode(ts)[1:-1].split(b",") if n else []
+    m = encode(ms)[1:-1].split(b",") if n else []
+    ids = encode([c + 1 for c in cs])[1:-1].split(b",") if n else []
+    heads = {src: b'{"key":' + encode(src) + b',"value":{"type":"retweet","t":' for src in set(sources)}
+    head = [heads[src] for src in sources]
+    a, b, z = ([piece] * n for piece in _RETWEET)
+    for k, value in roots.items():  # the whole line in its head, the rest of the row empty
+        head[k] = b'{"key":' + encode(sources[k]) + b',"value":' + value + b"}\n"
+        t[k] = a[k] = m[k] = b[k] = ids[k] = z[k] = b""
+    return b"".join(chain.from_iterable(zip(head, t, a, m, b, ids, z)))
 
 
 def _within_bounds(batch: ReplayBatch) -> bool:
