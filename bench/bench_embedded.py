@@ -7,11 +7,13 @@ and prints:
 - events per second, from the replay's start to the moment everything is processed
   (every window fitted, every join done, every refit published), and its ratio to two
   baselines measured in the same run on one core: the bare cost of encoding and decoding
-  the same tweets (generator + collector decoding, nothing else), and that plus a minimal
+  the same tweets (the generator's records, :func:`tweetoscope.generator.tweet_record_list`, and
+  the collector's decoding, nothing else), and that plus a minimal
   event-time collector in plain Python (:func:`bare_collector`: the same windows cut and
   cascades ended, no checks, no state checkpoints, no outputs encoded). Both decode every
   record, as a consumer of Kafka must; the embedded pipeline itself takes the events the
-  generator made in the same process (:class:`tweetoscope.collector.DecodedTweets`);
+  generator made in the same process (:class:`tweetoscope.collector.DecodedTweets`), and makes a
+  record only for a tweet it dead-letters;
 - the resident memory of the process sampled along the replay (flat = bounded state);
 - the mean ARE of the forecasts by window (``stats``), to check that a faster pipeline forecasts as well.
 
