@@ -142,8 +142,9 @@ def _json_rows(raw: bytes, columns: int) -> np.ndarray | None:
     """The data rows of a CSV file's bytes ``raw`` (its first line a header) whose every row holds
     ``columns`` plain numbers, shape (rows, columns); None for anything else. The rows are decoded as
     one JSON array of floats (numbers in JSON's syntax, correctly rounded, as ``float()`` reads them)."""
-    body = raw[raw.find(b"\n") + 1:].rstrip(b"\r\n")
-    if not body or raw.find(b"\n") < 0:
+    first = raw.find(b"\n")  # the end of the header
+    body = raw[first + 1:].rstrip(b"\r\n")
+    if first < 0 or not body:
         return None
     separators = body.translate(None, b"0123456789.+-eE \r")  # what is left of rows of plain numbers
     rows = separators.count(b"\n") + 1
@@ -158,7 +159,7 @@ def _json_rows(raw: bytes, columns: int) -> np.ndarray | None:
 
 def _read_floats(path: Path, names: tuple[str, ...]) -> np.ndarray | None:
     """The columns ``names`` of a plainly well-formed CSV file, shape (rows, len(names)), data row ``k`` on
-    line ``k + 2``, parsed in one call (a million rows in 0.12 s, against 0.36 s for numpy's C reader
+    line ``k + 2``, parsed in one call (a million rows in 0.19 s, against 0.36 s for numpy's C reader
     and 7 s row by row); None if the file is anything else (a blank or short row, a quoted or non-finite
     value, a missing column): :func:`_read_csv` then reads it row by row and names the faulty line.
 

@@ -403,9 +403,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _load_for_run(path: str):
-    """The dataset of ``tweetoscope run``, and the modules its stages import when built (scikit-learn for
-    the predictor and the learner: a second that would otherwise pass before the replay starts). Not skops:
-    the models come from the learner in this process, as objects (:func:`tweetoscope.models.model_record`)."""
+    """The dataset of ``tweetoscope run``, and the modules its stages import when built (the predictor's
+    and the learner's: time that would otherwise pass before the replay starts). Neither skops nor
+    scikit-learn: the models come from the learner in this process, compiled
+    (:func:`tweetoscope.models.model_record`, :class:`estimators.inference.CompiledOmega`)."""
     from streams.datasets import load_dataset
 
     from . import learner, predictor  # noqa: F401

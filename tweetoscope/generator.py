@@ -82,7 +82,8 @@ class _Columns:
             if value is None:
                 value = encode(Retweet(t=t, m=m, tweet_id=c + 1))
             out.append(Record(name, value, keys[src]))
-        return out + self.eos
+        out.extend(self.eos)
+        return out
 
     def record(self, k: int) -> Record:
         """The record of tweet ``k``."""

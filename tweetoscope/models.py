@@ -121,9 +121,10 @@ def load_model(data: bytes) -> object:
 
 
 def model_record(T_obs: int, version: int, data: bytes, model: object = None) -> Record:
-    """The ``models`` record of a model file for window ``T_obs``; ``model``, the object the file was
-    dumped from, rides along in process as the record's ``message`` (a predictor in the same process
-    takes it instead of loading the file: no skops, whose import walks all of scikit-learn)."""
+    """The ``models`` record of a model file for window ``T_obs``; ``model``, the model of the file
+    compiled (:class:`estimators.inference.CompiledOmega`), rides along in process as the record's
+    ``message`` (a predictor in the same process takes it instead of loading the file: neither skops,
+    whose import walks all of scikit-learn, nor scikit-learn itself)."""
     return Record(topic=MODELS.name, value=data, key=str(T_obs).encode(),
                   headers={"version": str(version), **BINARY}, message=model)
 
