@@ -6,7 +6,9 @@ and restarts them, and reads every output topic back. :func:`compare` checks the
 *by value* against a reference, an uninterrupted embedded run of the same input
 (:func:`reference`): nothing lost, every value equal, forecasts equal to the reference
 parameters corrected by the very model version each forecast says it used, and every
-duplicate first written within one checkpoint interval (plus slack) before a fault. A member
+duplicate first written within one checkpoint interval (plus slack) before a fault (a record
+derived from a duplicated input, e.g. the parameters of a series the collector wrote twice,
+dates from that input's first copy: :func:`caused_at`). A member
 whose group session timed out (the machine or the broker stalled: it logs that it lost its
 partitions without committing) is a fault too, with the session timeout added to its bound;
 the report counts them.
@@ -358,6 +360,35 @@ def inject_hostile(run: Pipeline) -> dict[str, set[tuple[int, int]]]:
     return dict(landed)
 
 
+def caused_at(first_seen: dict[Any, float], *causes: tuple[dict[Any, float], Counter]) -> dict[Any, float]:
+    """When each record's duplicate may have been caused (s since the epoch): when its first copy was
+    written, or, if a record it is derived from (``causes``: first times and counts by the same key)
+    was itself duplicated, when that one's first copy was, if sooner. A stage that reads an input
+    twice writes its output twice, and the first output may come after the fault that made the
+    input's duplicate (a fit of a series written just before its collector was killed); the input's
+    duplicate is bounded in its own topic."""
+    out = dict(first_seen)
+    for key, t in first_seen.items():
+        for cause_first, cause_counts in causes:
+            if cause_counts.get(key, 0) > 1:
+                t = min(t, cause_first[key])
+        out[key] = t
+    return out
+
+
+def unbounded(counts: Counter, first_seen: dict[Any, float], windows: list[tuple[float, float]]) -> list:
+    """The duplicated keys of ``counts`` first caused (``first_seen``, s since the epoch) outside every
+    fault's window ``(when, how long before it)``, each with the seconds to the next fault (None: none)."""
+    late = []
+    for key, n in counts.items():
+        if n > 1:
+            t = first_seen[key]
+            if not any(0 <= f - t <= b for f, b in windows):
+                ahead = [f - t for f, _ in windows if f >= t]  # the next fault, seconds after it
+                late.append((key, round(min(ahead), 2) if ahead else None))
+    return late
+
+
 def compare(run: Pipeline, ref: Reference, *, bound: float | None = None,
             injected: dict[str, set[tuple[int, int]]] | None = None) -> Report:
     """Every output topic of ``run`` against ``ref``, by value (see the module). ``injected``: the
@@ -379,17 +410,14 @@ def compare(run: Pipeline, ref: Reference, *, bound: float | None = None,
     windows += [(t, t - stopped[what.removesuffix(" restarted")] + bound) for t, what in run.faults
                 if what.endswith(" restarted") and what.removesuffix(" restarted") in stopped]
 
-    def check_dups(topic: str, first_seen: dict, counts: Counter) -> None:
+    def check_dups(topic: str, first_seen: dict, counts: Counter, *causes: tuple[dict, Counter]) -> dict:
+        """Count ``topic``'s duplicates and list those beyond the bound; returns when each record was
+        first caused (:func:`caused_at`), for the topics derived from it."""
+        first_seen = caused_at(first_seen, *causes)
         rep.duplicates[topic] = sum(n - 1 for n in counts.values())
         rep.records[topic] = sum(counts.values())
-        late = []
-        for key, n in counts.items():
-            if n > 1:
-                t = first_seen[key]
-                if not any(0 <= f - t <= b for f, b in windows):
-                    ahead = [f - t for f, _ in windows if f >= t]  # the next fault, seconds after it
-                    late.append((key, round(min(ahead), 2) if ahead else None))
-        rep.unbounded[topic] = late
+        rep.unbounded[topic] = unbounded(counts, first_seen, windows)
+        return first_seen
 
     def ts(m) -> float:
         return m.timestamp()[1] / 1000.0
@@ -406,6 +434,9 @@ def compare(run: Pipeline, ref: Reference, *, bound: float | None = None,
     rep.lost["cascade_series"] = len(set(ref.series) - set(counts))
     rep.wrong["cascade_series"] = wrong
     check_dups("cascade_series", first, counts)
+    # a window's series causes its parameters (the final series cause nothing the harness reads)
+    series = ({k[:2]: t for k, t in first.items() if not k[2]},
+              Counter({k[:2]: n for k, n in counts.items() if not k[2]}))
 
     props = [(m, orjson.loads(m.value())) for m in read("cascade_properties")]
     counts, first, wrong = Counter(), {}, []
@@ -417,7 +448,7 @@ def compare(run: Pipeline, ref: Reference, *, bound: float | None = None,
             if ref.sizes.get(key) != (v["n_tot"], v["t_end"]):
                 wrong.append((key, v["n_tot"], ref.sizes.get(key)))
     rep.lost["sizes"], rep.wrong["sizes"] = len(set(ref.sizes) - set(counts)), wrong
-    check_dups("sizes", first, counts)
+    sizes = check_dups("sizes", first, counts), counts
 
     # estimator: parameters
     counts, first, wrong = Counter(), {}, []
@@ -430,7 +461,7 @@ def compare(run: Pipeline, ref: Reference, *, bound: float | None = None,
             if r is None or not np.allclose(v["params"], r["params"], rtol=1e-9) or v["n_obs"] != r["n_obs"]:
                 wrong.append(key)
     rep.lost["parameters"], rep.wrong["parameters"] = len(set(ref.params) - set(counts)), wrong
-    check_dups("parameters", first, counts)
+    params = check_dups("parameters", first, counts, series), counts
 
     # learner: models, one per version; the forecasts use them
     models = {}
@@ -467,7 +498,7 @@ def compare(run: Pipeline, ref: Reference, *, bound: float | None = None,
                 wrong.append((key, v["model_version"], v["n_tot"], want))
         rep.lost[topic] = len(set(ref.params) - set(counts))
         rep.wrong[topic] = wrong
-        check_dups(topic, first, counts)
+        check_dups(topic, first, counts, params)
 
     counts, first, wrong = Counter(), {}, []
     for m in run.read("stats"):
@@ -479,7 +510,7 @@ def compare(run: Pipeline, ref: Reference, *, bound: float | None = None,
         if ref.stats.get(key) != v["n_tot"] or want is None or abs(v["n_hat"] - want) > 1e-6 * max(1.0, want):
             wrong.append(key)
     rep.lost["stats"], rep.wrong["stats"] = len(set(ref.stats) - set(counts)), wrong
-    check_dups("stats", first, counts)
+    check_dups("stats", first, counts, params, sizes)
 
     counts, first, wrong = Counter(), {}, []
     for m in read("samples"):
@@ -490,7 +521,7 @@ def compare(run: Pipeline, ref: Reference, *, bound: float | None = None,
         if ref.samples.get(key) != _sample(v):
             wrong.append(key)
     rep.lost["samples"], rep.wrong["samples"] = len(set(ref.samples) - set(counts)), wrong
-    check_dups("samples", first, counts)
+    check_dups("samples", first, counts, params, sizes)
 
     # dead letters: the reference's (late events) and the hostile records, nothing else
     for topic in ("tweets", "cascade_series", "cascade_properties", "samples", "models"):

@@ -13,11 +13,12 @@ import os
 import random
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
-from faults import ROOT, STAGES, Pipeline, compare, dask_scheduler, dask_worker, fault_settings, inject_hostile, \
-    models_by_version, reference, samples_in_log_order
+from faults import ROOT, STAGES, Pipeline, caused_at, compare, dask_scheduler, dask_worker, fault_settings, \
+    inject_hostile, models_by_version, reference, samples_in_log_order, unbounded
 from helpers import free_port, metric_total, reusable_ports, scrape_metrics, wait_until
 
 from streams.datasets import load_dataset, write_jsonl
@@ -26,6 +27,22 @@ from tweetoscope.schemas import ALERTS
 SEEDS = [int(s) for s in os.environ.get("TWEETOSCOPE_CHAOS_SEEDS", "0").split(",")]
 CHAOS_SECONDS = float(os.environ.get("TWEETOSCOPE_CHAOS_SECONDS", "20"))
 SPEED = 6000.0  # event seconds per wall second: the replay lasts about 10 s
+
+
+def test_a_derived_duplicate_dates_from_the_duplicated_input_it_came_from():
+    """The harness's rule, on the case seen in chaos runs: the collector writes series s at 9.98 and
+    is killed at 10.00; its restart writes s again, so the estimator fits it twice, and the first
+    parameters came at 10.03, after the fault. That duplicate is the series' (bounded in its own
+    topic); parameters written twice with no duplicated input in view are still caught."""
+    windows = [(10.0, 2.5)]  # a fault at 10 s; a duplicate first written up to 2.5 s before it is bounded
+    series = ({"s": 9.98, "u": 9.5}, Counter({"s": 2, "u": 1}))
+    params_first, params_counts = {"s": 10.03, "u": 10.04}, Counter({"s": 2, "u": 2})
+    assert unbounded(params_counts, params_first, windows) == [("s", None), ("u", None)]  # dated by their own copies
+    dated = caused_at(params_first, series)
+    assert dated == {"s": 9.98, "u": 10.04}
+    assert unbounded(params_counts, dated, windows) == [("u", None)]
+    # a chain: forecasts of parameters that were duplicated because their series was
+    assert caused_at({"s": 10.05}, (dated, params_counts)) == {"s": 9.98}
 
 
 @pytest.fixture(scope="module")
