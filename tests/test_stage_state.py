@@ -321,6 +321,33 @@ def test_learner_versions_are_deterministic_and_survive_a_restore(scheduler):
     assert len(dead) == 1 and b"n_tot" in dead[0].value
 
 
+def test_learner_refits_windows_side_by_side_and_each_window_one_at_a_time(scheduler):
+    """Boundaries of two windows start a refit of each at once (as a learner per window would); a
+    window's next boundary waits for its refit in progress, then runs; every version is published."""
+    from distributed import Client
+
+    s = Settings(windows=(600, 1200), learner_every=20, learner_interval=0.0, learner_trees=5)
+
+    async def run():
+        out = []
+        async with Client(scheduler, asynchronous=True) as client:
+            src = Stream(asynchronous=True)
+            node = learn(src, s, client)
+            node.sink(out.extend)
+            src.emit(sample_records(40, T=600) + sample_records(20, 1000, T=1200))
+            started = {T: node.windows[T].running.version for T in node.fitting}
+            waiting = {T: [r.version for r in w.pending] for T, w in node.windows.items()}
+            while not node.idle:  # a refit that ends starts its window's next one before it is done
+                await asyncio.gather(*node.fitting.values())
+        return started, waiting, out
+
+    started, waiting, out = asyncio.run(run())
+    assert started == {600: 20, 1200: 20}
+    assert waiting == {600: [40], 1200: []}
+    assert sorted((int(r.key), int(r.headers["version"])) for r in out if r.topic == "models") == \
+        [(600, 20), (600, 40), (1200, 20)]
+
+
 def test_every_topic_decoder_turns_deep_nesting_into_a_schema_error():
     deep = b'{"type": "x", "a": ' + b"[" * 5000 + b"]" * 5000 + b"}"
     for name, topic in TOPICS.items():

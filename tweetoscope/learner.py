@@ -6,8 +6,9 @@ duplicate replaces its twin), the latest ``learner_max_samples`` per window. Eve
 taken as it stands and queued for a refit whose model version is the number of
 distinct samples seen so far: a version's model depends only on the samples up to it,
 so a restarted or rebalanced learner publishes the same model for the same version.
-Refits run on the Dask cluster one at a time (at low priority, so that fits of
-cascades keep the rest of the cluster), no sooner than ``learner_interval`` seconds
+Refits run on the Dask cluster one at a time per window (windows side by side, as
+a group of learners with a window each runs them; at low priority, so that fits of
+cascades waiting for a worker go first), no sooner than ``learner_interval`` seconds
 after the previous refit of the same window; at most :data:`MAX_PENDING` refits wait
 per window (beyond, the oldest waiting one is skipped). The forest's loss and leaf
 size are chosen by inner cross-validation at every :data:`SELECT_EVERY`-th boundary;
@@ -147,8 +148,9 @@ class learn(Stream):
         self.model_key = settings.model_key.encode() if settings.model_key else None
         self.windows: dict[int, _Window] = {}
         self.versions: dict[int, int] = {}  # last version published per window
-        self.fitting: asyncio.Task | None = None
+        self.fitting: dict[int, asyncio.Task] = {}  # the refit on the cluster, by window
         self.timer: object | None = None
+        self.timer_at = math.inf  # time.monotonic() the timer fires at
         self.draining = False
         self.error: BaseException | None = None
         self.n_failed = 0
@@ -221,26 +223,28 @@ class learn(Stream):
     # ------------------------------------------------------------------ refits
 
     def _maybe_refit(self) -> None:
-        """Start the next refit: one at a time, the window refitted longest ago first, each window at most
-        every ``learner_interval`` seconds."""
-        if self.draining or self.fitting is not None or self.error is not None:
+        """Start the next refit of every window with one waiting and none running, each window at most
+        every ``learner_interval`` seconds (a timer starts those that must wait)."""
+        if self.draining or self.error is not None:
             return
-        waiting = [(w.last_fit, T) for T, w in self.windows.items() if w.pending]
-        if not waiting:
-            return
-        last, T_obs = min(waiting)
-        wait = last + self.interval - time.monotonic()
-        if wait > 0:
-            if self.timer is None:
-                self.timer = self.loop.call_later(wait, self._on_timer)
-            return
-        w = self.windows[T_obs]
-        refit = w.running = w.pending.popleft()
-        w.last_fit = time.monotonic()
-        self.fitting = asyncio.ensure_future(self._fit(T_obs, w, refit))
+        now, soonest = time.monotonic(), math.inf
+        for T_obs, w in self.windows.items():
+            if not w.pending or T_obs in self.fitting:
+                continue
+            if w.last_fit + self.interval > now:
+                soonest = min(soonest, w.last_fit + self.interval)
+                continue
+            refit = w.running = w.pending.popleft()
+            w.last_fit = now
+            self.fitting[T_obs] = asyncio.ensure_future(self._fit(T_obs, w, refit))
+        if soonest < self.timer_at:
+            if self.timer is not None:
+                self.loop.remove_timeout(self.timer)
+            self.timer_at = soonest
+            self.timer = self.loop.call_later(soonest - now, self._on_timer)
 
     def _on_timer(self) -> None:
-        self.timer = None
+        self.timer, self.timer_at = None, math.inf
         self._maybe_refit()
 
     async def _fit(self, T_obs: int, w: _Window, refit: _Refit) -> None:
@@ -266,7 +270,7 @@ class learn(Stream):
             value = f'{{"T_obs": {T_obs}, "version": {refit.version}}}'.encode()
             self._emit([dlq_record(Record(SAMPLES.name, value, str(T_obs).encode()), reason, "refit")])
         finally:
-            self.fitting = None
+            del self.fitting[T_obs]  # no other refit of this window starts while it is there
         if self.windows.get(T_obs) is w and w.running is refit:  # still ours
             w.running = None
             if data is not None:
@@ -302,16 +306,16 @@ class learn(Stream):
 
     @property
     def idle(self) -> bool:
-        return self.fitting is None and (self.draining or not any(w.pending for w in self.windows.values()))
+        return not self.fitting and (self.draining or not any(w.pending for w in self.windows.values()))
 
     async def drain(self) -> None:
-        """Wait for the refit in progress; start no new one (those waiting stay in the state)."""
+        """Wait for the refits in progress; start no new one (those waiting stay in the state)."""
         self.draining = True
         if self.timer is not None:
             self.loop.remove_timeout(self.timer)
-            self.timer = None
-        while self.fitting is not None:
-            await asyncio.gather(self.fitting, return_exceptions=True)
+            self.timer, self.timer_at = None, math.inf
+        while self.fitting:
+            await asyncio.gather(*self.fitting.values(), return_exceptions=True)
         if self.error is not None:
             raise RuntimeError("the learner stopped: the Dask cluster is unavailable") from self.error
 

@@ -171,7 +171,7 @@ class StageMetrics(Collector):
             yield GaugeMetricFamily("tweetoscope_join_entries", "Joins of the predictor waiting for their twin",
                                     value=len(st.predictor.state))
         if st.learner is not None:
-            tasks.add_metric(["learner"], int(st.learner.fitting is not None))
+            tasks.add_metric(["learner"], len(st.learner.fitting))
             for window, version in sorted(st.learner.versions.items()):
                 versions.add_metric(["learner", str(window)], version)
         yield from (tasks, versions)
