@@ -21,8 +21,10 @@ committed, the process exits 0.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import signal
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -188,6 +190,18 @@ class KafkaBus:
         return ok
 
 
+def _import_in_background(module: str) -> None:
+    """Import ``module`` in a daemon thread: the stage gets ready meanwhile, and a thread that needs the
+    module first (a model's check, in the loop's executor) waits on the import lock for it, not the loop."""
+    def run() -> None:
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - the first use raises it again where it is handled
+            logger.exception("background import of %s failed", module)
+
+    threading.Thread(target=run, name=f"import {module}", daemon=True).start()
+
+
 async def run_kafka(
     settings: Settings,
     stages: Sequence[str] = ("collector", "estimator", "predictor", "learner"),
@@ -213,8 +227,6 @@ async def run_kafka(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    if "predictor" in stages:  # models read from Kafka are skops files: import it (1-2 s) before the first one
-        import skops.io  # noqa: F401
     staged: Stages = build_stages(bus.topic, bus.publish, settings, client, stages=tuple(stages))
     bus.use_stores(staged)
     replay = None
@@ -226,6 +238,8 @@ async def run_kafka(
         gen_sink = bus.publish(generator(replay, dataset))
     bus.start()
     health = _serve_health(settings.health_port, bus, staged, client) if settings.health_port else None
+    if "predictor" in stages:  # models read from Kafka are skops files: import it (1-2 s) while the group is joined
+        _import_in_background("skops.io")  # after the stage's own imports
     if replay is not None:
         replay.start()
     failed: list[str] = []
