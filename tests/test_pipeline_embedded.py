@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 import sys
@@ -328,6 +329,50 @@ def test_the_jsonl_sink_writes_every_record_as_read_jsonl_topic_reads_it(tmp_pat
     assert [g["value"] for g in got[:5]] == [{"i": 1}, {"i": 2}, {"i": 3}, {"i": 4}, {"i": 5}]
     assert got[5]["value"] == b"\x00\xff" and got[5]["headers"]["version"] == "3"
     assert [g.get("headers", {}) for g in got] == [r.headers for r in want]
+
+
+def _lines_of(n: int) -> bytes:
+    return b"".join(b'{"key":null,"value":{"i":%d}}\n' % i for i in range(n))
+
+
+def _fail() -> bytes:
+    raise ValueError("no lines today")
+
+
+def test_the_jsonl_writer_writes_bytes_and_callables_in_order_from_its_child_process(tmp_path):
+    """Lines given as bytes and as picklable callables (called in the child) land in order, per topic;
+    a flush makes them visible while it runs; the files are complete when close returns."""
+    from functools import partial
+
+    from streams.memory import JsonlWriter
+
+    w = JsonlWriter(tmp_path)
+    w.write("a", b'{"key":null,"value":{"i":-1}}\n')
+    w.write("a", partial(_lines_of, 3))
+    w.write("b", partial(_lines_of, 2))
+    w.flush()
+    w.write("a", b'{"key":null,"value":{"i":9}}\n')
+    assert w._process.pid != os.getpid() and w._process.is_alive()
+    w.close()
+    w.close()  # idempotent
+    assert [r["value"]["i"] for r in read_jsonl_topic(tmp_path / "a.jsonl")] == [-1, 0, 1, 2, 9]
+    assert [r["value"]["i"] for r in read_jsonl_topic(tmp_path / "b.jsonl")] == [0, 1]
+    with pytest.raises(RuntimeError, match="closed"):
+        w.write("a", b"")
+
+
+def test_a_failing_jsonl_writer_raises_its_error_instead_of_losing_lines(tmp_path):
+    """The child's error (here a callable that raises) ends it, and a later call of the parent raises it:
+    neither stalls nor drops lines silently."""
+    from streams.memory import JsonlWriter
+
+    w = JsonlWriter(tmp_path)
+    w.write("a", _fail)
+    with pytest.raises(RuntimeError, match="no lines today"):
+        for _ in range(10_000):  # until the sender has seen the child gone
+            w.write("a", b'{"key":null,"value":{}}\n')
+        w.close()
+    w.close()  # closed already: nothing more to raise
 
 
 def test_the_generators_batches_carry_the_events_the_collector_would_decode(sim):

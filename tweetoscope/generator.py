@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import chain, repeat
 
 import numpy as np
@@ -48,7 +49,7 @@ def tweet_records(dataset: Dataset, batch: ReplayBatch) -> Sequence[Record]:
     record = cols.record
     events = Events(list(batch.source), [str(c + 1) for c in cols.cs], cols.ts, cols.ms, (batch.index == 0).tolist(),
                     info, _Origins(record, n), list(batch.eos), [-1] * n, [-1] * n, [-1] * len(batch.eos))
-    return DecodedTweets(events, n + len(cols.eos), cols.records, record, cols.jsonl)
+    return DecodedTweets(events, n + len(cols.eos), cols.records, record, cols.jsonl())
 
 
 def tweet_record_list(dataset: Dataset, batch: ReplayBatch) -> list[Record]:
@@ -62,6 +63,7 @@ class _Columns:
 
     def __init__(self, dataset: Dataset, batch: ReplayBatch) -> None:
         cascades = dataset.cascades
+        self.batch = batch
         self.sources = batch.source
         self.cs, self.ts, self.ms = cs, ts, ms = batch.cascade.tolist(), batch.t.tolist(), batch.m.tolist()
         roots = {int(k): cascades[cs[k]] for k in np.flatnonzero(batch.index == 0)}
@@ -92,9 +94,12 @@ class _Columns:
             value = encode(Retweet(t=self.ts[k], m=self.ms[k], tweet_id=self.cs[k] + 1))
         return Record(TWEETS.name, value, self.keys[self.sources[k]])
 
-    def jsonl(self) -> bytes:
-        """The JSONL lines of every record (:func:`streams.memory.lines`), without making the tweets' records."""
-        return _jsonl(self.sources, self.cs, self.ts, self.ms, self.values) + lines(self.eos)
+    def jsonl(self) -> Callable[[], bytes]:
+        """A picklable callable that returns the JSONL lines of every record (:func:`streams.memory.lines`),
+        made without the tweets' records: a :class:`streams.memory.JsonlWriter` calls it in its own
+        process. It holds the batch's arrays (pickled 3.5 times faster than their lists), not the batch."""
+        b = self.batch
+        return partial(_batch_jsonl, b.source, b.cascade, b.t, b.m, self.values, lines(self.eos))
 
 
 class _Origins(Sequence):
@@ -115,6 +120,13 @@ class _Origins(Sequence):
 
     def __iter__(self):
         return zip(repeat(self.record), range(self.n))
+
+
+def _batch_jsonl(sources: list[str], cascade: np.ndarray, t: np.ndarray, m: np.ndarray, roots: dict[int, bytes],
+                 eos: bytes) -> bytes:
+    """:meth:`_Columns.jsonl`'s lines: those of the tweets (:func:`_jsonl`, from the batch's columns), then
+    ``eos``, the lines of its ends of stream."""
+    return _jsonl(sources, cascade.tolist(), t.tolist(), m.tolist(), roots) + eos
 
 
 _RETWEET = (b',"m":', b',"tweet_id":', b',"msg":"","info":""}}\n')

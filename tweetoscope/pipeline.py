@@ -22,7 +22,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from streamz import Stream
 
 from streams.datasets import Dataset
-from streams.memory import MemoryBus
+from streams.memory import JsonlFiles, JsonlWriter, MemoryBus
 from streams.records import dlq_topic
 from streams.replay import ReplaySchedule
 
@@ -300,12 +300,20 @@ async def run_embedded(
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in ALL_TOPICS:
         (out_dir / f"{name}.jsonl").unlink(missing_ok=True)
+    # The tweets' file, two thirds of the output's bytes, is formatted and written by a child process
+    # (it starts meanwhile); the other topics' records are lines already, written here.
+    writer, files = JsonlWriter(out_dir), JsonlFiles(out_dir)
     own_dask = client is None
     cluster = None
     if own_dask:
-        client, cluster = await start_dask(settings)
+        try:
+            client, cluster = await start_dask(settings)
+        except BaseException:
+            writer.close()
+            raise
     bus = MemoryBus()
-    jsonl = [bus.topic(name).jsonl_sink(out_dir) for name in ALL_TOPICS]
+    for name in ALL_TOPICS:
+        bus.topic(name).jsonl_sink(writer if name == "tweets" else files)
     replay = flusher = shown = None
     try:
         stages = build_stages(bus.topic, lambda s: s.to_memory(bus), settings, client)
@@ -321,7 +329,7 @@ async def run_embedded(
             on_dask(client, stages, bus)
             from tornado.ioloop import PeriodicCallback
 
-            flusher = PeriodicCallback(lambda: [sink.flush() for sink in jsonl], 1000)
+            flusher = PeriodicCallback(lambda: (writer.flush(), files.flush()), 1000)
             flusher.start()
         start = time.perf_counter()
         replay.start()
@@ -341,10 +349,12 @@ async def run_embedded(
             replay.stop()
         if flusher is not None:
             flusher.stop()
-        for sink in jsonl:
-            sink.close()
-        if own_dask:
-            await close_dask(client, cluster)
+        files.close()
+        try:
+            writer.close()
+        finally:
+            if own_dask:
+                await close_dask(client, cluster)
     return RunSummary(counts=dict(bus.counts), events=len(schedule), seconds=seconds, out_dir=str(out_dir))
 
 
