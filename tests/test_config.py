@@ -47,6 +47,8 @@ def test_env_windows_and_config_file_from_env(tmp_path):
         ({"alpha": 1.5}, {}, "alpha must be > 2"),
         ({"windows": (1200, 600)}, {}, "increasing"),
         ({"kernel": "gauss"}, {}, "kernel"),
+        ({"worker_nice": 20}, {}, "worker_nice must be within 0 and 19"),
+        ({}, {ENV_VARS["worker_nice"]: "-1"}, "worker_nice must be within 0 and 19"),
         ({"marks": "lognormal"}, {}, "marks must be .pareto. or .learnt."),
         ({"nope": 1}, {}, "unknown setting"),
         ({"max_n_star": 1.5}, {}, "max_n_star"),

@@ -51,6 +51,9 @@ def test_adaptive_local_cluster_grows_under_a_backlog_and_shrinks_idle():
             # loaded OpenBLAS before Dask's OPENBLAS_NUM_THREADS=1 could reach them)
             blas = await client.run(_blas_threads)
             assert all(threads == [1, 1] for threads in blas.values()), blas
+            # at a lower priority than this process (the stages'), every thread of theirs
+            nice = await client.run(_niceness_of_every_thread)
+            assert all(set(n) == {os.nice(0) + Settings().worker_nice} for n in nice.values()), nice
             while len(cluster.scheduler.workers) > 1 and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
                 counts.append(len(cluster.scheduler.workers))
@@ -61,6 +64,13 @@ def test_adaptive_local_cluster_grows_under_a_backlog_and_shrinks_idle():
 
     counts = asyncio.run(main())
     assert counts[0] == 1 and max(counts) == 3 and counts[-1] == 1, counts
+
+
+def _niceness_of_every_thread() -> list[int]:
+    """The niceness of each thread of this process (Linux: each thread has its own)."""
+    import psutil
+
+    return [psutil.Process(t.id).nice() for t in psutil.Process().threads()]
 
 
 def _blas_threads() -> list[int]:

@@ -6,7 +6,10 @@ so that each worker starts with it instead of importing it (about 2 CPU seconds 
 - the modules of the tasks the pipeline submits (fits, the prior's and the learner's refits), with
   scikit-learn and skops;
 - the fit with the default settings, compiled (numba), and the process settings of the stages (glibc's
-  malloc, one BLAS thread: :mod:`tweetoscope.tuning`), as :class:`tweetoscope.pipeline.WarmFits` does.
+  malloc, one BLAS thread: :mod:`tweetoscope.tuning`), as :class:`tweetoscope.pipeline.WarmFits` does;
+- the workers' niceness (``Settings.worker_nice``, given by :func:`tweetoscope.forkserver.start_forkserver`):
+  on a machine with fewer cores than runnable processes, the stages' process keeps its core and the
+  fits and refits take the rest (measured: BENCHMARKS.md, "Stop 29").
 
 A failure here is logged, not raised: the forkserver would die with it and no worker could start;
 the workers then import what they need themselves.
@@ -67,6 +70,7 @@ def _exit_at_once() -> None:
 
 
 if _in_forkserver():
+    os.nice(int(os.environ.get("_TWEETOSCOPE_FORKSERVER_NICE", "0")))  # before any thread: all inherit it
     # the last handler registered runs first: the modules' own handlers, registered by their
     # imports above, are the teardown skipped (the server's forked workers never run atexit)
     atexit.register(_exit_at_once)

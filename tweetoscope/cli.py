@@ -346,7 +346,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not settings.scheduler:
             from .forkserver import start_forkserver
 
-            start_forkserver()  # first: the workers' imports take longest, on the other core
+            start_forkserver(settings.worker_nice)  # first: the workers' imports take longest, on the other core
 
     from .pipeline import close_dask, open_dask, run_embedded
     from .report import print_run

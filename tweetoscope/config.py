@@ -63,7 +63,10 @@ class Settings:
         learner's forests (refits must stay cheap next to the fits); ``batch_size``: messages per batch;
         ``poll_timeout``: seconds a Kafka source waits to fill a batch (bounds the added latency);
         ``dask_workers``, ``dask_min_workers``: most and fewest workers of the adaptive local
-        cluster (two at least, so that a model refit never holds up the fits); ``group_prefix``: Kafka
+        cluster (two at least, so that a model refit never holds up the fits); ``worker_nice``: niceness
+        added to the local cluster's workers (0 to 19; Linux ``nice``): when the fits and the refits want
+        more cores than the machine has, the stages' process keeps its own (0: same priority; ignored
+        with ``scheduler``); ``group_prefix``: Kafka
         consumer groups are ``<prefix>-<stage>``; ``topic_prefix``: prepended to every topic
         name (several pipelines on one cluster); ``partitions``, ``replication``: of the topics
         the stages create; ``instance_id``: stable id of this instance (static group
@@ -127,6 +130,7 @@ class Settings:
     stagger: float = 10.0
     dask_workers: int = 2
     dask_min_workers: int = 2
+    worker_nice: int = 5
     group_prefix: str = "tweetoscope"
     topic_prefix: str = ""
     partitions: int = 4
@@ -169,6 +173,8 @@ class Settings:
             raise ConfigError(f"min_cascade_size must be >= 2 (a fit needs two events), got {self.min_cascade_size}")
         if self.dask_min_workers > self.dask_workers:
             raise ConfigError(f"dask_min_workers ({self.dask_min_workers}) must be <= dask_workers ({self.dask_workers})")
+        if not 0 <= self.worker_nice <= 19:
+            raise ConfigError(f"worker_nice must be within 0 and 19, got {self.worker_nice}")
         if self.terminated <= 0:
             raise ConfigError(f"terminated must be > 0 seconds, got {self.terminated}")
         if self.kafka_security_protocol.upper() not in SECURITY_PROTOCOLS:

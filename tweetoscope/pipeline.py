@@ -178,7 +178,7 @@ async def open_dask(settings: Settings, *, dashboard: bool = True):
     })
     cluster = workers = None
     if not settings.scheduler:
-        start_forkserver()
+        start_forkserver(settings.worker_nice)
         dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
         # The server runs, with its preload: distributed would set its own, which changes nothing then,
         # after importing its optional packages here to see which import (pandas: 0.2 s of this process).
