@@ -17,9 +17,10 @@ and prints:
 - the resident memory of the process sampled along the replay (flat = bounded state);
 - the mean ARE of the forecasts by window (``stats``), to check that a faster pipeline forecasts as well.
 
-``--repeat N`` measures both baselines and the pipeline N times in turn (a new local cluster each
-time) and prints each round's ratios and their medians: on a shared machine one run's time varies by
-20-30 %, both the pipeline's and the baselines'.
+``--repeat N`` runs N rounds, each in a fresh process on the same simulated data (baselines, then the
+pipeline), and prints each round's ratios and their medians: on a shared machine one run's time varies
+by 20-30 %, the pipeline's and the baselines' alike. (Rounds within one process would not do: after a
+pipeline run, the baselines of the same process ran up to 40 % slower.)
 
 Usage: python bench/bench_embedded.py [--cascades 16500] [--seed 7] [--learner-every 100] [--repeat 1] [--json]
 """
@@ -91,11 +92,14 @@ def main() -> None:
     ap.add_argument("--cascades", type=int, default=16500)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--learner-every", type=int, default=100)
-    ap.add_argument("--repeat", type=int, default=1, help="rounds of baselines then pipeline (medians printed)")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds, each in a fresh process (medians printed)")
+    ap.add_argument("--data", help="a simulated dataset to use instead of simulating one (the rounds' own)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.repeat < 1:
         ap.error("--repeat must be >= 1")
+    if args.repeat > 1:
+        return repeat(args)
 
     from streams.datasets import load_dataset
     from streams.replay import ReplaySchedule
@@ -109,54 +113,41 @@ def main() -> None:
     tune_process()  # as `tweetoscope run` does
     scratch = tempfile.TemporaryDirectory(prefix="tweetoscope-bench-")  # removed when main() returns
     tmp = scratch.name
-    cli(["simulate", f"{tmp}/data", "--n", str(args.cascades), "--seed", str(args.seed)])
-    dataset = load_dataset(f"{tmp}/data")
+    if args.data is None:
+        cli(["simulate", f"{tmp}/data", "--n", str(args.cascades), "--seed", str(args.seed)])
+    dataset = load_dataset(args.data or f"{tmp}/data")
     settings = Settings(learner_every=args.learner_every)
 
+    # baseline: encode + decode the same tweets, nothing else
     schedule = ReplaySchedule(dataset, sources=settings.sources, stagger=settings.stagger)
     n = len(schedule)
-    starts = range(0, n, settings.batch_size)
-
-    def records(lo: int):
+    t0 = time.perf_counter()
+    for lo in range(0, n, settings.batch_size):
         hi = min(lo + settings.batch_size, n)
-        return tweet_record_list(dataset, schedule.batch(lo, hi, last=hi == n))
+        decode_tweets(tweet_record_list(dataset, schedule.batch(lo, hi, last=hi == n)))
+    baseline = n / (time.perf_counter() - t0)
+
+    # baseline: decode + a minimal event-time collector over the same tweets
+    t0 = time.perf_counter()
+    bare_closed, bare_ended = bare_collector(
+        (decode_tweets(tweet_record_list(dataset, schedule.batch(lo, min(lo + settings.batch_size, n),
+                                                                 last=min(lo + settings.batch_size, n) == n)))[0]
+         for lo in range(0, n, settings.batch_size)), settings.windows, settings.terminated)
+    bare = n / (time.perf_counter() - t0)
 
     proc = psutil.Process(os.getpid())
-    rounds = []
-    for _ in range(args.repeat):
-        # baseline: encode + decode the same tweets, nothing else
-        t0 = time.perf_counter()
-        for lo in starts:
-            decode_tweets(records(lo))
-        baseline = n / (time.perf_counter() - t0)
-        # baseline: decode + a minimal event-time collector over the same tweets
-        t0 = time.perf_counter()
-        bare_closed, bare_ended = bare_collector((decode_tweets(records(lo))[0] for lo in starts), settings.windows,
-                                                 settings.terminated)
-        bare = n / (time.perf_counter() - t0)
+    rss: list[tuple[float, float]] = []
 
-        rss: list[tuple[float, float]] = []
+    def on_start(stages, bus):
+        async def sample():
+            while True:
+                rss.append((bus.counts.get("tweets", 0) / n, proc.memory_info().rss / 2**20))
+                await asyncio.sleep(0.25)
 
-        def on_start(stages, bus):
-            async def sample():
-                while True:
-                    rss.append((bus.counts.get("tweets", 0) / n, proc.memory_info().rss / 2**20))
-                    await asyncio.sleep(0.25)
+        asyncio.ensure_future(sample())
 
-            asyncio.ensure_future(sample())
-
-        summary = asyncio.run(run_embedded(dataset, settings, f"{tmp}/out", on_start=on_start))
-        rate = summary.events / summary.seconds
-        rounds.append((rate, baseline, bare))
-        if args.repeat > 1 and not args.json:
-            print(f"round {len(rounds)}: {rate:,.0f} events/s ({summary.seconds:.2f} s); encode + decode "
-                  f"{baseline:,.0f} (ratio {rate / baseline:.2f}); decode + bare collector {bare:,.0f} "
-                  f"(ratio {rate / bare:.2f})", flush=True)
-    rate = float(np.median([r for r, _, _ in rounds]))
-    to_baseline = float(np.median([r / b for r, b, _ in rounds]))
-    to_bare = float(np.median([r / c for r, _, c in rounds]))
-    baseline = float(np.median([b for _, b, _ in rounds]))
-    bare = float(np.median([c for _, _, c in rounds]))
+    summary = asyncio.run(run_embedded(dataset, settings, f"{tmp}/out", on_start=on_start))
+    rate = summary.events / summary.seconds
     are: dict[int, list[float]] = {}
     with open(f"{tmp}/out/stats.jsonl", "rb") as fh:
         for line in fh:
@@ -168,28 +159,59 @@ def main() -> None:
     mem = np.array([m for _, m in rss])
     along = {f"{int(q * 100)}%": float(mem[min(np.searchsorted(prog, q), len(mem) - 1)]) for q in marks}
     res = {
-        "events": summary.events, "cascades": args.cascades, "seconds": summary.events / rate, "events_per_s": rate,
-        "baseline_events_per_s": baseline, "ratio_to_baseline": to_baseline,
-        "bare_collector_events_per_s": bare, "ratio_to_bare_collector": to_bare,
-        "rounds": [{"events_per_s": r, "baseline_events_per_s": b, "bare_collector_events_per_s": c}
-                   for r, b, c in rounds],
+        "events": summary.events, "cascades": args.cascades, "seconds": summary.seconds, "events_per_s": rate,
+        "baseline_events_per_s": baseline, "ratio_to_baseline": rate / baseline,
+        "bare_collector_events_per_s": bare, "ratio_to_bare_collector": rate / bare,
         "bare_collector_windows": bare_closed, "bare_collector_ended": bare_ended, "rss_mib_along_replay": along,
         "rss_mib_peak": float(mem.max()), "counts": summary.counts, "mean_are": mean_are,
     }
     if args.json:
         print(orjson.dumps(res).decode())
         return
-    median = f"median of {args.repeat} rounds: " if args.repeat > 1 else ""
-    print(f"{summary.events:,} events ({args.cascades:,} cascades) end to end in {summary.events / rate:.1f} s: "
-          f"{median}{rate:,.0f} events/s")
+    print(f"{summary.events:,} events ({args.cascades:,} cascades) end to end in {summary.seconds:.1f} s: "
+          f"{rate:,.0f} events/s")
     print(f"baseline (encode + decode only, same run): {baseline:,.0f} events/s; pipeline / baseline = "
-          f"{median}{to_baseline:.2f}")
+          f"{rate / baseline:.2f}")
     print(f"baseline (decode + bare event-time collector, same run: {bare_closed:,} windows cut, {bare_ended:,} "
-          f"cascades ended): {bare:,.0f} events/s; pipeline / baseline = {median}{to_bare:.2f}")
-    print("RSS along the replay (MiB" + (", last round" if args.repeat > 1 else "") + "): "
-          + ", ".join(f"{k} {v:.0f}" for k, v in along.items()) + f"; peak {mem.max():.0f}")
+          f"cascades ended): {bare:,.0f} events/s; pipeline / baseline = {rate / bare:.2f}")
+    print("RSS along the replay (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in along.items())
+          + f"; peak {mem.max():.0f}")
     print("mean ARE of the forecasts by window: " + ", ".join(f"{T} s {a:.3f}" for T, a in mean_are.items()))
     print("records: " + ", ".join(f"{k} {v:,}" for k, v in sorted(summary.counts.items())))
+
+
+def repeat(args: argparse.Namespace) -> None:
+    """``--repeat``: simulate once, run the rounds in fresh processes, print each and the medians."""
+    import subprocess
+    import sys
+
+    from tweetoscope.cli import main as cli
+
+    with tempfile.TemporaryDirectory(prefix="tweetoscope-bench-") as tmp:
+        data = args.data
+        if data is None:
+            data = f"{tmp}/data"
+            cli(["simulate", data, "--n", str(args.cascades), "--seed", str(args.seed)])
+        rounds = []
+        for k in range(args.repeat):
+            out = subprocess.run([sys.executable, __file__, "--data", data, "--learner-every", str(args.learner_every),
+                                  "--json"], capture_output=True, text=True, check=True)
+            r = orjson.loads(out.stdout.strip().splitlines()[-1])
+            rounds.append(r)
+            if not args.json:
+                print(f"round {k + 1}: {r['events_per_s']:,.0f} events/s ({r['seconds']:.2f} s); encode + decode "
+                      f"{r['baseline_events_per_s']:,.0f} (ratio {r['ratio_to_baseline']:.2f}); decode + bare "
+                      f"collector {r['bare_collector_events_per_s']:,.0f} (ratio {r['ratio_to_bare_collector']:.2f}); "
+                      f"mean ARE " + ", ".join(f"{T} s {a:.3f}" for T, a in r["mean_are"].items()), flush=True)
+    med = {key: float(np.median([r[key] for r in rounds])) for key in
+           ("events_per_s", "baseline_events_per_s", "ratio_to_baseline", "bare_collector_events_per_s",
+            "ratio_to_bare_collector", "rss_mib_peak")}
+    if args.json:
+        print(orjson.dumps({"median": med, "rounds": rounds}).decode())
+        return
+    print(f"medians of {args.repeat} rounds: {med['events_per_s']:,.0f} events/s; pipeline / (encode + decode) = "
+          f"{med['ratio_to_baseline']:.2f}; pipeline / (decode + bare collector) = {med['ratio_to_bare_collector']:.2f}; "
+          f"peak RSS {med['rss_mib_peak']:.0f} MiB")
 
 
 if __name__ == "__main__":
