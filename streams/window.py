@@ -54,6 +54,7 @@ import itertools
 import logging
 import math
 from array import array
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -169,10 +170,10 @@ class _Cascade:
             self.marks = array("d", np.frombuffer(self.marks)[order].tobytes())
             self.in_order = True
 
-    def sorted_events(self) -> tuple[np.ndarray, np.ndarray]:
-        """Copies of the times and marks kept, shape (kept,), sorted by time (and kept sorted)."""
-        self.sort()
-        return np.array(self.times), np.array(self.marks)
+    def window_events(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first ``n`` events kept (sorted first: :meth:`sort`): times relative to the start (s) and
+        marks, new arrays of shape (n,) (no view of the arrays, which may still grow)."""
+        return np.frombuffer(self.times, count=n) - self.start, np.frombuffer(self.marks, count=n).copy()
 
 
 class _Source:
@@ -412,14 +413,14 @@ class cascade_windows(Stream):
             if c.next_window < len(windows):
                 heapq.heappush(src.windows, (c.start + windows[c.next_window], next(self._seq), key))
             self._touch(src, name, key)
-            times, marks = c.sorted_events()
-            n = int(np.searchsorted(times, c.start + T, side="left"))
+            c.sort()
+            n = bisect_left(c.times, c.start + T)  # on the array itself: only the window's events are copied
             if c.size > len(c.times) and n == len(c.times):  # events before start + T were not all kept
                 self.truncated_windows += 1
                 continue
             if n >= self.min_size:
                 c.emitted.append(T)
-                out.append(WindowClosed(name, key, c.info, T, c.start, times[:n] - c.start, marks[:n]))
+                out.append(WindowClosed(name, key, c.info, T, c.start, *c.window_events(n)))
         term, t_max = self.terminated, windows[-1]
         while src.ends and src.ends[0][0] <= clock:
             _, _, key = heapq.heappop(src.ends)
@@ -430,9 +431,9 @@ class cascade_windows(Stream):
                 continue
             del src.cascades[key]
             self._remember_ended(src, name, key, c.offset)
-            times, marks = c.sorted_events()
+            c.sort()
             out.append(CascadeEnded(name, key, c.info, c.start, c.size, c.last - c.start, tuple(c.emitted),
-                                    times - c.start, marks))
+                                    *c.window_events(len(c.times))))
         if clock == math.inf:  # end of stream: the source may start afresh
             src.clock = -math.inf
             if src.held is not None:
