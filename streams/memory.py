@@ -4,12 +4,13 @@ A :class:`MemoryBus` holds one streamz ``Stream`` per topic. Its sink node takes
 ``list[Record]`` batches, groups them by topic and emits each group into that
 topic's stream with the batch's metadata, so ref-counted checkpoints flow
 through exactly as they would through Kafka. :class:`jsonl_sink` appends the
-records of a topic to ``<dir>/<topic>.jsonl``, through a :class:`JsonlWriter`: a child process
-that writes the files, so that the lines a batch makes itself are made on another core.
+records of a topic to ``<dir>/<topic>.jsonl``, in this process (:class:`JsonlFiles`) or through a
+child process (:class:`JsonlWriter`), so that the lines a batch makes itself are made on another core.
 
 A batch is any sequence of records. One with a ``topic`` attribute holds records of that topic
 only, and one with a ``jsonl`` attribute (and a ``topic``) makes its own JSONL lines: ``jsonl`` is
-a picklable callable, called with no argument in the writer's process, that returns the lines
+a callable, called with no argument (in a :class:`JsonlWriter`'s process: a module-level function or a
+:func:`functools.partial` of one), that returns the lines
 :func:`lines` would make of its records. A batch made in the process (the generator's) can so be
 published and written without a record object per message, and its lines formatted off the
 pipeline's process.
@@ -18,17 +19,14 @@ pipeline's process.
 from __future__ import annotations
 
 import base64
-import multiprocessing
-import queue
-import threading
-import traceback
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
 from streamz import Sink, Stream
 
+from .jsonl_writer import JsonlFiles, JsonlWriter
 from .records import Record
 
 __all__ = ["MemoryBus", "to_memory", "JsonlFiles", "JsonlWriter", "jsonl_sink", "lines", "BINARY", "read_jsonl_topic"]
@@ -113,145 +111,6 @@ def lines(x: list[Record]) -> bytes:
         else:
             add((b'{"key":', key, b',"value":', r.value, b"}\n"))
     return b"".join(out)
-
-
-class JsonlFiles:
-    """Appends lines to ``<directory>/<topic>.jsonl`` in this process (each file opened on first use).
-
-    :meth:`write` takes the lines as bytes, or a callable that returns them. The files are complete
-    once :meth:`close` has returned; :meth:`flush` makes what was written so far visible to other
-    readers (``tweetoscope dashboard --out``).
-    """
-
-    def __init__(self, directory: str | Path) -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.files: dict[str, object] = {}
-
-    def write(self, topic: str, lines: bytes | Callable[[], bytes]) -> None:
-        """Append ``lines`` (or what calling it returns) to ``<topic>.jsonl``."""
-        fh = self.files.get(topic)
-        if fh is None:
-            fh = self.files[topic] = open(self.directory / f"{topic}.jsonl", "ab")
-        fh.write(lines if isinstance(lines, bytes) else lines())
-
-    def flush(self) -> None:
-        for fh in self.files.values():
-            fh.flush()
-
-    def close(self) -> None:
-        for fh in self.files.values():
-            fh.close()
-        self.files.clear()
-
-
-class JsonlWriter:
-    """:class:`JsonlFiles` in a child process: lines written in the order they are given.
-
-    :meth:`write` takes the lines as bytes, or a picklable callable that returns them (called in the
-    child: a batch's own formatting then runs on another core; bytes are better written by a
-    :class:`JsonlFiles`, as sending them costs more than writing them). A thread of this process sends them to
-    the child through a pipe, so that a write returns at once; when ``max_pending`` writes wait, the
-    next one waits too (back-pressure: memory stays bounded). A child that fails (a full disk, a
-    callable that raises) ends; the next call here raises ``RuntimeError`` with its error. The files
-    are complete once :meth:`close` has returned; :meth:`flush` makes what was written so far visible
-    to other readers (``tweetoscope dashboard --out``).
-    """
-
-    def __init__(self, directory: str | Path, max_pending: int = 32) -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        ctx = multiprocessing.get_context("spawn")  # not fork: this process may run threads (Dask's, Tornado's)
-        self._conn, child = ctx.Pipe()
-        self._process = ctx.Process(target=_write_files, args=(child, str(self.directory)), daemon=True,
-                                    name="tweetoscope-jsonl-writer")
-        self._process.start()
-        child.close()
-        self._pending: queue.Queue = queue.Queue(max_pending)
-        self._failed: BaseException | None = None
-        self._closed = False
-        self._sender = threading.Thread(target=self._send_all, name="tweetoscope-jsonl-sender", daemon=True)
-        self._sender.start()
-
-    def write(self, topic: str, lines: bytes | Callable[[], bytes]) -> None:
-        """Append ``lines`` (or what calling it returns, in the child) to ``<topic>.jsonl``."""
-        self._put((topic, lines))
-
-    def flush(self) -> None:
-        """Have the child flush its files (asynchronously: it does so after the writes before)."""
-        self._put(None)
-
-    def close(self) -> None:
-        """Write what is left, close the files and wait for the child; raise if it failed. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._pending.put("close")
-        self._sender.join()
-        self._process.join()
-        self._raise_if_failed()
-        self._conn.close()
-
-    def _put(self, message) -> None:
-        if self._closed:
-            raise RuntimeError(f"the JSONL writer of {self.directory} is closed")
-        if self._failed is not None:  # the child ended: say why
-            self._closed = True
-            self._pending.put("close")  # the sender drains the queue until then
-            self._sender.join()
-            self._process.join()
-            self._raise_if_failed()
-        self._pending.put(message)
-
-    def _send_all(self) -> None:
-        """The sender thread: the queue's messages to the child, until ``"close"`` (sent too) or an error."""
-        while True:
-            message = self._pending.get()
-            try:
-                self._conn.send(message)
-            except BaseException as exc:  # the child ended (its error is read when raised)
-                self._failed = exc
-                while message != "close":  # unblock writers waiting on a full queue
-                    message = self._pending.get()
-                return
-            if message == "close":
-                return
-
-    def _raise_if_failed(self) -> None:
-        why = None
-        try:
-            if self._conn.poll():
-                why = self._conn.recv()
-        except (OSError, EOFError):
-            pass
-        if self._process.exitcode != 0 or why is not None or self._failed is not None:
-            raise RuntimeError(f"the JSONL writer of {self.directory} failed (exit code {self._process.exitcode}): "
-                               f"{why or repr(self._failed)}")
-
-
-def _write_files(conn, directory: str) -> None:
-    """The :class:`JsonlWriter`'s child: messages ``(topic, lines or callable)``, ``None`` (flush) or
-    ``"close"``, until ``"close"`` or the parent's end (end of the pipe). An error is sent back, then
-    raised (exit code 1)."""
-    files = JsonlFiles(directory)
-    try:
-        while True:
-            try:
-                message = conn.recv()
-            except EOFError:  # the parent is gone: keep what was written
-                break
-            if message == "close":
-                break
-            if message is None:
-                files.flush()
-            else:
-                files.write(*message)
-        files.close()
-    except BaseException:
-        try:
-            conn.send(traceback.format_exc())
-        finally:
-            raise
 
 
 @Stream.register_api()

@@ -331,32 +331,37 @@ def test_the_jsonl_sink_writes_every_record_as_read_jsonl_topic_reads_it(tmp_pat
     assert [g.get("headers", {}) for g in got] == [r.headers for r in want]
 
 
-def _lines_of(n: int) -> bytes:
-    return b"".join(b'{"key":null,"value":{"i":%d}}\n' % i for i in range(n))
+def _lines_of(values: np.ndarray, step: int = 1) -> bytes:
+    return b"".join(b'{"key":null,"value":{"i":%d}}\n' % i for i in values.tolist()[::step])
 
 
 def _fail() -> bytes:
     raise ValueError("no lines today")
 
 
-def test_the_jsonl_writer_writes_bytes_and_callables_in_order_from_its_child_process(tmp_path):
-    """Lines given as bytes and as picklable callables (called in the child) land in order, per topic;
+def test_the_jsonl_writer_writes_bytes_and_calls_in_order_from_its_child_process(tmp_path):
+    """Lines given as bytes and as calls (a partial of a module-level function, numpy arrays among its
+    arguments, called in the child) land in order, per topic; a lambda is refused (it cannot be sent);
     a flush makes them visible while it runs; the files are complete when close returns."""
     from functools import partial
+
+    import psutil
 
     from streams.memory import JsonlWriter
 
     w = JsonlWriter(tmp_path)
     w.write("a", b'{"key":null,"value":{"i":-1}}\n')
-    w.write("a", partial(_lines_of, 3))
-    w.write("b", partial(_lines_of, 2))
+    w.write("a", partial(_lines_of, np.arange(3)))
+    w.write("b", partial(_lines_of, np.arange(4).reshape(2, 2)[:, 0], 1))
+    with pytest.raises(TypeError, match="module-level function"):
+        w.write("b", lambda: b"")
     w.flush()
     w.write("a", b'{"key":null,"value":{"i":9}}\n')
-    assert w._process.pid != os.getpid() and w._process.is_alive()
+    assert w.pid != os.getpid() and psutil.pid_exists(w.pid)
     w.close()
     w.close()  # idempotent
     assert [r["value"]["i"] for r in read_jsonl_topic(tmp_path / "a.jsonl")] == [-1, 0, 1, 2, 9]
-    assert [r["value"]["i"] for r in read_jsonl_topic(tmp_path / "b.jsonl")] == [0, 1]
+    assert [r["value"]["i"] for r in read_jsonl_topic(tmp_path / "b.jsonl")] == [0, 2]
     with pytest.raises(RuntimeError, match="closed"):
         w.write("a", b"")
 

@@ -32,7 +32,7 @@ class DecodedTweets(Sequence[Record]):
     """A ``tweets`` record batch made in the same process by the generator
     (:func:`tweetoscope.generator.tweet_records`), within the schema's bounds, that carries what the
     process needs without making a record per tweet: the :class:`Events` its records decode to
-    (:func:`decode_tweets` takes them instead of decoding every record again), a picklable callable
+    (:func:`decode_tweets` takes them instead of decoding every record again), a callable
     that makes its lines of JSONL (``jsonl``, for :class:`streams.memory.jsonl_sink`: it calls it in
     its writer's process) and each record on demand
     (:meth:`record`: the origin of an event that is dead-lettered). Iterating it, or indexing it,
