@@ -70,7 +70,9 @@ def _exit_at_once() -> None:
 
 
 if _in_forkserver():
-    os.nice(int(os.environ.get("_TWEETOSCOPE_FORKSERVER_NICE", "0")))  # before any thread: all inherit it
+    from .forkserver import NICE_VAR
+
+    os.nice(int(os.environ.get(NICE_VAR, "0")))  # before any thread: all inherit it
     # the last handler registered runs first: the modules' own handlers, registered by their
     # imports above, are the teardown skipped (the server's forked workers never run atexit)
     atexit.register(_exit_at_once)

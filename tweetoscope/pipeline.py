@@ -29,7 +29,7 @@ from streams.replay import ReplaySchedule
 from .config import Settings
 from .forkserver import start_forkserver
 from .generator import generator
-from .schemas import TOPICS
+from .schemas import TOPICS, TWEETS
 
 __all__ = ["ALL_TOPICS", "Stages", "build_stages", "run_embedded", "start_dask", "close_dask"]
 
@@ -313,7 +313,7 @@ async def run_embedded(
             raise
     bus = MemoryBus()
     for name in ALL_TOPICS:
-        bus.topic(name).jsonl_sink(writer if name == "tweets" else files)
+        bus.topic(name).jsonl_sink(writer if name == TWEETS.name else files)
     replay = flusher = shown = None
     try:
         stages = build_stages(bus.topic, lambda s: s.to_memory(bus), settings, client)
