@@ -103,7 +103,6 @@ def main() -> None:
 
     from streams.datasets import load_dataset
     from streams.replay import ReplaySchedule
-    from tweetoscope.cli import main as cli
     from tweetoscope.tuning import tune_process
     from tweetoscope.collector import decode_tweets
     from tweetoscope.config import Settings
@@ -113,9 +112,7 @@ def main() -> None:
     tune_process()  # as `tweetoscope run` does
     scratch = tempfile.TemporaryDirectory(prefix="tweetoscope-bench-")  # removed when main() returns
     tmp = scratch.name
-    if args.data is None:
-        cli(["simulate", f"{tmp}/data", "--n", str(args.cascades), "--seed", str(args.seed)])
-    dataset = load_dataset(args.data or f"{tmp}/data")
+    dataset = load_dataset(dataset_dir(args, tmp))
     settings = Settings(learner_every=args.learner_every)
 
     # baseline: encode + decode the same tweets, nothing else
@@ -180,18 +177,23 @@ def main() -> None:
     print("records: " + ", ".join(f"{k} {v:,}" for k, v in sorted(summary.counts.items())))
 
 
+def dataset_dir(args: argparse.Namespace, tmp: str) -> str:
+    """``--data``, else a set simulated into ``tmp`` (``--cascades``, ``--seed``)."""
+    if args.data is not None:
+        return args.data
+    from tweetoscope.cli import main as cli
+
+    cli(["simulate", f"{tmp}/data", "--n", str(args.cascades), "--seed", str(args.seed)])
+    return f"{tmp}/data"
+
+
 def repeat(args: argparse.Namespace) -> None:
     """``--repeat``: simulate once, run the rounds in fresh processes, print each and the medians."""
     import subprocess
     import sys
 
-    from tweetoscope.cli import main as cli
-
     with tempfile.TemporaryDirectory(prefix="tweetoscope-bench-") as tmp:
-        data = args.data
-        if data is None:
-            data = f"{tmp}/data"
-            cli(["simulate", data, "--n", str(args.cascades), "--seed", str(args.seed)])
+        data = dataset_dir(args, tmp)
         rounds = []
         for k in range(args.repeat):
             out = subprocess.run([sys.executable, __file__, "--data", data, "--learner-every", str(args.learner_every),

@@ -28,7 +28,7 @@ import msgspec
 __all__ = ["JsonlFiles", "JsonlWriter"]
 
 _HEADER = struct.Struct("<Q")  # bytes of the message that follows
-_ARRAY = 1  # msgpack extension code of a numpy array: dtype string, NUL, shape as "<q" each, NUL... (see _ext)
+_ARRAY = 1  # msgpack extension code of a numpy array: the msgpack of (dtype string, shape, bytes) (_enc_hook)
 
 
 def _enc_hook(obj):
