@@ -391,15 +391,18 @@ def test_the_generators_batches_carry_the_events_the_collector_would_decode(sim)
     from streams.memory import lines
     from streams.replay import ReplayBatch, ReplaySchedule
     from tweetoscope.collector import DecodedTweets, decode_tweets
-    from tweetoscope.generator import tweet_records
+    from tweetoscope.generator import cascade_ids, tweet_records
 
     schedule = ReplaySchedule(sim, sources=3, stagger=10.0)
     n = len(schedule)
+    cids = cascade_ids(sim)
     for lo in range(0, n, 700):
         hi = min(lo + 700, n)
         records = tweet_records(sim, schedule.batch(lo, hi, last=hi == n))
         assert type(records) is DecodedTweets
         fast, dead = decode_tweets(records)
+        shared = tweet_records(sim, schedule.batch(lo, hi, last=hi == n), cids).events  # cids made once
+        assert shared.key == fast.key and dataclasses.replace(shared, origin=fast.origin) == fast
         assert records.jsonl() == lines(records.records)  # before the records are made, and equal to theirs
         slow, slow_dead = decode_tweets(list(records))
         assert dead == slow_dead == [] and len(records) == len(list(records))
@@ -450,42 +453,73 @@ def test_a_generated_batchs_jsonl_is_its_records_lines_for_odd_values():
 
 def test_the_collectors_series_carry_the_arrays_the_estimator_would_decode(sim):
     """In process the estimator takes the collector's arrays instead of decoding each series: they are
-    what decoding gives, field by field; a series that decoding would refuse carries none (and goes to
-    the dead-letter topic as it would from Kafka)."""
+    what decoding the batch's records gives, field by field; the batch's JSONL lines (made from columns,
+    in a writer's process) are its records' lines, byte for byte; a series that decoding might refuse is
+    encoded at once, beside the batch (and goes to the dead-letter topic as it would from Kafka)."""
+    from streams.memory import lines
     from streams.replay import ReplaySchedule
     from streams.window import WindowClosed
-    from tweetoscope.collector import _series_record, collector
+    from tweetoscope.collector import SeriesBatch, collector, encode_outputs
     from tweetoscope.estimator import decode_series
     from tweetoscope.generator import tweet_records
-    from tweetoscope.schemas import MAX_MESSAGE_BYTES, DecodedSerie
+    from tweetoscope.schemas import MAX_MESSAGE_BYTES
 
     settings = Settings(windows=(600, 1200), terminated=1e4, empirical_prior=True)
     tweets = Stream()
-    series = collector(tweets, settings).flatten().filter(lambda r: r.topic == "cascade_series").sink_to_list()
+    batches = collector(tweets, settings).filter(lambda b: type(b) is SeriesBatch).sink_to_list()
     schedule = ReplaySchedule(sim, sources=2, stagger=10.0)
     n = len(schedule)
     for lo in range(0, n, 500):
         tweets.emit(tweet_records(sim, schedule.batch(lo, min(lo + 500, n), last=lo + 500 >= n)))
-    assert len(series) > 100 and any(r.message.serie.final for r in series)
-    fast, dead = decode_series(series)
-    slow, slow_dead = decode_series([Record(r.topic, r.value, r.key) for r in series])
-    assert dead == slow_dead == [] and len(fast) == len(slow) == len(series)
-    for f, s in zip(fast, slow):
-        assert (f.cid, f.msg, f.T_obs, f.source, f.final) == (s.cid, s.msg, s.T_obs, s.source, s.final)
-        assert f.times.dtype == s.times.dtype == np.float64
-        np.testing.assert_array_equal(f.times, s.times)
-        np.testing.assert_array_equal(f.marks, s.marks)
+    assert sum(map(len, batches)) > 100 and any(s.final for b in batches for s in b.arrays)
+    for batch in batches:
+        assert batch.jsonl() == lines(list(batch))
+        fast, dead = decode_series(batch)
+        slow, slow_dead = decode_series(list(batch))
+        assert dead == slow_dead == [] and len(fast) == len(slow) == len(batch)
+        for f, s in zip(fast, slow):
+            assert (f.cid, f.msg, f.T_obs, f.source, f.final) == (s.cid, s.msg, s.T_obs, s.source, s.final)
+            assert f.times.dtype == s.times.dtype == np.float64
+            np.testing.assert_array_equal(f.times, s.times)
+            np.testing.assert_array_equal(f.marks, s.marks)
     # what decoding refuses: an event before the start, a message beyond the size a stage reads
     early = WindowClosed("s0", "c1", "m", 600, 10.0, np.array([-1.0, 5.0]), np.array([1.0, 2.0]))
     many = np.arange(MAX_MESSAGE_BYTES // 8, dtype=np.float64) * 1.000001
     huge = WindowClosed("s0", "c2", "m", 600, 10.0, many, many)
-    for item in (early, huge):
-        record = _series_record(item, item.T_obs)
-        assert record.message is None
-        tasks, dead = decode_series([record])
-        assert tasks == [] and len(dead) == 1 and dead[0].topic == "cascade_series.dlq"
     valid = WindowClosed("s0", "c1", "m", 600, 10.0, np.array([0.0, 5.0]), np.array([1.0, 2.0]))
-    assert type(_series_record(valid, 600).message) is DecodedSerie
+    batch, rest = encode_outputs([early, valid, huge])
+    assert [s.cid for s in batch.arrays] == ["c1"] and [r.key for r in rest] == [b"c1", b"c2"]
+    tasks, dead = decode_series(rest)
+    assert tasks == [] and len(dead) == 2 and {r.topic for r in dead} == {"cascade_series.dlq"}
+
+
+def test_a_series_batchs_size_bound_and_lines_hold_for_odd_values():
+    """A series batch decides without encoding that a serie decodes (:meth:`SerieArrays.decodes`): never
+    for a message over the size a stage reads, for the longest numbers and strings that escape most;
+    and it makes its JSONL lines from columns, byte for byte those of its records."""
+    from streams.memory import lines
+    from tweetoscope.collector import SeriesBatch
+    from tweetoscope.schemas import CASCADE_SERIES, MAX_MESSAGE_BYTES, MAX_VALUE, SerieArrays, encode
+
+    rng = np.random.default_rng(4)
+    odd = ["", "plain", 'quote " and \\ backslash', "tab\tnew\nline\x01", "日本語 🚀", "\x00" * 50]
+    worst = np.full(1, 2.2250738585072014e-308) * rng.uniform(1, 2, 1)
+    for n in (1, 1000, 19_000, 19_500, 19_700, 20_000):
+        t = np.sort(rng.uniform(0, 1, n)) * 1.2345678901234567e-300
+        t[-1] = MAX_VALUE * 0.98765432109876543
+        for text in odd:
+            s = SerieArrays(text or "c", 10**9, t, np.full(n, 1.2345678901234567e14) + worst, text, text,
+                            1.2345678901234567e-300, True)
+            size = len(encode(s.serie()))
+            assert not (s.decodes() and size > MAX_MESSAGE_BYTES), (n, text, size)
+            if s.decodes():
+                CASCADE_SERIES.decode(encode(s.serie()))
+    assert SerieArrays("c", 600, t[:1000], t[:1000]).decodes()  # the bound does not refuse ordinary series
+    arrays = [SerieArrays(odd[k % len(odd)] + str(k), 1 + k * 997, np.sort(rng.uniform(0, 1e9, k % 7 + 1)),
+                          rng.lognormal(5, 3, k % 7 + 1), odd[k % 5], odd[k % 3], float(k) * 1e-3, k % 2 == 0)
+              for k in range(60)]
+    batch = SeriesBatch(arrays)
+    assert batch.jsonl() == lines(list(batch)) and len(batch) == 60
 
 
 def test_a_stage_that_raises_stops_the_embedded_run_with_its_error(sim, scheduler, tmp_path, monkeypatch):
@@ -496,11 +530,11 @@ def test_a_stage_that_raises_stops_the_embedded_run_with_its_error(sim, schedule
 
     real, calls = generator.tweet_records, []
 
-    def failing(dataset, batch):
+    def failing(dataset, batch, cids=None):
         calls.append(1)
         if len(calls) == 2:
             raise RuntimeError("injected failure in a stage")
-        return real(dataset, batch)
+        return real(dataset, batch, cids)
 
     monkeypatch.setattr(generator, "tweet_records", failing)
 

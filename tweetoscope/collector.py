@@ -16,19 +16,46 @@ import math
 from collections.abc import Callable, Sequence
 from functools import partial
 
+import numpy as np
 from streamz import Stream
 
 from streams.records import Record
 from streams.window import CascadeEnded, Events, Rejected, WindowClosed
 
 from .config import Settings
-from .schemas import (CASCADE_PROPERTIES, CASCADE_SERIES, MAX_MESSAGE_BYTES, MAX_WINDOW, TWEETS, DecodedSerie, Eos,
-                      SchemaError, Serie, Size, Tweet, dlq_record, encode)
+from .batch_lines import serie_record, series_jsonl
+from .schemas import (CASCADE_PROPERTIES, CASCADE_SERIES, TWEETS, Eos, SchemaError, SerieArrays, Size, Tweet, dlq_record,
+                      encode)
 
-__all__ = ["DecodedTweets", "decode_tweets", "encode_outputs", "final_T_obs", "collector"]
+__all__ = ["DecodedTweets", "SeriesBatch", "decode_tweets", "encode_outputs", "final_T_obs", "collector"]
 
 
-class DecodedTweets(Sequence[Record]):
+class _MadeOnDemand(Sequence[Record]):
+    """A batch of records of one topic (``topic``) made in this process, whose records are made when it is
+    first iterated or indexed (a Kafka producer does; the consumers in the same process take what the
+    batch carries instead), by its ``_make()``."""
+
+    topic: str
+    _records: list[Record] | None = None
+
+    def _make(self) -> list[Record]:
+        raise NotImplementedError
+
+    @property
+    def records(self) -> list[Record]:
+        """The batch's records (made on first use)."""
+        if self._records is None:
+            self._records = self._make()
+        return self._records
+
+    def __getitem__(self, i):
+        return self.records[i]
+
+    def __iter__(self):
+        return iter(self.records)
+
+
+class DecodedTweets(_MadeOnDemand):
     """A ``tweets`` record batch made in the same process by the generator
     (:func:`tweetoscope.generator.tweet_records`), within the schema's bounds, that carries what the
     process needs without making a record per tweet: the :class:`Events` its records decode to
@@ -36,7 +63,8 @@ class DecodedTweets(Sequence[Record]):
     that makes its lines of JSONL (``jsonl``, for :class:`streams.memory.jsonl_sink`: it calls it in
     its writer's process) and each record on demand
     (:meth:`record`: the origin of an event that is dead-lettered). Iterating it, or indexing it,
-    makes its records (a Kafka producer does). A batch read from Kafka, or any other list, is decoded.
+    makes its records: its tweets, then an ``eos`` per source that ended. A batch read from Kafka, or
+    any other list, is decoded.
 
     ``events.origin`` holds ``(record, k)`` for its ``k``-th tweet: :func:`encode_outputs` makes the
     record, ``record(k)``, of an event it dead-letters."""
@@ -48,25 +76,40 @@ class DecodedTweets(Sequence[Record]):
         self.events = events
         self._size = size
         self._make = records
-        self._records: list[Record] | None = None
         self.record = record
         self.jsonl = jsonl
-
-    @property
-    def records(self) -> list[Record]:
-        """The batch's records (made on first use): its tweets, then an ``eos`` per source that ended."""
-        if self._records is None:
-            self._records = self._make()
-        return self._records
 
     def __len__(self) -> int:
         return self._size
 
-    def __getitem__(self, i):
-        return self.records[i]
 
-    def __iter__(self):
-        return iter(self.records)
+class SeriesBatch(_MadeOnDemand):
+    """The ``cascade_series`` records of a batch of windows, held as :class:`SerieArrays` (``arrays``),
+    each one whose message certainly decodes (:meth:`SerieArrays.decodes`), and encoded only when asked:
+    the estimator in the same process fits the arrays (:func:`tweetoscope.estimator.decode_series`), the
+    dashboard shows them, :class:`streams.memory.jsonl_sink` has their lines made in its writer's process
+    (``jsonl``), and iterating or indexing the batch makes the records (a Kafka producer does)."""
+
+    topic = CASCADE_SERIES.name
+
+    def __init__(self, arrays: list[SerieArrays]) -> None:
+        self.arrays = arrays
+
+    def _make(self) -> list[Record]:
+        return [serie_record(s) for s in self.arrays]
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    @property
+    def jsonl(self) -> Callable[[], bytes]:
+        """A callable that returns the JSONL lines of the records (:func:`streams.memory.lines`): a partial of
+        :func:`tweetoscope.batch_lines.series_jsonl` holding the series as columns (their events as two
+        arrays), which a :class:`streams.memory.JsonlWriter` sends to its process as they are."""
+        cid, T_obs, times, marks, msg, source, start, final = zip(*self.arrays)
+        offsets = np.cumsum([0, *(t.size for t in times)])
+        return partial(series_jsonl, cid, T_obs, msg, source, start, final, offsets, np.concatenate(times),
+                       np.concatenate(marks))
 
 
 def decode_tweets(batch: list[Record]) -> tuple[Events, list[Record]]:
@@ -106,22 +149,33 @@ def final_T_obs(t_end: float, terminated: float) -> int:
     return max(math.ceil(t_end + terminated), 1)
 
 
-def encode_outputs(items: list, terminated: float | None = None, min_size: int = 2) -> list[Record]:
-    """Records of the windower's outputs: series, sizes (one per emitted window) and dead letters.
+def encode_outputs(items: list, terminated: float | None = None,
+                   min_size: int = 2) -> tuple[SeriesBatch, list[Record]]:
+    """The windower's outputs: its series (one per emitted window), as a :class:`SeriesBatch`, and the
+    records of the rest: sizes (one per emitted window) and dead letters.
 
     With ``terminated`` (s), every ended cascade of at least ``min_size`` events is also sent
-    whole as a final serie.
+    whole as a final serie. A serie whose message might not decode (:meth:`SerieArrays.decodes`) is
+    encoded now, among the rest, and its consumer refuses it as it would one read from Kafka.
     """
-    out = []
+    series, out = [], []
+
+    def serie(s: SerieArrays) -> None:
+        if s.decodes():
+            series.append(s)
+        else:
+            out.append(serie_record(s))
+
     for it in items:
         if type(it) is WindowClosed:
-            out.append(_series_record(it, it.T_obs))
+            serie(SerieArrays(it.key, it.T_obs, it.times, it.marks, it.info, it.source, it.start))
         elif type(it) is CascadeEnded:
             for T in it.windows:
                 value = Size(cid=it.key, n_tot=it.size, t_end=it.t_end, T_obs=T, source=it.source)
                 out.append(Record(CASCADE_PROPERTIES.name, encode(value), str(T).encode()))
             if terminated is not None and it.size >= min_size:
-                out.append(_series_record(it, final_T_obs(it.t_end, terminated), final=True))
+                serie(SerieArrays(it.key, final_T_obs(it.t_end, terminated), it.times, it.marks, it.info, it.source,
+                                  it.start, True))
         elif type(it) is Rejected:
             origin = it.origin
             if type(origin) is tuple:  # (record, k) of a DecodedTweets batch: its record, made now
@@ -129,22 +183,7 @@ def encode_outputs(items: list, terminated: float | None = None, min_size: int =
             elif not isinstance(origin, Record):  # held across a restart: only where it was read is known
                 origin = Record(TWEETS.name, b"", partition=origin.partition, offset=origin.offset)
             out.append(dlq_record(origin, it.reason, "rejected-event"))
-    return out
-
-
-def _series_record(it: WindowClosed | CascadeEnded, T_obs: int, final: bool = False) -> Record:
-    """The ``cascade_series`` record of a window (or of a whole cascade, ``final``), with its
-    :class:`DecodedSerie` as the record's ``message`` when the value is one that the estimator's
-    decoding accepts: the estimator in this process then takes the arrays instead of decoding the JSON.
-    (Marks and absolute times passed the ``tweets`` schema's bounds when they came in; what is left to
-    check is the message's size, the window, and events at or after the start.)"""
-    value = Serie(cid=it.key, msg=it.info, T_obs=T_obs, tweets=list(zip(it.times.tolist(), it.marks.tolist())),
-                  source=it.source, start=it.start, final=final)
-    raw = encode(value)
-    record = Record(CASCADE_SERIES.name, raw, it.key.encode())
-    if len(raw) <= MAX_MESSAGE_BYTES and 1 <= T_obs <= MAX_WINDOW and it.times.size and it.times[0] >= 0:
-        record.message = DecodedSerie(value, it.times, it.marks)
-    return record
+    return SeriesBatch(series), out
 
 
 def collector(tweets: Stream, settings: Settings) -> Stream:
@@ -158,4 +197,4 @@ def collector(tweets: Stream, settings: Settings) -> Stream:
     final = settings.terminated if settings.empirical_prior and settings.kernel == "exp" else None
     out = windows.map(partial(encode_outputs, terminated=final, min_size=max(settings.min_cascade_size, 2)))
     dead = decoded.pluck(1).filter(bool)
-    return out.union(dead)
+    return out.pluck(0).filter(len).union(out.pluck(1), dead)  # a key's series in order: the batch's first

@@ -25,7 +25,7 @@ import inspect
 import logging
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from itertools import groupby
@@ -43,9 +43,10 @@ from streams.dask import resilient_result
 from streams.records import Record
 from streams.state import Change, latest_entries
 
+from .collector import SeriesBatch
 from .config import Settings
 from .models import MIN_MARKS, learn_mark_law
-from .schemas import (CASCADE_PROPERTIES, CASCADE_SERIES, MARKS, MAX_VALUE, DecodedSerie, Marks, Parameters, SchemaError,
+from .schemas import (CASCADE_PROPERTIES, CASCADE_SERIES, MARKS, MAX_VALUE, Marks, Parameters, SchemaError,
                       Serie, dlq_record, encode)
 
 __all__ = ["FitTask", "PackedSeries", "PackedFits", "pack_series", "decode_series", "fit_chunk", "encode_results",
@@ -109,17 +110,14 @@ def pack_series(chunk: list[FitTask], prior: LogNormalPrior | None = None,
     )
 
 
-def decode_series(batch: list[Record]) -> tuple[list[FitTask], list[Record]]:
+def decode_series(batch: Sequence[Record]) -> tuple[list[FitTask], list[Record]]:
     """The fit tasks of a ``cascade_series`` batch, and the dead letters of the records that do not decode.
-    A record made by the collector in this process carries its series as arrays (its ``message``, a
-    :class:`tweetoscope.schemas.DecodedSerie`): taken as they are (equal to what decoding gives)."""
+    A batch made by the collector in this process (a :class:`tweetoscope.collector.SeriesBatch`) carries
+    its series as arrays: taken as they are (equal to what decoding gives)."""
+    if type(batch) is SeriesBatch:
+        return [FitTask(s.cid, s.msg, s.T_obs, s.times, s.marks, s.source, s.final) for s in batch.arrays], []
     series, dead = [], []
     for r in batch:
-        m = r.message
-        if type(m) is DecodedSerie:
-            d = m.serie
-            series.append(FitTask(d.cid, d.msg, d.T_obs, m.times, m.marks, d.source, d.final, r.partition))
-            continue
         try:
             d = CASCADE_SERIES.decode(r.value)
         except SchemaError as exc:

@@ -29,7 +29,7 @@ from streams.replay import ReplaySchedule
 from .config import Settings
 from .forkserver import start_forkserver
 from .generator import generator
-from .schemas import TOPICS, TWEETS
+from .schemas import CASCADE_SERIES, TOPICS, TWEETS
 
 __all__ = ["ALL_TOPICS", "Stages", "build_stages", "run_embedded", "start_dask", "close_dask"]
 
@@ -300,8 +300,9 @@ async def run_embedded(
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in ALL_TOPICS:
         (out_dir / f"{name}.jsonl").unlink(missing_ok=True)
-    # The tweets' file, two thirds of the output's bytes, is formatted and written by a child process
-    # (it starts meanwhile); the other topics' records are lines already, written here.
+    # The tweets' and the series' files, whose batches are made in process as arrays, are formatted and
+    # written by a child process (it starts meanwhile); the other topics' records are lines already,
+    # written here.
     writer, files = JsonlWriter(out_dir), JsonlFiles(out_dir)
     own_dask = client is None
     cluster = None
@@ -313,7 +314,7 @@ async def run_embedded(
             raise
     bus = MemoryBus()
     for name in ALL_TOPICS:
-        bus.topic(name).jsonl_sink(writer if name == TWEETS.name else files)
+        bus.topic(name).jsonl_sink(writer if name in (TWEETS.name, CASCADE_SERIES.name) else files)
     replay = flusher = shown = None
     try:
         stages = build_stages(bus.topic, lambda s: s.to_memory(bus), settings, client)

@@ -51,7 +51,7 @@ from msgspec import Meta
 from streams.records import Record, dlq_topic
 
 __all__ = [
-    "SchemaError", "DEAD_LETTER_KINDS", "Topic", "Tweet", "Retweet", "Eos", "Serie", "DecodedSerie", "Size", "Parameters", "Alert", "Stat", "Sample",
+    "SchemaError", "DEAD_LETTER_KINDS", "Topic", "Tweet", "Retweet", "Eos", "Serie", "SerieArrays", "Size", "Parameters", "Alert", "Stat", "Sample",
     "Marks", "DeadLetter", "TWEETS", "CASCADE_SERIES", "CASCADE_PROPERTIES", "ALERTS", "STATS", "SAMPLES", "MODELS",
     "MARKS",
     "TOPICS", "encode", "dlq_record", "MAX_MESSAGE_BYTES", "MAX_VALUE", "MAX_WINDOW",
@@ -116,14 +116,35 @@ class Serie(msgspec.Struct, tag_field="type", tag="serie"):
     final: bool = False
 
 
-class DecodedSerie(NamedTuple):
-    """A ``cascade_series`` message with its events as arrays (``times`` relative to the start, s, and
-    ``marks``, shape (n,) each, the values of ``serie.tweets``): the :attr:`streams.records.Record.message`
-    that the collector attaches for the estimator in the same process (:func:`tweetoscope.collector.encode_outputs`)."""
+class SerieArrays(NamedTuple):
+    """A ``cascade_series`` message with its events as arrays: ``times`` (relative to the start, s) and
+    ``marks``, float64 of shape (n,) each, the pairs of :attr:`Serie.tweets`. The collector makes them in
+    process (:class:`tweetoscope.collector.SeriesBatch`); the estimator in the same process fits them
+    without a message encoded and decoded in between."""
 
-    serie: Serie
+    cid: str
+    T_obs: int
     times: Any
     marks: Any
+    msg: str = ""
+    source: str = ""
+    start: float = 0.0
+    final: bool = False
+
+    def serie(self) -> Serie:
+        """The message."""
+        return Serie(cid=self.cid, T_obs=self.T_obs, tweets=list(zip(self.times.tolist(), self.marks.tolist())),
+                     msg=self.msg, source=self.source, start=self.start, final=self.final)
+
+    def decodes(self) -> bool:
+        """Whether the message certainly passes :data:`CASCADE_SERIES`'s decoding, told without encoding
+        it, for arrays made from decoded ``tweets`` (their values within the schema's bounds): a window
+        in bounds, events at or after the start, and a size bound under :data:`MAX_MESSAGE_BYTES` (each
+        pair of numbers at most 53 bytes, each character of a string at most 6). False may be a
+        message that would pass: it is then encoded and decoded as any other."""
+        n = self.times.size
+        return (1 <= self.T_obs <= MAX_WINDOW and n > 0 and self.times[0] >= 0
+                and 160 + 53 * n + 6 * (len(self.cid) + len(self.msg) + len(self.source)) <= MAX_MESSAGE_BYTES)
 
 
 class Size(msgspec.Struct, tag_field="type", tag="size"):

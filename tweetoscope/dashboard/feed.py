@@ -21,7 +21,7 @@ import msgspec
 import orjson
 
 from ..config import Settings
-from ..schemas import TOPICS, Alert, Forecast, Sample, Serie, Stat
+from ..schemas import TOPICS, Alert, Forecast, Sample, Serie, SerieArrays, Stat
 
 __all__ = ["Polled", "MemoryFeed", "OutDirFeed", "KafkaFeed", "READ_TOPICS"]
 
@@ -56,7 +56,9 @@ class MemoryFeed:
         self._pending: deque = deque(maxlen=capacity)  # (topic, Record), appended on the loop, taken by poll
         self._tweets = self._tweets_seen = 0
         for topic in READ_TOPICS:
-            bus.topic(topic).sink(lambda batch, t=topic: self._pending.extend((t, r) for r in batch))
+            # a batch of series made in this process is kept as its arrays: its records are not made
+            bus.topic(topic).sink(lambda batch, t=topic: self._pending.extend((t, r)
+                                                                              for r in getattr(batch, "arrays", batch)))
         bus.topic("tweets").sink(self._count)
 
     def _count(self, batch: list) -> None:
@@ -70,6 +72,9 @@ class MemoryFeed:
             topic, r = self._pending.popleft()
             if topic == "models":
                 got.messages.append((topic, (int(r.key or b"0"), int(r.headers.get("version", 0)))))
+                continue
+            if type(r) is SerieArrays:
+                got.messages.append((topic, r.serie()))
                 continue
             try:
                 got.messages.append((topic, TOPICS[topic].decode(r.value)))
