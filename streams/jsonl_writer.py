@@ -58,8 +58,9 @@ def _line(r: Record) -> bytes:
 
 
 def lines(x: list[Record]) -> bytes:
-    """The JSONL lines of records (one per record, as :class:`streams.memory.jsonl_sink` writes them), joined; a record
-    without headers whose key was seen before is written in place (65 instead of 186 ns a record)."""
+    """The JSONL lines of records (one per record, as :class:`streams.memory.jsonl_sink` writes them),
+    joined; a record without headers whose key was seen before is written in place (65 instead of
+    186 ns a record)."""
     out: list[bytes] = []
     add = out.extend
     for r in x:

@@ -197,4 +197,6 @@ def collector(tweets: Stream, settings: Settings) -> Stream:
     final = settings.terminated if settings.empirical_prior and settings.kernel == "exp" else None
     out = windows.map(partial(encode_outputs, terminated=final, min_size=max(settings.min_cascade_size, 2)))
     dead = decoded.pluck(1).filter(bool)
-    return out.pluck(0).filter(len).union(out.pluck(1), dead)  # a key's series in order: the batch's first
+    # The series' batch goes first: a cascade's series encoded among the rest (over the size bound)
+    # are its later ones, so that each key's series keep their order.
+    return out.pluck(0).filter(len).union(out.pluck(1), dead)
