@@ -11,9 +11,9 @@ A batch is any sequence of records. One with a ``topic`` attribute holds records
 only, and one with a ``jsonl`` attribute (and a ``topic``) makes its own JSONL lines: ``jsonl`` is
 a callable, called with no argument (in a :class:`JsonlWriter`'s process: a module-level function or a
 :func:`functools.partial` of one), that returns the lines
-:func:`lines` would make of its records. A batch made in the process (the generator's) can so be
-published and written without a record object per message, and its lines formatted off the
-pipeline's process.
+:func:`lines` would make of its records. A batch made in the process (the generator's tweets, the
+collector's series) can so be published and written without a record object per message, and its
+lines formatted off the pipeline's process.
 """
 
 from __future__ import annotations

@@ -75,7 +75,6 @@ class _Columns:
     def __init__(self, dataset: Dataset, batch: ReplayBatch) -> None:
         cascades = dataset.cascades
         self.batch = batch
-        self.sources = batch.source
         self.cs, self.ts, self.ms = cs, ts, ms = batch.cascade.tolist(), batch.t.tolist(), batch.m.tolist()
         roots = {int(k): cascades[cs[k]] for k in np.flatnonzero(batch.index == 0)}
         self.tweets = {k: Tweet(msg=c.msg or c.cid, t=ts[k], m=ms[k], tweet_id=cs[k] + 1, info=c.cid)
@@ -90,7 +89,7 @@ class _Columns:
         """Every record: the tweets, then the ends of stream."""
         name, values, keys = TWEETS.name, self.values, self.keys
         out = []
-        for k, (c, t, m, src) in enumerate(zip(self.cs, self.ts, self.ms, self.sources)):
+        for k, (c, t, m, src) in enumerate(zip(self.cs, self.ts, self.ms, self.batch.source)):
             value = values.get(k)
             if value is None:
                 value = encode(Retweet(t=t, m=m, tweet_id=c + 1))
@@ -103,7 +102,7 @@ class _Columns:
         value = self.values.get(k)
         if value is None:
             value = encode(Retweet(t=self.ts[k], m=self.ms[k], tweet_id=self.cs[k] + 1))
-        return Record(TWEETS.name, value, self.keys[self.sources[k]])
+        return Record(TWEETS.name, value, self.keys[self.batch.source[k]])
 
     def jsonl(self) -> Callable[[], bytes]:
         """A callable that returns the JSONL lines of every record (:func:`streams.memory.lines`),

@@ -53,7 +53,8 @@ class MemoryFeed:
     def __init__(self, bus, capacity: int = 200_000):
         self.source = "this run (in memory)"
         self.status: str | None = None
-        self._pending: deque = deque(maxlen=capacity)  # (topic, Record), appended on the loop, taken by poll
+        # (topic, Record or SerieArrays), appended on the loop, taken by poll
+        self._pending: deque = deque(maxlen=capacity)
         self._tweets = self._tweets_seen = 0
         for topic in READ_TOPICS:
             # a batch of series made in this process is kept as its arrays: its records are not made
