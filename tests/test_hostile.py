@@ -91,6 +91,40 @@ def test_a_models_record_is_a_usable_model_or_a_schema_error(raw):
         check_model(raw, {}, None)
 
 
+def test_model_files_are_loaded_one_at_a_time_across_threads(monkeypatch):
+    """The predictor checks each models batch in a thread of its own: two loads at once imported
+    scikit-learn from two threads, which can deadlock (a chaos run's predictor stopped with
+    ``_DeadlockError``). ``load_model`` is replaced by a stand-in (a mock: no real import shows the
+    race on demand) that waits, with a bound, for a second loader to be inside with it."""
+    import threading
+
+    import tweetoscope.models as models
+
+    inside = threading.Barrier(2, timeout=2.0)
+    overlapped: list[bool] = []
+
+    def stand_in(data: bytes) -> object:
+        try:
+            inside.wait()
+            overlapped.append(True)
+        except threading.BrokenBarrierError:
+            overlapped.append(False)
+        raise SchemaError("stand-in")
+
+    monkeypatch.setattr(models, "load_model", stand_in)
+
+    def check() -> None:
+        with pytest.raises(SchemaError, match="stand-in"):
+            check_model(b"file", {}, None)
+
+    threads = [threading.Thread(target=check) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(overlapped) == 2 and not any(overlapped), overlapped
+
+
 class Custom:
     """A type no model file may hold."""
 

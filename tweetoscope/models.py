@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 import zipfile
 from typing import TYPE_CHECKING
 
@@ -139,22 +140,31 @@ def model_signature(key: bytes, data: bytes) -> str:
     return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
+#: Held while :func:`check_model` loads a file: one at a time in a process. The first load imports
+#: scikit-learn, whose modules import one another in cycles, and two threads importing them at once
+#: can deadlock (CPython then raises ``_DeadlockError`` in one of them: a predictor reading two
+#: partitions of ``models`` stopped so in a chaos run).
+_LOADING = threading.Lock()
+
+
 def check_model(data: bytes, headers: dict[str, str], key: bytes | None) -> object:
     """The model of a ``models`` record, verified: signature (when ``key`` is set), trusted types, and a
     trial prediction. Raises :class:`SchemaError` saying what is wrong. An ``OmegaForest`` comes back
-    compiled (:meth:`estimators.correction.OmegaForest.compile`: the same predictions, faster)."""
+    compiled (:meth:`estimators.correction.OmegaForest.compile`: the same predictions, faster). Callable
+    from several threads: the files are loaded one at a time (:data:`_LOADING`)."""
     if key is not None:
         given = headers.get("signature", "")
         if not given or not hmac.compare_digest(given, model_signature(key, data)):
             raise SchemaError("bad or missing signature (the models topic is signed)")
-    from estimators.correction import OmegaForest  # loading the file imported scikit-learn already
+    with _LOADING:
+        from estimators.correction import OmegaForest  # loading the file imported scikit-learn already
 
-    model = load_model(data)
-    if isinstance(model, OmegaForest):
-        try:
-            model = model.compile()
-        except Exception as exc:  # noqa: BLE001 - an unfitted or damaged forest
-            raise SchemaError(f"not a usable correction model (OmegaForest): {exc}") from None
+        model = load_model(data)
+        if isinstance(model, OmegaForest):
+            try:
+                model = model.compile()
+            except Exception as exc:  # noqa: BLE001 - an unfitted or damaged forest
+                raise SchemaError(f"not a usable correction model (OmegaForest): {exc}") from None
     return check_usable(model)
 
 
