@@ -125,6 +125,24 @@ def test_model_files_are_loaded_one_at_a_time_across_threads(monkeypatch):
     assert len(overlapped) == 2 and not any(overlapped), overlapped
 
 
+def test_the_background_import_of_the_model_loaders_takes_the_loading_lock():
+    """A Kafka predictor imports skops (and scikit-learn) in a background thread while a model's check
+    may import them in another: both under one lock, else the two imports race (a chaos run's
+    predictor stopped with "partially initialized module"). While the lock is held, the background
+    import waits; released, it ends."""
+    import threading
+
+    import tweetoscope.models as models
+
+    with models._LOADING:
+        t = threading.Thread(target=models.import_model_loaders)
+        t.start()
+        t.join(timeout=0.5)  # the modules are imported already: only the lock can hold it
+        assert t.is_alive()
+    t.join(timeout=30)
+    assert not t.is_alive()
+
+
 class Custom:
     """A type no model file may hold."""
 

@@ -21,11 +21,10 @@ committed, the process exits 0.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from streamz import Stream
@@ -190,16 +189,17 @@ class KafkaBus:
         return ok
 
 
-def _import_in_background(module: str) -> None:
-    """Import ``module`` in a daemon thread: the stage gets ready meanwhile, and a thread that needs the
-    module first (a model's check, in the loop's executor) waits on the import lock for it, not the loop."""
+def _import_in_background(imports: Callable[[], None]) -> None:
+    """Run ``imports`` in a daemon thread: the stage gets ready meanwhile, and a thread that needs the
+    modules first (a model's check, in the loop's executor) waits for them (``imports`` holds the lock
+    that thread takes), not the loop."""
     def run() -> None:
         try:
-            importlib.import_module(module)
+            imports()
         except Exception:  # noqa: BLE001 - the first use raises it again where it is handled
-            logger.exception("background import of %s failed", module)
+            logger.exception("background import (%s) failed", imports.__name__)
 
-    threading.Thread(target=run, name=f"import {module}", daemon=True).start()
+    threading.Thread(target=run, name=f"import ({imports.__name__})", daemon=True).start()
 
 
 async def run_kafka(
@@ -239,7 +239,9 @@ async def run_kafka(
     bus.start()
     health = _serve_health(settings.health_port, bus, staged, client) if settings.health_port else None
     if "predictor" in stages:  # models read from Kafka are skops files: import it (1-2 s) while the group is joined
-        _import_in_background("skops.io")  # after the stage's own imports
+        from .models import import_model_loaders
+
+        _import_in_background(import_model_loaders)  # after the stage's own imports
     if replay is not None:
         replay.start()
     failed: list[str] = []

@@ -140,11 +140,22 @@ def model_signature(key: bytes, data: bytes) -> str:
     return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
-#: Held while :func:`check_model` loads a file: one at a time in a process. The first load imports
-#: scikit-learn, whose modules import one another in cycles, and two threads importing them at once
-#: can deadlock (CPython then raises ``_DeadlockError`` in one of them: a predictor reading two
-#: partitions of ``models`` stopped so in a chaos run).
+#: Held while scikit-learn may be imported for a model file: by :func:`import_model_loaders` and while
+#: :func:`check_model` loads a file (one at a time in a process). scikit-learn's modules import one
+#: another in cycles, and two threads importing them at once can deadlock or see a module half
+#: made (CPython raises ``_DeadlockError`` or an ``ImportError`` "partially initialized module":
+#: predictors stopped so in chaos runs, a model's check racing the stage's background import).
 _LOADING = threading.Lock()
+
+
+def import_model_loaders() -> None:
+    """Import what loading a model file needs (skops, and with it scikit-learn: 1-2 s the first time),
+    under :data:`_LOADING`: a Kafka predictor runs it in a background thread while it joins its group,
+    and a model's check that comes meanwhile waits for it."""
+    with _LOADING:
+        import skops.io  # noqa: F401
+
+        from estimators.correction import OmegaForest  # noqa: F401
 
 
 def check_model(data: bytes, headers: dict[str, str], key: bytes | None) -> object:
