@@ -42,6 +42,31 @@ class ReplayBatch:
         return int(self.t.size)
 
 
+def _time_order(t: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """The order of events by time ``t``, ties by ``index`` (the original post first), then by position:
+    ``np.lexsort((index, t))``, in about half its time when ties are few (times in seconds with
+    decimals). One stable sort on ``t`` (a merge of the cascades' sorted runs), then the events whose
+    time is shared are sorted again by all three keys, where their time puts them. Times in whole
+    seconds, or more than one event in 20 that shares its time: ``np.lexsort`` itself, faster then.
+    Shape (n,), like ``t`` and ``index``."""
+    if np.array_equal(t, np.floor(t)):
+        return np.lexsort((index, t))
+    order = np.argsort(t, kind="stable")
+    ts = t[order]
+    tie = ts[1:] == ts[:-1]
+    ties = int(np.count_nonzero(tie))
+    if ties > t.size // 20:
+        return np.lexsort((index, t))
+    if ties:
+        shared = np.zeros(t.size, dtype=bool)
+        shared[1:] |= tie
+        shared[:-1] |= tie
+        at = np.flatnonzero(shared)
+        sub = order[at]
+        order[at] = sub[np.lexsort((sub, index[sub], ts[at]))]
+    return order
+
+
 class ReplaySchedule:
     """The merged, time-ordered events of a dataset (computed once, O(n log n))."""
 
@@ -60,7 +85,7 @@ class ReplaySchedule:
         self.index = np.arange(int(sizes.sum())) - np.repeat(first, sizes)
         t = np.concatenate([c.times for c in cascades]) + np.repeat(starts, sizes) if len(cascades) else np.zeros(0)
         m = np.concatenate([c.marks for c in cascades]) if len(cascades) else np.zeros(0)
-        order = np.lexsort((self.index, t))  # by time; the original post first on ties
+        order = _time_order(t, self.index)
         self.cascade, self.index, self.t, self.m = self.cascade[order], self.index[order], t[order], m[order]
         self.source_names = [f"s{k}" for k in range(sources)]
         self.source_of = self.cascade % sources

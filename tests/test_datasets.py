@@ -211,3 +211,23 @@ def test_unknown_paths(tmp_path):
     (tmp_path / "x.csv").write_text("a\n")
     with pytest.raises(DataError, match="unknown dataset format"):
         load_dataset(tmp_path / "x.csv")
+
+
+@pytest.mark.parametrize("times", ["decimals", "few ties", "many ties", "whole seconds", "empty"])
+def test_replay_order_is_by_time_then_original_post_first_then_position(times):
+    """The replay's order (``_time_order``: a stable sort, then the ties sorted again) is
+    ``np.lexsort((index, t))``'s, whichever path it takes: few shared times, many, times in whole seconds."""
+    from streams.replay import _time_order
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        n = 0 if times == "empty" else int(rng.integers(1, 400))
+        t = rng.random(n) * 100
+        if times == "few ties":
+            t[rng.random(n) < 0.03] = 50.5
+        elif times == "many ties":
+            t = np.round(t, 0) + 0.25
+        elif times == "whole seconds":
+            t = np.floor(t)
+        index = rng.integers(0, 4, n)
+        assert np.array_equal(_time_order(t, index), np.lexsort((index, t)))
