@@ -1,4 +1,4 @@
-"""Dataset loaders: the shipped data, round trips, and malformed files with file:line errors."""
+"""Dataset loaders (the shipped data, round trips, malformed files with file:line errors) and the replay's order."""
 
 from __future__ import annotations
 
