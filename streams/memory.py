@@ -26,7 +26,7 @@ from pathlib import Path
 import orjson
 from streamz import Sink, Stream
 
-from .jsonl_writer import BINARY, JsonlFiles, JsonlWriter, _line, lines
+from .jsonl_writer import BINARY, JsonlFiles, JsonlWriter, lines
 from .records import Record
 
 __all__ = ["MemoryBus", "to_memory", "JsonlFiles", "JsonlWriter", "jsonl_sink", "lines", "BINARY", "read_jsonl_topic"]
@@ -106,11 +106,11 @@ class jsonl_sink(Sink):
         if all(r.topic == topic for r in x):
             write(topic, lines(x))
         else:
-            by_topic: dict[str, list[bytes]] = defaultdict(list)
+            by_topic: dict[str, list[Record]] = defaultdict(list)
             for r in x:
-                by_topic[r.topic].append(_line(r))
-            for name, chunk in by_topic.items():
-                write(name, b"".join(chunk))
+                by_topic[r.topic].append(r)
+            for name, records in by_topic.items():
+                write(name, lines(records))
         return None
 
     def flush(self) -> None:

@@ -312,7 +312,9 @@ def test_the_embedded_pipeline_fits_under_the_learnt_prior_and_marks_law(sim, sc
 
 def test_the_jsonl_sink_writes_every_record_as_read_jsonl_topic_reads_it(tmp_path):
     """Keys seen before, new, None or not UTF-8; headers; binary values (base64): each batch's lines
-    read back as the records were."""
+    read back as the records were, a batch of several topics too (each to its own file, in order)."""
+    import orjson
+
     from streams.memory import BINARY, jsonl_sink
 
     batch = [Record("t", b'{"i": 1}', b"s0"), Record("t", b'{"i": 2}', b"s0"), Record("t", b'{"i": 3}', None),
@@ -322,7 +324,15 @@ def test_the_jsonl_sink_writes_every_record_as_read_jsonl_topic_reads_it(tmp_pat
     sink = jsonl_sink(src, tmp_path)
     src.emit(batch)
     src.emit(batch[::-1])
+    mixed = [Record(topic, r.value, r.key, r.headers) for topic, r in zip("uvuuvvu", batch)]  # two topics at once
+    src.emit(mixed)
     sink.close()
+    for topic in "uv":
+        mine = [r for r in mixed if r.topic == topic]
+        back = read_jsonl_topic(tmp_path / f"{topic}.jsonl")
+        assert [(g["key"], g["value"], g.get("headers", {})) for g in back] == [
+            (None if r.key is None else r.key.decode(), r.value if r.headers.get("content-type") else orjson.loads(r.value),
+             r.headers) for r in mine]
     got = read_jsonl_topic(tmp_path / "t.jsonl")
     want = batch + batch[::-1]
     assert [g["key"] for g in got] == [None if r.key is None else r.key.decode() for r in want]
