@@ -546,9 +546,9 @@ def models_by_version(run: Pipeline) -> dict[tuple[int, int], bytes]:
 
 def samples_in_log_order(run: Pipeline) -> list:
     """The ``samples`` records as a learner reads them (per partition, in log order)."""
-    from streams.kafka.source import _to_record
+    from streams.kafka.source import _to_records
 
     by_partition: dict[int, list] = defaultdict(list)
     for m in run.read("samples"):
-        by_partition[m.partition()].append(_to_record(m, {}))  # the topic's name as Kafka has it
-    return [r for p in sorted(by_partition) for r in by_partition[p]]
+        by_partition[m.partition()].append(m)
+    return [r for p in sorted(by_partition) for r in _to_records(by_partition[p], {})[0]]  # Kafka's topic name

@@ -214,6 +214,40 @@ def group_name() -> str:
 # ----------------------------------------------------------------- in-process
 
 
+def test_consumed_messages_become_records_per_partition_run_with_drops_and_errors() -> None:
+    """``_to_records`` (the source's per-batch conversion) on confluent-kafka's own ``Message`` objects: runs of
+    partitions interleaved, a partition not owned (dropped and counted), an error, a null value and no
+    timestamp; each record as the message says, the last offset per owned partition."""
+    from streams.kafka.source import _to_records
+
+    eof = ck.KafkaError(ck.KafkaError._PARTITION_EOF)
+    spec = [("k.a", 0, 10, b"x"), ("k.a", 0, 11, b"y"), ("k.a", 1, 4, None), ("k.b", 0, 7, b"z"),
+            ("k.a", 0, 12, b"w"), None, ("k.a", 2, 1, b"dropped"), ("k.a", 2, 2, b"dropped"), ("k.a", 1, 5, b"v")]
+    messages = []
+    for i, m in enumerate(spec):
+        if m is None:
+            messages.append(ck.Message(topic="k.a", partition=0, error=eof))
+            continue
+        topic, part, off, value = m
+        extra = {} if i % 2 else {"headers": [("h", b"%d" % i), ("n", None)],
+                                  "timestamp": (ck.TIMESTAMP_CREATE_TIME, 1_500 + i)}
+        messages.append(ck.Message(topic=topic, partition=part, offset=off, key=b"%d" % i, value=value, **extra))
+    owned = {("k.a", 0), ("k.a", 1), ("k.b", 0)}
+    records, lasts, dropped, errors = _to_records(messages, {"k.a": "a"}, owned.__contains__)
+
+    kept = [m for m in messages if m.error() is None and (m.topic(), m.partition()) in owned]
+    assert [r._fields() for r in records] == [
+        ({"k.a": "a"}.get(m.topic(), m.topic()), m.value() or b"", m.key(),
+         {k: (v or b"").decode() for k, v in m.headers() or []}, m.partition(), m.offset(),
+         m.timestamp()[1] / 1000.0 if m.timestamp()[0] != ck.TIMESTAMP_NOT_AVAILABLE else 0.0) for m in kept]
+    assert records[0].timestamp == 1.5 and records[0].headers == {"h": "0", "n": ""} and records[2].value == b""
+    assert lasts == {("k.a", 0): 12, ("k.a", 1): 5, ("k.b", 0): 7}
+    assert dropped == 2 and [e.code() for e in errors] == [ck.KafkaError._PARTITION_EOF]
+    everything, lasts_all, none_dropped, _ = _to_records(messages, {})
+    assert len(everything) == 8 and none_dropped == 0 and lasts_all[("k.a", 2)] == 2
+    assert everything[0].topic == "k.a"
+
+
 def test_defaults_merged_beneath_user_config_without_mutating_it(kafka_bootstrap):
     user = {"bootstrap.servers": kafka_bootstrap, "group.id": "g", "enable.auto.commit": True,
             "auto.offset.reset": "latest"}

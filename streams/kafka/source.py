@@ -104,16 +104,51 @@ def _headers(raw: list[tuple[str, bytes | None]] | None) -> dict[str, str]:
 _NO_TIMESTAMP = ck.TIMESTAMP_NOT_AVAILABLE
 
 
-def _to_record(msg: ck.Message, names: Mapping[str, str]) -> Record:
-    """The record of a consumed message, on the topic name ``names`` gives its Kafka topic (Kafka's name if
-    it gives none; once per message: positional arguments, no call for absent headers)."""
-    ts_type, ts_ms = msg.timestamp()
-    value = msg.value()
-    headers = msg.headers()
-    topic = msg.topic()
-    return Record(names.get(topic, topic), value if value is not None else b"", msg.key(),
-                  _headers(headers) if headers else {},
-                  msg.partition(), msg.offset(), ts_ms / 1000.0 if ts_type != _NO_TIMESTAMP else 0.0)
+def _to_records(messages: Iterable[ck.Message], names: Mapping[str, str],
+                owned: Callable[[TopicPartitionKey], bool] | None = None,
+                ) -> tuple[list[Record], dict[TopicPartitionKey, int], int, list[ck.KafkaError]]:
+    """The records of consumed messages, on the topic names ``names`` gives their Kafka topics (Kafka's name
+    if it gives none), with the last offset of each ``(topic, partition)``, how many were dropped because
+    ``owned`` says their partition is not this member's (None: all are), and the errors among the messages.
+
+    Consumed messages come in runs of one partition: the name and ``owned`` are looked up once per run, and
+    a record is made with positional arguments and no call for absent headers (0.45 against 0.77 µs per
+    message when each was looked up and made by a function of its own)."""
+    records: list[Record] = []
+    append = records.append
+    lasts: dict[TopicPartitionKey, int] = {}
+    dropped = 0
+    errors: list[ck.KafkaError] = []
+    topic: str | None = None
+    part = -1
+    key: TopicPartitionKey = ("", -1)
+    name = ""
+    ok = False
+    off = -1
+    for msg in messages:
+        err = msg.error()
+        if err is not None:
+            errors.append(err)
+            continue
+        t, p = msg.topic(), msg.partition()
+        if p != part or t != topic:
+            if ok:
+                lasts[key] = off
+            topic, part, key = t, p, (t, p)
+            ok = owned is None or owned(key)
+            name = names.get(t, t)
+        if not ok:
+            dropped += 1
+            continue
+        ts_type, ts_ms = msg.timestamp()
+        value = msg.value()
+        headers = msg.headers()
+        off = msg.offset()
+        append(Record(name, b"" if value is None else value, msg.key(), _headers(headers) if headers else {}, p,
+                      off, ts_ms / 1000.0 if ts_type != _NO_TIMESTAMP else 0.0))
+    if ok:
+        lasts[key] = off
+    return records, lasts, dropped, errors
 
 
 def _fatal(err: ck.KafkaError) -> bool:
@@ -647,25 +682,17 @@ class KafkaSource(Source):
     def _poll_sync(self) -> tuple[list[Record], Batch] | None:
         assert self.consumer is not None
         messages = self.consumer.consume(num_messages=self.batch_size, timeout=self.poll_timeout)
-        records: list[Record] = []
-        lasts: dict[TopicPartitionKey, int] = {}
         tracked = self.tracker
-        names = self._names
-        for msg in messages:
-            err = msg.error()
-            if err is not None:
-                if err.code() == ck.KafkaError._PARTITION_EOF:
-                    continue
-                if _fatal(err):
-                    raise ck.KafkaException(err)
-                logger.warning("Kafka consumer error on %s: %s", self.topics, err)
+        # records of partitions revoked or lost meanwhile are dropped: their new owner reads them
+        records, lasts, dropped, errors = _to_records(messages, self._names,
+                                                      tracked.is_assigned if self.group else None)
+        self.n_dropped += dropped
+        for err in errors:
+            if err.code() == ck.KafkaError._PARTITION_EOF:
                 continue
-            key = (msg.topic(), msg.partition())
-            if self.group and not tracked.is_assigned(key):
-                self.n_dropped += 1  # revoked or lost meanwhile: its new owner reads it
-                continue
-            records.append(_to_record(msg, names))
-            lasts[key] = msg.offset()
+            if _fatal(err):
+                raise ck.KafkaException(err)
+            logger.warning("Kafka consumer error on %s: %s", self.topics, err)
         self._snapshot_lag()
         if not records:
             return None
