@@ -8,6 +8,9 @@ unless ``$KAFKA_BOOTSTRAP`` is set), then measures on that same topic:
   message, nothing else, with the fetch settings of the stages' sources
   (``kafka_bench_util.STAGE_FETCH``); and the same loop with librdkafka's defaults, whose
   fetch back-off (1 s once 100,000 messages are queued) bounds a fast reader;
+- the collector's input path alone: the same loop, but each consumed list made into records as its
+  source makes them (``streams.kafka.source._to_records``) and decoded as it decodes them
+  (``decode_tweets``), no windows: the most the collector's ratio can be;
 - the collector stage: our Kafka source (consumer group, ref-counted commits), decode,
   event-time windows, encoding, and the producer of its outputs, until every input
   offset is committed (i.e. every output acknowledged).
@@ -74,17 +77,27 @@ def main() -> None:
         n = len(records)
         from tweetoscope.schemas import TWEETS
 
+        from streams.kafka.source import _to_records
+        from tweetoscope.collector import decode_tweets
+
         default = bare_loop(bootstrap, prefix + "tweets", n, TWEETS.decode)["per_s"]
         baseline = bare_loop(bootstrap, prefix + "tweets", n, TWEETS.decode, STAGE_FETCH)["per_s"]
+        names = {prefix + "tweets": "tweets"}
+        path = bare_loop(bootstrap, prefix + "tweets", n, None, STAGE_FETCH,
+                         batch=lambda msgs: decode_tweets(_to_records(msgs, names)[0]))["per_s"]
         rate = asyncio.run(collector_run(bootstrap, prefix, n))
     res = {"events": n, "baseline_events_per_s": baseline, "collector_events_per_s": rate, "ratio": rate / baseline,
-           "baseline_librdkafka_defaults_events_per_s": default, "ratio_to_librdkafka_defaults": rate / default}
+           "baseline_librdkafka_defaults_events_per_s": default, "ratio_to_librdkafka_defaults": rate / default,
+           "input_path_events_per_s": path, "input_path_ratio": path / baseline}
     if args.json:
         print(orjson.dumps(res).decode())
         return
     print(f"{n:,} tweets on one partition")
     print(f"bare consume + decode loop, librdkafka's defaults: {default:,.0f} events/s")
     print(f"bare consume + decode loop, the stages' fetch settings {STAGE_FETCH}: {baseline:,.0f} events/s")
+    print(f"the collector's input path alone, as its source and decode make it (consume, a record per message, "
+          f"decode_tweets' events), no windows: {path:,.0f} events/s = {path / baseline:.2f} x the bare loop, "
+          f"the most the collector's ratio can be")
     print(f"collector (source, windows, outputs produced and acknowledged, offsets committed): {rate:,.0f} events/s")
     print(f"ratio collector / bare loop = {rate / baseline:.2f} (to the loop with librdkafka's defaults: "
           f"{rate / default:.2f})")
