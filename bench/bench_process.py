@@ -59,13 +59,14 @@ def law_seconds(mode: str, laws: int) -> float:
 def chunk(series: int):
     """A packed chunk of ``series`` simulated series cut at 600 s (at least two events each)."""
     from estimators import simulate_dataset
-    from tweetoscope.estimator import FitTask, pack_series
+    from tweetoscope.estimator import pack_series
+    from tweetoscope.schemas import SerieArrays
 
     tasks = []
     for i, c in enumerate(simulate_dataset(series * 2, random_state=11)):
         n = int(np.searchsorted(c.times, 600.0))
         if n >= 2:
-            tasks.append(FitTask(str(i), "", 600, c.times[:n], c.marks[:n], "s0"))
+            tasks.append(SerieArrays(str(i), 600, c.times[:n], c.marks[:n], source="s0"))
         if len(tasks) == series:
             break
     return pack_series(tasks)

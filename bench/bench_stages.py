@@ -212,10 +212,10 @@ def collector_setup(bootstrap: str, dataset, partitions: int, eos: bool = True) 
 
 
 def window_tasks(cascades, windows=WINDOWS, finals: bool = True, terminated: float = 7200.0, min_size: int = 2):
-    """FitTasks of each cascade's windows (the events before T_obs, if >= min_size) and, with ``finals``,
+    """The series of each cascade's windows (the events before T_obs, if >= min_size) and, with ``finals``,
     of the whole cascade (maximum likelihood, as the estimator learns its prior)."""
     from tweetoscope.collector import final_T_obs
-    from tweetoscope.estimator import FitTask
+    from tweetoscope.schemas import SerieArrays
 
     by = defaultdict(list)
     for c in cascades:
@@ -224,10 +224,10 @@ def window_tasks(cascades, windows=WINDOWS, finals: bool = True, terminated: flo
         for T in windows:
             k = int(np.searchsorted(times, T))
             if k >= min_size:
-                by[T].append(FitTask(c.cid, "", T, times[:k].copy(), marks[:k].copy(), "s0"))
+                by[T].append(SerieArrays(c.cid, T, times[:k].copy(), marks[:k].copy(), source="s0"))
         if finals and times.size >= min_size:
-            by["whole"].append(FitTask(c.cid, "", final_T_obs(float(times[-1]), terminated), times, marks, "s0",
-                                       final=True))
+            by["whole"].append(SerieArrays(c.cid, final_T_obs(float(times[-1]), terminated), times, marks, source="s0",
+                                           final=True))
     return by
 
 

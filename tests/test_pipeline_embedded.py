@@ -187,12 +187,14 @@ def test_estimator_learns_its_prior_from_final_series():
     """PriorLearner by hand: final series update the prior (no record), window series are fitted under it."""
     from estimators import fit_cascade, simulate_dataset
     from tweetoscope.collector import final_T_obs
-    from tweetoscope.estimator import FitTask, PriorLearner, complete_fit_kwargs, empirical_prior, fit_chunk
+    from tweetoscope.estimator import PriorLearner, complete_fit_kwargs, empirical_prior, fit_chunk
+    from tweetoscope.schemas import SerieArrays
 
     s = Settings(prior_min_cascades=30, learner_every=10, marks="pareto")  # the prior alone
     cascades = simulate_dataset(40, random_state=5)
     state = PriorLearner(s)
-    finals = [FitTask(str(i), "", final_T_obs(float(c.times[-1]), s.terminated), c.times, c.marks, "s", True)
+    finals = [SerieArrays(str(i), final_T_obs(float(c.times[-1]), s.terminated), c.times, c.marks, source="s",
+                          final=True)
               for i, c in enumerate(cascades)]
     packed = state.pack(finals)
     assert packed.prior == s.prior and packed.final.all()
@@ -202,7 +204,7 @@ def test_estimator_learns_its_prior_from_final_series():
                                np.array([c.size for c in cascades]), s)
     assert state.prior == expected and expected != s.prior
     c = cascades[0]
-    window = FitTask("0", "", 600, c.times[c.times < 600], c.marks[c.times < 600], "s")
+    window = SerieArrays("0", 600, c.times[c.times < 600], c.marks[c.times < 600], source="s")
     packed = state.pack([window])
     assert packed.prior is state.prior
     (rec,) = state.encode(([window], fit_chunk(packed, s.fit_kwargs())))
@@ -216,11 +218,12 @@ def test_the_marks_sample_of_a_chunk_is_that_of_its_series_offered_one_by_one():
     """The estimator offers a chunk's final marks to each partition's sample one run of consecutive
     series of a partition at a time: the sample is the one that offering each series alone gives (the
     same draws in the same order), across the sample's filling and its replacements."""
-    from tweetoscope.estimator import MARK_SAMPLE, FitTask, PriorLearner
+    from tweetoscope.estimator import MARK_SAMPLE, PriorLearner
+    from tweetoscope.schemas import SerieArrays
 
     rng = np.random.default_rng(4)
     s = Settings(marks="learnt", prior_min_cascades=10**9)  # no refit: the sample alone
-    chunk = [FitTask(str(i), "", 0.0, np.zeros(n), rng.pareto(2.0, n), "s", True, partition=int(p))
+    chunk = [SerieArrays(str(i), 0.0, np.zeros(n), rng.pareto(2.0, n), source="s", final=True, partition=int(p))
              for i, (n, p) in enumerate(zip(rng.integers(1, 3000, 60), rng.integers(0, 3, 60) // 2))]
     grouped = PriorLearner(s)
     for part in (chunk[:25], chunk[25:]):
@@ -241,11 +244,13 @@ def test_the_prior_is_refitted_on_a_dask_worker_as_it_would_be_here(scheduler):
 
     from estimators import simulate_dataset
     from tweetoscope.collector import final_T_obs
-    from tweetoscope.estimator import FitTask, PriorLearner, fit_chunk
+    from tweetoscope.estimator import PriorLearner, fit_chunk
+    from tweetoscope.schemas import SerieArrays
 
     s = Settings(prior_min_cascades=30, learner_every=1000, marks="pareto")
     cascades = simulate_dataset(40, random_state=5)
-    finals = [FitTask(str(i), "", final_T_obs(float(c.times[-1]), s.terminated), c.times, c.marks, "s", True)
+    finals = [SerieArrays(str(i), final_T_obs(float(c.times[-1]), s.terminated), c.times, c.marks, source="s",
+                          final=True)
               for i, c in enumerate(cascades)]
     here = PriorLearner(s)
     fits = fit_chunk(here.pack(finals), s.fit_kwargs())
@@ -488,7 +493,7 @@ def test_the_collectors_series_carry_the_arrays_the_estimator_would_decode(sim):
         slow, slow_dead = decode_series(list(batch))
         assert dead == slow_dead == [] and len(fast) == len(slow) == len(batch)
         for f, s in zip(fast, slow):
-            assert (f.cid, f.msg, f.T_obs, f.source, f.final) == (s.cid, s.msg, s.T_obs, s.source, s.final)
+            assert f[:2] + f[4:] == s[:2] + s[4:]  # all but the arrays: cid, T_obs, msg, source, start, final, partition
             assert f.times.dtype == s.times.dtype == np.float64
             np.testing.assert_array_equal(f.times, s.times)
             np.testing.assert_array_equal(f.marks, s.marks)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import numpy as np
 import pytest
 import skops.io as sio
@@ -16,11 +17,11 @@ from streamz import Stream
 from estimators.correction import fit_forest
 from streams.records import Record
 from tweetoscope.config import Settings
-from tweetoscope.estimator import FitTask, PriorLearner, fit_chunk, pack_series
+from tweetoscope.estimator import PriorLearner, fit_chunk, pack_series
 from tweetoscope.learner import learn
 from tweetoscope.models import dump_model, model_record, model_signature
 from tweetoscope.predictor import predict_join
-from tweetoscope.schemas import CASCADE_PROPERTIES, SAMPLES, TOPICS, Parameters, Sample, Size, encode
+from tweetoscope.schemas import CASCADE_PROPERTIES, SAMPLES, TOPICS, Parameters, Sample, SerieArrays, Size, encode
 
 SETTINGS = Settings(windows=(600,), alert_threshold=0.0, join_capacity=1000)
 
@@ -156,13 +157,27 @@ def test_a_model_made_in_process_is_taken_as_it_is_after_its_trial_prediction(us
 
 def test_fit_chunk_dead_letters_any_exception_of_a_fit():
     times = np.array([0.0, 10.0, 20.0, 30.0])
-    tasks = [FitTask("ok", "", 600, times, np.full(4, 50.0), "s"),
-             FitTask("huge", "", 600, times, np.array([1e160, 1e180, 1e200, 1e190]), "s"),
-             FitTask("nan", "", 600, times, np.array([1.0, np.nan, 1.0, 1.0]), "s")]
+    tasks = [SerieArrays("ok", 600, times, np.full(4, 50.0), source="s"),
+             SerieArrays("huge", 600, times, np.array([1e160, 1e180, 1e200, 1e190]), source="s"),
+             SerieArrays("nan", 600, times, np.array([1.0, np.nan, 1.0, 1.0]), source="s")]
     with np.errstate(all="raise"):  # a FloatingPointError inside the fit, not a ValueError
         fits = fit_chunk(pack_series(tasks), Settings().fit_kwargs())
     assert 0 not in fits.errors and {1, 2} <= set(fits.errors) | {1}
     assert all(isinstance(v, str) and v for v in fits.errors.values())
+
+
+def test_a_series_that_cannot_be_fitted_is_dead_lettered_whole_where_it_was_read():
+    """``dead_series``: the dead letter holds the serie's message as it was (its start and window
+    included) and the partition it was read from, with the reason."""
+    from tweetoscope.estimator import dead_series
+    from tweetoscope.schemas import CASCADE_SERIES, DeadLetter
+
+    s = SerieArrays("c7", 600, np.array([0.0, 4.5]), np.array([10.0, 3.0]), "text", "s1", 1234.5, False, 3)
+    r = dead_series(s, "fit failed: why")
+    letter = msgspec.json.decode(r.value, type=DeadLetter)
+    assert (r.topic, r.key, letter.partition, letter.reason, letter.kind) == (
+        "cascade_series.dlq", b"c7", 3, "fit failed: why", "fit")
+    assert CASCADE_SERIES.decode(letter.value.encode()) == s.serie()
 
 
 def test_prior_state_is_restored_per_partition():
@@ -172,7 +187,8 @@ def test_prior_state_is_restored_per_partition():
     from tweetoscope.estimator import PackedFits
 
     n = 16  # fit_prior needs 10 inside the bounds
-    chunk = [FitTask(f"c{i}", "", 9000, np.sort(rng.uniform(0, 100, 20)), np.full(20, 10.0), "s", True, i % 2)
+    chunk = [SerieArrays(f"c{i}", 9000, np.sort(rng.uniform(0, 100, 20)), np.full(20, 10.0), source="s", final=True,
+                         partition=i % 2)
              for i in range(n)]
     fits = PackedFits(np.column_stack([rng.uniform(0.005, 0.02, n), rng.uniform(1e-4, 1e-3, n), np.full(n, 0.5),
                                        np.ones(n)]), np.full(n, 20), np.zeros(n), np.ones(n, bool), np.zeros((n, 3)), {})
@@ -204,7 +220,8 @@ def test_the_marks_law_is_learnt_as_soon_as_enough_marks_are_in():
     rng = np.random.default_rng(3)
     n, k = 16, MIN_MARKS // 10  # 16 cascades of MIN_MARKS / 10 events: the law is learnable from the 10th
     marks = [np.exp(rng.normal(5.0, 1.5, k)) for _ in range(n)]
-    chunk = [FitTask(f"c{i}", "", 9000, np.sort(rng.uniform(0, 100, k)), marks[i], "s", True, 0) for i in range(n)]
+    chunk = [SerieArrays(f"c{i}", 9000, np.sort(rng.uniform(0, 100, k)), marks[i], source="s", final=True, partition=0)
+             for i in range(n)]
     fits = PackedFits(np.column_stack([rng.uniform(1e-4, 5e-4, n), rng.uniform(1e-4, 1e-3, n), np.full(n, 0.5),
                                        np.ones(n)]), np.full(n, k), np.zeros(n), np.ones(n, bool), np.zeros((n, 3)), {})
 
@@ -233,7 +250,8 @@ def test_the_marks_law_is_learnt_online_emitted_and_restored():
     rng = np.random.default_rng(2)
     n, k = 16, 400  # 6,400 marks: enough to learn from (tweetoscope.models.MIN_MARKS)
     marks = [np.exp(rng.normal(5.0, 1.5, k)) for _ in range(n)]
-    chunk = [FitTask(f"c{i}", "", 9000, np.sort(rng.uniform(0, 100, k)), marks[i], "s", True, i % 2) for i in range(n)]
+    chunk = [SerieArrays(f"c{i}", 9000, np.sort(rng.uniform(0, 100, k)), marks[i], source="s", final=True,
+                         partition=i % 2) for i in range(n)]
     fits = PackedFits(np.column_stack([rng.uniform(1e-4, 5e-4, n), rng.uniform(1e-4, 1e-3, n), np.full(n, 0.5),
                                        np.ones(n)]), np.full(n, k), np.zeros(n), np.ones(n, bool), np.zeros((n, 3)), {})
     assert a.pack(chunk[:1]).mark_law == s.mark_law  # nothing learnt yet: the settings' Pareto law

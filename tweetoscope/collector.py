@@ -106,7 +106,7 @@ class SeriesBatch(_MadeOnDemand):
         """A callable that returns the JSONL lines of the records (:func:`streams.memory.lines`): a partial of
         :func:`tweetoscope.batch_lines.series_jsonl` holding the series as columns (their events as two
         arrays), which a :class:`streams.memory.JsonlWriter` sends to its process as they are."""
-        cid, T_obs, times, marks, msg, source, start, final = zip(*self.arrays)
+        cid, T_obs, times, marks, msg, source, start, final, _ = zip(*self.arrays)
         offsets = np.cumsum([0, *(t.size for t in times)])
         return partial(series_jsonl, cid, T_obs, msg, source, start, final, offsets, np.concatenate(times),
                        np.concatenate(marks))

@@ -46,27 +46,14 @@ from streams.state import Change, latest_entries
 from .collector import SeriesBatch
 from .config import Settings
 from .models import MIN_MARKS, learn_mark_law
+from .batch_lines import serie_record
 from .schemas import (CASCADE_PROPERTIES, CASCADE_SERIES, MARKS, MAX_VALUE, Marks, Parameters, SchemaError,
-                      Serie, dlq_record, encode)
+                      SerieArrays, dlq_record, encode)
 
-__all__ = ["FitTask", "PackedSeries", "PackedFits", "pack_series", "decode_series", "fit_chunk", "encode_results",
+__all__ = ["PackedSeries", "PackedFits", "pack_series", "decode_series", "fit_chunk", "encode_results",
            "complete_fit_kwargs", "empirical_prior", "learn_prior", "PriorLearner", "estimator", "MARK_SAMPLE"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class FitTask:
-    """A decoded ``cascade_series`` message: events before ``T_obs`` (times relative to the post, s)."""
-
-    cid: str
-    msg: str
-    T_obs: int
-    times: np.ndarray
-    marks: np.ndarray
-    source: str
-    final: bool = False
-    partition: int = -1  # input partition of cascade_series (-1: not from Kafka)
 
 
 @dataclass(slots=True)
@@ -99,7 +86,7 @@ class PackedFits:
     errors: dict[int, str]
 
 
-def pack_series(chunk: list[FitTask], prior: LogNormalPrior | None = None,
+def pack_series(chunk: list[SerieArrays], prior: LogNormalPrior | None = None,
                 mark_law: MarkLaw | None = None) -> PackedSeries:
     sizes = [s.times.size for s in chunk]
     return PackedSeries(
@@ -110,12 +97,12 @@ def pack_series(chunk: list[FitTask], prior: LogNormalPrior | None = None,
     )
 
 
-def decode_series(batch: Sequence[Record]) -> tuple[list[FitTask], list[Record]]:
-    """The fit tasks of a ``cascade_series`` batch, and the dead letters of the records that do not decode.
+def decode_series(batch: Sequence[Record]) -> tuple[list[SerieArrays], list[Record]]:
+    """The series of a ``cascade_series`` batch, and the dead letters of the records that do not decode.
     A batch made by the collector in this process (a :class:`tweetoscope.collector.SeriesBatch`) carries
-    its series as arrays: taken as they are (equal to what decoding gives)."""
+    its series as arrays: taken as they are (equal to what decoding gives; the list is the caller's)."""
     if type(batch) is SeriesBatch:
-        return [FitTask(s.cid, s.msg, s.T_obs, s.times, s.marks, s.source, s.final) for s in batch.arrays], []
+        return list(batch.arrays), []
     series, dead = [], []
     for r in batch:
         try:
@@ -124,8 +111,8 @@ def decode_series(batch: Sequence[Record]) -> tuple[list[FitTask], list[Record]]
             dead.append(dlq_record(r, str(exc)))
             continue
         ev = np.array(d.tweets, dtype=np.float64)
-        series.append(FitTask(d.cid, d.msg, d.T_obs, np.ascontiguousarray(ev[:, 0]), np.ascontiguousarray(ev[:, 1]),
-                            d.source, d.final, r.partition))
+        series.append(SerieArrays(d.cid, d.T_obs, np.ascontiguousarray(ev[:, 0]), np.ascontiguousarray(ev[:, 1]),
+                                  d.msg, d.source, d.start, d.final, r.partition))
     return series, dead
 
 
@@ -160,7 +147,7 @@ def fit_chunk(chunk: PackedSeries, fit_kwargs: dict[str, Any]) -> PackedFits:
 
 
 
-def encode_results(done: tuple[list[FitTask], PackedFits]) -> list[Record]:
+def encode_results(done: tuple[list[SerieArrays], PackedFits]) -> list[Record]:
     """``parameters`` records of a fitted chunk; the series that could not be fitted (or whose fit is
     not finite) go to the DLQ with the reason."""
     chunk, fits = done
@@ -185,12 +172,11 @@ def encode_results(done: tuple[list[FitTask], PackedFits]) -> list[Record]:
     return out
 
 
-def dead_series(s: FitTask, reason: str) -> Record:
-    """The ``cascade_series.dlq`` record of a series that could not be fitted."""
-    value = Serie(cid=s.cid, msg=s.msg, T_obs=s.T_obs, tweets=list(zip(s.times.tolist(), s.marks.tolist())),
-                  source=s.source, final=s.final)
-    return dlq_record(Record(CASCADE_SERIES.name, encode(value), s.cid.encode(), partition=s.partition), reason,
-                      "fit")
+def dead_series(s: SerieArrays, reason: str) -> Record:
+    """The ``cascade_series.dlq`` record of a series that could not be fitted: its message, where it was read."""
+    r = serie_record(s)
+    r.partition = s.partition
+    return dlq_record(r, reason, "fit")
 
 
 def complete_fit_kwargs(settings: Settings) -> dict[str, Any]:
@@ -275,7 +261,7 @@ class PriorLearner:
         self._rng = np.random.default_rng(settings.seed)
         self._law_records: list[Record] = []     # new laws not emitted yet
 
-    def pack(self, chunk: list[FitTask]) -> PackedSeries:
+    def pack(self, chunk: list[SerieArrays]) -> PackedSeries:
         """The chunk with the prior to fit it under (refitted first if fits were restored meanwhile)."""
         if self._stale:
             self._stale = False
@@ -288,7 +274,7 @@ class PriorLearner:
     def n_fits(self) -> int:
         return sum(len(f) for f in self.fits.values())
 
-    def encode(self, done: tuple[list[FitTask], PackedFits]) -> list[Record]:
+    def encode(self, done: tuple[list[SerieArrays], PackedFits]) -> list[Record]:
         chunk, fits = done
         finals = [i for i, s in enumerate(chunk) if s.final and i not in fits.errors]
         for i in finals:
@@ -312,7 +298,7 @@ class PriorLearner:
         keep = [i for i, s in enumerate(chunk) if not (s.final and i not in fits.errors)]
         return laws + encode_results(([chunk[i] for i in keep], _select(fits, keep)))
 
-    def _offer_marks(self, series: list[FitTask]) -> None:
+    def _offer_marks(self, series: list[SerieArrays]) -> None:
         """Offer the marks of final ``series`` to their partitions' samples, one offer per run of
         consecutive series of one partition: the same draws, in the same order, as one offer per
         series (the sampling is sequential), at a fraction of the calls."""
@@ -483,7 +469,7 @@ def estimator(series: Stream, settings: Settings, client) -> tuple[Stream, Strea
     return out.union(decoded.pluck(1).filter(bool), laws), submit
 
 
-def _dead_chunk(chunk: list[FitTask], exc: BaseException) -> list[Record]:
+def _dead_chunk(chunk: list[SerieArrays], exc: BaseException) -> list[Record]:
     """Dead letters of every series of a chunk whose task kept failing on the workers."""
     return [dead_series(s, f"fit task failed: {type(exc).__name__}: {exc}") for s in chunk]
 

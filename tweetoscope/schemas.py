@@ -120,7 +120,8 @@ class SerieArrays(NamedTuple):
     """A ``cascade_series`` message with its events as arrays: ``times`` (relative to the start, s) and
     ``marks``, float64 of shape (n,) each, the pairs of :attr:`Serie.tweets`. The collector makes them in
     process (:class:`tweetoscope.collector.SeriesBatch`); the estimator in the same process fits them
-    without a message encoded and decoded in between."""
+    without a message encoded and decoded in between, and decodes the messages it reads from Kafka into
+    them (with ``partition``, where each was read)."""
 
     cid: str
     T_obs: int
@@ -130,6 +131,7 @@ class SerieArrays(NamedTuple):
     source: str = ""
     start: float = 0.0
     final: bool = False
+    partition: int = -1  # the input partition it was read from (-1: made in this process)
 
     def serie(self) -> Serie:
         """The message."""
