@@ -43,10 +43,10 @@ from streams.dask import resilient_result
 from streams.records import Record
 from streams.state import Change, latest_entries
 
+from .batch_lines import serie_record
 from .collector import SeriesBatch
 from .config import Settings
 from .models import MIN_MARKS, learn_mark_law
-from .batch_lines import serie_record
 from .schemas import (CASCADE_PROPERTIES, CASCADE_SERIES, MARKS, MAX_VALUE, Marks, Parameters, SchemaError,
                       SerieArrays, dlq_record, encode)
 
