@@ -6,7 +6,9 @@ unless ``$KAFKA_BOOTSTRAP`` is set), then measures on that same topic:
 - the baseline: a bare ``confluent_kafka.Consumer`` loop (``kafka_bench_util.bare_loop``,
   the one ``bench_stages.py`` uses), ``consume(10_000)`` and the schema decode of every
   message, nothing else, with the fetch settings of the stages' sources
-  (``kafka_bench_util.STAGE_FETCH``); and the same loop with librdkafka's defaults, whose
+  (``kafka_bench_util.STAGE_FETCH``), run first and again last: the faster of the two is the
+  baseline (this machine's noise only ever slows a loop down: one loop of a run can come out
+  40 % slower than the other); and the same loop with librdkafka's defaults, whose
   fetch back-off (1 s once 100,000 messages are queued) bounds a fast reader;
 - the collector's input path alone: the same loop, but each consumed list made into records as its
   source makes them (``streams.kafka.source._to_records``) and decoded as it decodes them
@@ -133,7 +135,7 @@ def main() -> None:
         from tweetoscope.collector import decode_tweets
 
         default = bare_loop(bootstrap, prefix + "tweets", n, TWEETS.decode)["per_s"]
-        baseline = bare_loop(bootstrap, prefix + "tweets", n, TWEETS.decode, STAGE_FETCH)["per_s"]
+        first = bare_loop(bootstrap, prefix + "tweets", n, TWEETS.decode, STAGE_FETCH)["per_s"]
         names = {prefix + "tweets": "tweets"}
         path = bare_loop(bootstrap, prefix + "tweets", n, None, STAGE_FETCH,
                          batch=lambda msgs: decode_tweets(_to_records(msgs, names)[0]))["per_s"]
@@ -141,23 +143,27 @@ def main() -> None:
         rate = run["per_s"]
         outputs = written(bootstrap, [prefix + t for t in run["outputs"]] + [changelog_topic(settings, "collector")])
         floor = output_floor(bootstrap, prefix + "tweets", n, outputs)
-    res = {"events": n, "baseline_events_per_s": baseline, "collector_events_per_s": rate, "ratio": rate / baseline,
+        last = bare_loop(bootstrap, prefix + "tweets", n, TWEETS.decode, STAGE_FETCH)["per_s"]
+    baseline = max(first, last)
+    res = {"events": n, "baseline_events_per_s": baseline, "bare_loops_events_per_s": [first, last],
+           "collector_events_per_s": rate, "ratio": rate / baseline,
            "baseline_librdkafka_defaults_events_per_s": default, "ratio_to_librdkafka_defaults": rate / default,
            "input_path_events_per_s": path, "input_path_ratio": path / baseline,
            "output_floor_events_per_s": floor, "output_floor_ratio": floor / baseline,
-           "outputs": {t: [len(m), sum(len(v or b"") for _, v in m)] for t, m in outputs.items()},
+           "outputs": {t.removeprefix(prefix): [len(m), sum(len(v or b"") for _, v in m)] for t, m in outputs.items()},
            "input_bytes": sum(len(r.value) for r in records)}
     if args.json:
         print(orjson.dumps(res).decode())
         return
     print(f"{n:,} tweets on one partition")
     print(f"bare consume + decode loop, librdkafka's defaults: {default:,.0f} events/s")
-    print(f"bare consume + decode loop, the stages' fetch settings {STAGE_FETCH}: {baseline:,.0f} events/s")
+    print(f"bare consume + decode loop, the stages' fetch settings {STAGE_FETCH}: {baseline:,.0f} events/s "
+          f"(the faster of {first:,.0f} first and {last:,.0f} last)")
     print(f"the collector's input path alone, as its source and decode make it (consume, a record per message, "
           f"decode_tweets' events), no windows: {path:,.0f} events/s = {path / baseline:.2f} x the bare loop, "
           f"the most the collector's ratio can be")
     print(f"collector (source, windows, outputs produced and acknowledged, offsets committed): {rate:,.0f} events/s")
-    sizes = ", ".join(f"{t.removeprefix(prefix)} {c:,} ({b / 1e6:.1f} MB)" for t, (c, b) in res["outputs"].items())
+    sizes = ", ".join(f"{t} {c:,} ({b / 1e6:.1f} MB)" for t, (c, b) in res["outputs"].items())
     print(f"the collector's outputs, read back: {sizes}; its input {res['input_bytes'] / 1e6:.1f} MB")
     print(f"output floor (the bare loop, producing those outputs as it reads, acknowledged; no record, window or "
           f"encoding): {floor:,.0f} events/s = {floor / baseline:.2f} x the bare loop, the most any collector's ratio "
