@@ -12,7 +12,7 @@ and prints:
   event-time collector in plain Python (:func:`bare_collector`: the same windows cut and
   cascades ended, no checks, no state checkpoints, no outputs encoded). Both decode every
   record, as a consumer of Kafka must; the embedded pipeline itself takes the events the
-  generator made in the same process (:class:`tweetoscope.collector.DecodedTweets`), and makes a
+  generator made in the same process (:class:`tweetoscope.batches.DecodedTweets`), and makes a
   record only for a tweet it dead-letters;
 - the resident memory of the process sampled along the replay (flat = bounded state);
 - the mean ARE of the forecasts by window (``stats``), to check that a faster pipeline forecasts as well.

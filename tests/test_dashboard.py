@@ -142,7 +142,7 @@ def test_memory_feed_reads_the_bus_it_is_served_beside():
     assert [m.cid for _, m in got.messages] == ["1", "2"] and got.tweets == 1
     assert feed.poll().messages == [] and feed.poll().tweets == 0
     # the collector's series, made in process as arrays: the messages their records decode to
-    from tweetoscope.collector import SeriesBatch
+    from tweetoscope.batches import SeriesBatch
     from tweetoscope.schemas import CASCADE_SERIES, SerieArrays
 
     batch = SeriesBatch([SerieArrays("3", 600, np.array([0.0, 2.5]), np.array([10.0, 4.0]), "m", "s0", 1.5),

@@ -405,7 +405,8 @@ def test_the_generators_batches_carry_the_events_the_collector_would_decode(sim)
 
     from streams.memory import lines
     from streams.replay import ReplayBatch, ReplaySchedule
-    from tweetoscope.collector import DecodedTweets, decode_tweets
+    from tweetoscope.batches import DecodedTweets
+    from tweetoscope.collector import decode_tweets
     from tweetoscope.generator import cascade_ids, tweet_records
 
     schedule = ReplaySchedule(sim, sources=3, stagger=10.0)
@@ -444,7 +445,7 @@ def test_a_generated_batchs_jsonl_is_its_records_lines_for_odd_values():
     from streams.datasets import Cascade, Dataset
     from streams.memory import lines
     from streams.replay import ReplayBatch
-    from tweetoscope.collector import DecodedTweets
+    from tweetoscope.batches import DecodedTweets
     from tweetoscope.generator import tweet_records
 
     rng = np.random.default_rng(3)
@@ -474,7 +475,8 @@ def test_the_collectors_series_carry_the_arrays_the_estimator_would_decode(sim):
     from streams.memory import lines
     from streams.replay import ReplaySchedule
     from streams.window import WindowClosed
-    from tweetoscope.collector import SeriesBatch, collector, encode_outputs
+    from tweetoscope.batches import SeriesBatch
+    from tweetoscope.collector import collector, encode_outputs
     from tweetoscope.estimator import decode_series
     from tweetoscope.generator import tweet_records
     from tweetoscope.schemas import MAX_MESSAGE_BYTES
@@ -513,7 +515,7 @@ def test_a_series_batchs_size_bound_and_lines_hold_for_odd_values():
     for a message over the size a stage reads, for the longest numbers and strings that escape most;
     and it makes its JSONL lines from columns, byte for byte those of its records."""
     from streams.memory import lines
-    from tweetoscope.collector import SeriesBatch
+    from tweetoscope.batches import SeriesBatch
     from tweetoscope.schemas import CASCADE_SERIES, MAX_MESSAGE_BYTES, MAX_VALUE, SerieArrays, encode
 
     rng = np.random.default_rng(4)

@@ -2,7 +2,7 @@
 batch's tweets (:func:`batch_jsonl`) and the collector's series (:func:`series_jsonl`).
 
 Imported by the process of a :class:`streams.memory.JsonlWriter`, which calls these functions
-(:meth:`tweetoscope.generator._Columns.jsonl`, :attr:`tweetoscope.collector.SeriesBatch.jsonl`): it
+(:meth:`tweetoscope.generator._Columns.jsonl`, :attr:`tweetoscope.batches.SeriesBatch.jsonl`): it
 imports only the message schemas and the line format, so that the writer starts fast.
 """
 

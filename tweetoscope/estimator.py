@@ -44,7 +44,7 @@ from streams.records import Record
 from streams.state import Change, latest_entries
 
 from .batch_lines import serie_record
-from .collector import SeriesBatch
+from .batches import SeriesBatch
 from .config import Settings
 from .models import MIN_MARKS, learn_mark_law
 from .schemas import (CASCADE_PROPERTIES, CASCADE_SERIES, MARKS, MAX_VALUE, Marks, Parameters, SchemaError,
@@ -99,7 +99,7 @@ def pack_series(chunk: list[SerieArrays], prior: LogNormalPrior | None = None,
 
 def decode_series(batch: Sequence[Record]) -> tuple[list[SerieArrays], list[Record]]:
     """The series of a ``cascade_series`` batch, and the dead letters of the records that do not decode.
-    A batch made by the collector in this process (a :class:`tweetoscope.collector.SeriesBatch`) carries
+    A batch made by the collector in this process (a :class:`tweetoscope.batches.SeriesBatch`) carries
     its series as arrays: taken as they are (equal to what decoding gives; the list is the caller's)."""
     if type(batch) is SeriesBatch:
         return list(batch.arrays), []

@@ -15,7 +15,7 @@ from streams.records import Record
 from streams.replay import ReplayBatch
 from streams.window import Events
 
-from .collector import DecodedTweets
+from .batches import DecodedTweets
 from .schemas import MAX_MESSAGE_BYTES, MAX_VALUE, TWEETS, Eos, Retweet, Tweet, encode
 from .batch_lines import batch_jsonl
 
@@ -42,7 +42,7 @@ def tweet_records(dataset: Dataset, batch: ReplayBatch, cids: np.ndarray | None 
     ``t`` is the absolute event time in seconds, ``m`` the follower count.
 
     When every value is within the schema's bounds, the batch is a
-    :class:`tweetoscope.collector.DecodedTweets`: it carries the events the collector would decode
+    :class:`tweetoscope.batches.DecodedTweets`: it carries the events the collector would decode
     from these records and its lines of JSONL, and makes its records only when asked (a Kafka
     producer iterates them; in process, only the origins of dead-lettered events are made). Else
     it is the list of records (the collector decodes them, and dead-letters what is not valid).

@@ -119,7 +119,7 @@ class Serie(msgspec.Struct, tag_field="type", tag="serie"):
 class SerieArrays(NamedTuple):
     """A ``cascade_series`` message with its events as arrays: ``times`` (relative to the start, s) and
     ``marks``, float64 of shape (n,) each, the pairs of :attr:`Serie.tweets`. The collector makes them in
-    process (:class:`tweetoscope.collector.SeriesBatch`); the estimator in the same process fits them
+    process (:class:`tweetoscope.batches.SeriesBatch`); the estimator in the same process fits them
     without a message encoded and decoded in between, and decodes the messages it reads from Kafka into
     them (with ``partition``, where each was read)."""
 

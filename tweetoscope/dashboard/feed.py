@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 import orjson
 
+from ..batches import SeriesBatch
 from ..config import Settings
 from ..schemas import TOPICS, Alert, Forecast, Sample, Serie, SerieArrays, Stat
 
@@ -27,6 +28,13 @@ __all__ = ["Polled", "MemoryFeed", "OutDirFeed", "KafkaFeed", "READ_TOPICS"]
 
 #: Topics whose messages the dashboard decodes (``tweets`` are only counted).
 READ_TOPICS = ("forecasts", "alerts", "stats", "samples", "cascade_series", "models")
+
+
+def _messages(batch: list) -> list:
+    """What the in-memory feed keeps of a batch: a batch of series made in this process as its
+    :class:`SerieArrays` (its records are not made), any other batch as its records."""
+    return batch.arrays if type(batch) is SeriesBatch else batch
+
 
 #: Types of the JSON values of each read topic, for the JSONL files.
 _TYPES: dict[str, Any] = {"forecasts": Forecast, "alerts": Alert, "stats": Stat, "samples": Sample,
@@ -57,9 +65,7 @@ class MemoryFeed:
         self._pending: deque = deque(maxlen=capacity)
         self._tweets = self._tweets_seen = 0
         for topic in READ_TOPICS:
-            # a batch of series made in this process is kept as its arrays: its records are not made
-            bus.topic(topic).sink(lambda batch, t=topic: self._pending.extend((t, r)
-                                                                              for r in getattr(batch, "arrays", batch)))
+            bus.topic(topic).sink(lambda batch, t=topic: self._pending.extend((t, r) for r in _messages(batch)))
         bus.topic("tweets").sink(self._count)
 
     def _count(self, batch: list) -> None:
