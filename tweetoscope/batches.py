@@ -53,16 +53,16 @@ class _MadeOnDemand(Sequence[Record]):
 class DecodedTweets(_MadeOnDemand):
     """A ``tweets`` record batch made in the same process by the generator
     (:func:`tweetoscope.generator.tweet_records`), within the schema's bounds, that carries what the
-    process needs without making a record per tweet: the :class:`Events` its records decode to
-    (:func:`decode_tweets` takes them instead of decoding every record again), a callable
-    that makes its lines of JSONL (``jsonl``, for :class:`streams.memory.jsonl_sink`: it calls it in
-    its writer's process) and each record on demand
-    (:meth:`record`: the origin of an event that is dead-lettered). Iterating it, or indexing it,
-    makes its records: its tweets, then an ``eos`` per source that ended. A batch read from Kafka, or
-    any other list, is decoded.
+    process needs without making a record per tweet: the :class:`streams.window.Events` its records
+    decode to (:func:`tweetoscope.collector.decode_tweets` takes them instead of decoding every record
+    again), a callable that makes its lines of JSONL (``jsonl``, for :class:`streams.memory.jsonl_sink`:
+    it calls it in its writer's process) and each record on demand (:meth:`record`: the origin of an
+    event that is dead-lettered). Iterating it, or indexing it, makes its records: its tweets, then an
+    ``eos`` per source that ended. A batch read from Kafka, or any other list, is decoded.
 
-    ``events.origin`` holds ``(record, k)`` for its ``k``-th tweet: :func:`encode_outputs` makes the
-    record, ``record(k)``, of an event it dead-letters."""
+    ``events.origin`` holds ``(record, k)`` for its ``k``-th tweet:
+    :func:`tweetoscope.collector.encode_outputs` makes the record, ``record(k)``, of an event it
+    dead-letters."""
 
     topic = TWEETS.name
 
