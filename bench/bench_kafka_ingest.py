@@ -72,16 +72,9 @@ def output_floor(bootstrap: str, topic: str, n: int, outputs: dict[str, list[tup
     from tweetoscope.schemas import TWEETS
 
     producer = ck.Producer({**PRODUCER_DEFAULTS, "bootstrap.servers": bootstrap})
-    decode = TWEETS.decode
     done = dict.fromkeys(outputs, 0)
-    seen = 0
 
-    def batch(msgs) -> None:
-        nonlocal seen
-        for m in msgs:
-            if m.error() is None:
-                decode(m.value())
-                seen += 1
+    def produce(_, seen: int) -> None:
         for t, messages in outputs.items():
             upto = len(messages) * seen // n
             for key, value in messages[done[t]:upto]:
@@ -96,7 +89,7 @@ def output_floor(bootstrap: str, topic: str, n: int, outputs: dict[str, list[tup
         if seen >= n and producer.flush(60):
             raise SystemExit("output floor: outputs not acknowledged within 60 s")
 
-    return bare_loop(bootstrap, topic, n, None, STAGE_FETCH, batch=batch)["per_s"]
+    return bare_loop(bootstrap, topic, n, TWEETS.decode, STAGE_FETCH, batch=produce)["per_s"]
 
 
 def main() -> None:
@@ -138,7 +131,7 @@ def main() -> None:
         first = bare_loop(bootstrap, prefix + "tweets", n, TWEETS.decode, STAGE_FETCH)["per_s"]
         names = {prefix + "tweets": "tweets"}
         path = bare_loop(bootstrap, prefix + "tweets", n, None, STAGE_FETCH,
-                         batch=lambda msgs: decode_tweets(_to_records(msgs, names)[0]))["per_s"]
+                         batch=lambda msgs, _: decode_tweets(_to_records(msgs, names)[0]))["per_s"]
         run = asyncio.run(collector_run(bootstrap, prefix, n))
         rate = run["per_s"]
         outputs = written(bootstrap, [prefix + t for t in run["outputs"]] + [changelog_topic(settings, "collector")])

@@ -80,9 +80,10 @@ def bare_loop(bootstrap: str, topic: str, n: int, decode, settings: dict | None 
     records of ``topic`` (10,000 at a time) and decodes each value with ``decode``. Timed from its first
     record; it never asks for more than is left (a ``consume()`` asking for more would wait out its whole
     timeout at the end, inside the measured time). ``settings``: librdkafka settings over its defaults
-    (e.g. :data:`STAGE_FETCH`). ``batch``: a callable given each consumed list of messages instead (``decode``
-    unused), e.g. a stage's own input path. Returns records, seconds, ``per_s`` and CPU seconds per 1,000
-    records (this process, librdkafka's threads included)."""
+    (e.g. :data:`STAGE_FETCH`). ``batch``: a callable given each consumed list of messages, after ``decode``
+    (None: no decode per message, e.g. ``batch`` is a stage's own input path), and the number of records
+    consumed so far. Returns records, seconds, ``per_s`` and CPU seconds per 1,000 records (this process,
+    librdkafka's threads included)."""
     import confluent_kafka as ck
     import psutil
 
@@ -96,15 +97,16 @@ def bare_loop(bootstrap: str, topic: str, n: int, decode, settings: dict | None 
         msgs = c.consume(min(10_000, n - seen), timeout=1.0)
         if msgs and t0 is None:
             t0, cpu0 = time.perf_counter(), cpu_seconds(me)
-        if batch is not None:
-            batch(msgs)
+        if decode is None:
             seen += sum(m.error() is None for m in msgs)
-            continue
-        for m in msgs:
-            if m.error():
-                continue
-            decode(m.value())
-            seen += 1
+        else:
+            for m in msgs:
+                if m.error():
+                    continue
+                decode(m.value())
+                seen += 1
+        if batch is not None:
+            batch(msgs, seen)
     seconds = time.perf_counter() - t0
     cpu = cpu_seconds(me) - cpu0
     c.close()
